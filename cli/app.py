@@ -1,0 +1,45 @@
+"""What every command needs: the config, the plugins, the store and the pipeline."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+
+from lookalike.daemon.lock import ServiceLock, lock_path
+from lookalike.pipeline.pipeline import Pipeline
+from lookalike.pipeline.plugins import StepPlugin, collect_steps, plugin_manager
+from lookalike.store.store import Store
+
+from .config import Config, config_path, load_config
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+@dataclass
+class App:
+    config_option: str | None
+
+    @cached_property
+    def steps(self) -> dict[str, dict[str, StepPlugin]]:
+        return collect_steps(plugin_manager())
+
+    @cached_property
+    def config(self) -> Config:
+        return load_config(config_path(self.config_option), self.steps)
+
+    @cached_property
+    def pipeline(self) -> Pipeline:
+        config = self.config
+        return Pipeline.build(self.steps, config.pipeline, config.tables, config.base_dir)
+
+    def open_store(self) -> Store:
+        return Store(self.config.database_url)
+
+    def service_lock(self) -> ServiceLock:
+        return ServiceLock(lock_path(self.config.database_url, self.config.base_dir))

@@ -1,0 +1,131 @@
+"""config.toml: defaults, validation (unknown keys are errors) and path resolution."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from lookalike.pipeline.errors import ConfigError
+from lookalike.pipeline.plugins import StepPlugin
+
+CONFIG_ENV = "LOOKALIKE_CONFIG"
+
+DEFAULTS: dict[str, Any] = {
+    "images_dir": "images",
+    "inbox_dir": "inbox",
+    "snapshot": "feature_vectors.pkl",
+    "database": "sqlite:///lookalike.db",
+    "pipeline": {"decoder": "pillow", "remover": "rembg", "padder": "white", "embedder": "resnet18"},
+    "query": {"k": 10},
+    "daemon": {"settle_seconds": 1.0, "batch_size": 16},
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    images_dir: Path
+    inbox_dir: Path
+    snapshot: Path
+    database_url: str
+    pipeline: dict[str, str]
+    k: int
+    settle_seconds: float
+    batch_size: int
+    tables: dict[str, dict[str, Any]]
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+
+def config_path(option: str | None) -> Path:
+    """--config, else $LOOKALIKE_CONFIG, else ./config.toml."""
+    path = Path(option or os.environ.get(CONFIG_ENV) or "config.toml").expanduser()
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found (use --config or {CONFIG_ENV})")
+    return path.resolve()
+
+
+def load_config(path: Path, steps: dict[str, dict[str, StepPlugin]]) -> Config:
+    """Read and validate ``path``; plugin tables are checked against their plugin's options."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    plugin_options = {name: p.options for named in steps.values() for name, p in named.items()}
+    core_tables = {key for key, value in DEFAULTS.items() if isinstance(value, dict)}
+    tables = {
+        key: _checked(path, key, value, plugin_options[key])
+        for key, value in raw.items()
+        if key in plugin_options and key not in core_tables
+    }
+    merged = _checked(path, "", {k: v for k, v in raw.items() if k not in tables}, DEFAULTS)
+    base = path.parent
+    config = Config(
+        path=path,
+        images_dir=(base / merged["images_dir"]).resolve(),
+        inbox_dir=(base / merged["inbox_dir"]).resolve(),
+        snapshot=(base / merged["snapshot"]).resolve(),
+        database_url=_database_url(path, merged["database"]),
+        pipeline=merged["pipeline"],
+        k=merged["query"]["k"],
+        settle_seconds=merged["daemon"]["settle_seconds"],
+        batch_size=merged["daemon"]["batch_size"],
+        tables=tables,
+    )
+    _check_values(config)
+    return config
+
+
+def _checked(path: Path, table: str, given: Any, defaults: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` updated with ``given``; an unknown key or a wrong type is an error."""
+    if not isinstance(given, dict):
+        raise ConfigError(f"{path}: [{table}] must be a table")
+    merged = dict(defaults)
+    for key, value in given.items():
+        name = f"{table}.{key}" if table else key
+        if key not in defaults:
+            raise ConfigError(f"{path}: unknown key {name!r}")
+        default = defaults[key]
+        if isinstance(default, dict):
+            if table:  # plugin tables and core tables are flat
+                raise ConfigError(f"{path}: unknown key {name!r}")
+            merged[key] = _checked(path, key, value, default)
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            merged[key] = float(value)
+        elif type(value) is not type(default):
+            raise ConfigError(f"{path}: {name} must be a {type(default).__name__}")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _database_url(path: Path, url: str) -> str:
+    """A SQLAlchemy URL whose relative SQLite path is made relative to the config file."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"{path}: database {url!r} is not a SQLAlchemy URL") from None
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
+        parsed = parsed.set(database=str((path.parent / database).resolve()))
+    return parsed.render_as_string(hide_password=False)
+
+
+def _check_values(config: Config) -> None:
+    if config.k < 1:
+        raise ConfigError(f"{config.path}: query.k must be at least 1")
+    if config.batch_size < 1:
+        raise ConfigError(f"{config.path}: daemon.batch_size must be at least 1")
+    if config.settle_seconds < 0:
+        raise ConfigError(f"{config.path}: daemon.settle_seconds must not be negative")
+    images, inbox = config.images_dir, config.inbox_dir
+    if images == inbox or images in inbox.parents or inbox in images.parents:
+        raise ConfigError(f"{config.path}: images_dir and inbox_dir must not contain each other")

@@ -1,0 +1,209 @@
+"""The ``lookalike`` command: thin click commands over the pipeline, store and daemon."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from pathlib import Path
+
+import click
+
+from lookalike.pipeline.errors import LookalikeError
+
+
+
+class LookalikeGroup(click.Group):
+    """Turns user errors into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except LookalikeError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def load_app(config_option: str | None):
+    """The command's App; imported here so that --help does not load SQLAlchemy."""
+    from .app import App
+
+    return App(config_option)
+
+
+def config_option(command):
+    return click.option(
+        "--config",
+        "config_option",
+        type=click.Path(dir_okay=False),
+        help="config.toml to use (default: $LOOKALIKE_CONFIG, else ./config.toml).",
+    )(command)
+
+
+@click.group(cls=LookalikeGroup)
+@click.version_option(package_name="lookalike")
+def cli():
+    """Visual similarity search for fashion product images."""
+
+
+@cli.command()
+@config_option
+def run(config_option):
+    """Run the service: index images_dir as it changes, answer images dropped into inbox_dir."""
+    from lookalike.daemon.service import Service, ServiceSettings
+
+    from .app import setup_logging
+
+    setup_logging()
+    app = load_app(config_option)
+    config = app.config
+    lock = app.service_lock()
+    lock.acquire()
+    store = app.open_store()
+    try:
+        app.pipeline.warm_up()
+        settings = ServiceSettings(
+            images_dir=config.images_dir,
+            inbox_dir=config.inbox_dir,
+            snapshot=config.snapshot,
+            k=config.k,
+            settle_seconds=config.settle_seconds,
+            batch_size=config.batch_size,
+        )
+        service = Service(settings, store, app.pipeline)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: service.stop())
+        logging.getLogger(__name__).info("model %s", app.pipeline.model_id)
+        service.run()
+    finally:
+        store.close()
+        lock.release()
+
+
+@cli.command()
+@config_option
+def index(config_option):
+    """Index images_dir once (new, changed and deleted files), refresh the snapshot, exit."""
+    from lookalike.daemon.reconcile import reconcile
+    from lookalike.store.query import load_index, publish_snapshot
+
+    from .app import setup_logging
+
+    setup_logging(logging.WARNING)
+    app = load_app(config_option)
+    lock = app.service_lock()
+    lock.acquire()
+    store = app.open_store()
+    try:
+        pipeline = app.pipeline
+        report = reconcile(store, pipeline, app.config.images_dir, app.config.batch_size)
+        index = load_index(store, pipeline.model_id)
+        publish_snapshot(store, index, app.config.snapshot)
+    finally:
+        store.close()
+        lock.release()
+    click.echo(f"{report}; index holds {index.size} images")
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-k", type=click.IntRange(min=1), help="How many neighbours (default: [query] k).")
+@click.option("--json", "as_json", is_flag=True, help="Print the inbox's JSON format.")
+@config_option
+def query(images, k, as_json, config_option):
+    """Find the catalogue images that look most like each IMAGE."""
+    from lookalike.store.query import EMPTY_INDEX, answer_queries, load_index
+
+    app = load_app(config_option)
+    k = k or app.config.k
+    queries = []
+    for image in images:
+        try:
+            queries.append((Path(image).name, Path(image).read_bytes()))
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {image}: {exc.strerror}") from None
+    store = app.open_store()
+    try:
+        index = load_index(store, app.pipeline.model_id)
+    finally:
+        store.close()
+    if index.size == 0:
+        raise click.ClickException(f"{EMPTY_INDEX}: run `lookalike index` or the service")
+    answers = answer_queries(app.pipeline, index, queries, k)
+    for image, answer in zip(images, answers, strict=True):
+        if "error" in answer:
+            raise click.ClickException(f"{image}: {answer['error']}")
+    if as_json:
+        click.echo(json.dumps(answers[0] if len(answers) == 1 else answers, indent=2))
+        return
+    for answer in answers:
+        click.echo(f"{answer['query']}  ({answer['index_size']} images, model {answer['model']})")
+        click.echo(f"{'rank':>4}  {'similarity':>10}  path")
+        for neighbour in answer["neighbours"]:
+            click.echo(
+                f"{neighbour['rank']:>4}  {neighbour['similarity']:>10.4f}  {neighbour['path']}"
+            )
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@config_option
+def status(as_json, config_option):
+    """Counts of indexed and failed images, index size, last refresh, and the service."""
+    from lookalike.daemon.lock import read_holder
+
+    app = load_app(config_option)
+    store = app.open_store()
+    try:
+        counts = store.counts()
+        report = {
+            "database": app.config.database_url,
+            "indexed": sum(c["indexed"] for c in counts.values()),
+            "failed": sum(c["failed"] for c in counts.values()),
+            "models": {model: c["indexed"] for model, c in counts.items() if c["indexed"]},
+            "index_size": int(store.get_meta("index_size") or 0),
+            "last_refresh": store.get_meta("last_refresh"),
+            "service": read_holder(app.service_lock().path),
+        }
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    service = report["service"]
+    click.echo(f"database:     {report['database']}")
+    click.echo(f"indexed:      {report['indexed']}")
+    click.echo(f"failed:       {report['failed']}")
+    for model, count in report["models"].items():
+        click.echo(f"model:        {model} ({count} images)")
+    click.echo(f"index size:   {report['index_size']}")
+    click.echo(f"last refresh: {report['last_refresh'] or 'never'}")
+    if service is None:
+        click.echo("service:      not running")
+    else:
+        click.echo(f"service:      running (pid {service.get('pid')}, since {service.get('started_at')})")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@config_option
+def models(as_json, config_option):
+    """List the model files the configured pipeline needs; exit 1 when one is missing."""
+    files = load_app(config_option).pipeline.model_files()
+    rows = [
+        {
+            "step": f.step,
+            "path": str(f.path),
+            "present": f.present,
+            "sha256": f.sha256() if f.present else None,
+            "how_to_supply": None if f.present else f.how_to_supply,
+        }
+        for f in files
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            state = row["sha256"] if row["present"] else f"MISSING: {row['how_to_supply']}"
+            click.echo(f"{row['step']:<10} {row['path']}\n           {state}")
+    if not all(row["present"] for row in rows):
+        raise SystemExit(1)

@@ -1,0 +1,73 @@
+"""One service per database: an exclusive lock on a file beside it, holding pid and start time."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from lookalike.pipeline.errors import LookalikeError
+
+
+class AlreadyRunning(LookalikeError):
+    """Another service holds the lock of this database."""
+
+
+def lock_path(database_url: str, fallback_dir: Path) -> Path:
+    """``<db file>.lock`` for SQLite files; for other databases, a file in ``fallback_dir``."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return Path(url.database + ".lock")
+    return fallback_dir / ".lookalike.lock"
+
+
+class ServiceLock:
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            holder = read_holder(self.path) or {}
+            raise AlreadyRunning(
+                f"another lookalike service (pid {holder.get('pid', '?')}) is already running "
+                f"on this database (lock {self.path})"
+            ) from None
+        os.ftruncate(fd, 0)
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        os.write(fd, json.dumps({"pid": os.getpid(), "started_at": started}).encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+
+def read_holder(path: Path) -> dict | None:
+    """The pid and start time of the running service, or None when none holds the lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                return json.loads(os.read(fd, 4096) or b"{}")
+            except ValueError:
+                return {}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

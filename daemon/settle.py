@@ -1,0 +1,45 @@
+"""Settling: a path is ready once its size and mtime have not changed for a while."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+class Settler:
+    def __init__(self, settle_seconds: float, clock=time.monotonic):
+        self.settle_seconds = settle_seconds
+        self._clock = clock
+        self._pending: dict[Path, tuple[tuple[int, int] | None, float]] = {}
+
+    def touch(self, path: str | os.PathLike) -> None:
+        """Something happened to ``path``: wait for it to settle again."""
+        path = Path(path)
+        self._pending[path] = (_signature(path), self._clock())
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def pending(self) -> list[Path]:
+        return list(self._pending)
+
+    def pop_settled(self) -> list[Path]:
+        """Paths unchanged for settle_seconds (a vanished path settles too: it was deleted)."""
+        now, settled = self._clock(), []
+        for path, (signature, since) in list(self._pending.items()):
+            current = _signature(path)
+            if current != signature:
+                self._pending[path] = (current, now)
+            elif now - since >= self.settle_seconds:
+                settled.append(path)
+                del self._pending[path]
+        return settled

@@ -1,0 +1,17 @@
+"""Errors a user can act on: the CLI prints their message as one line and exits 1."""
+
+
+class LookalikeError(Exception):
+    """A user-facing error; its message is a complete, single-line explanation."""
+
+
+class ConfigError(LookalikeError):
+    """The configuration is invalid."""
+
+
+class ModelMissingError(LookalikeError):
+    """A model file the pipeline needs is not on this machine."""
+
+
+class ImageError(LookalikeError):
+    """A file could not be turned into a model input (not an image, truncated, ...)."""

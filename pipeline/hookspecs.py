@@ -1,0 +1,32 @@
+"""Hook specifications: how a plugin adds a pipeline step.
+
+Each hook receives a ``register`` callable. A plugin calls it once per step it offers:
+``register(name, factory, options)`` where ``options`` maps each key of the plugin's
+config table (the table named after the step) to its default, and ``factory(settings)``
+builds the step from a :class:`lookalike.pipeline.steps.StepSettings`.
+"""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("lookalike")
+hookimpl = pluggy.HookimplMarker("lookalike")
+
+
+@hookspec
+def register_decoders(register):
+    """Offer decoders: bytes -> PIL image (RGB or RGBA, orientation applied)."""
+
+
+@hookspec
+def register_removers(register):
+    """Offer background removers: PIL image -> RGB image on a white background."""
+
+
+@hookspec
+def register_padders(register):
+    """Offer padders: RGB image -> square RGB image of a given side length."""
+
+
+@hookspec
+def register_embedders(register):
+    """Offer embedders: square RGB images -> L2-normalised float32 vectors."""

@@ -1,0 +1,69 @@
+"""The plugin manager: built-in steps and third-party ones from the ``lookalike`` entry points."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import ConfigError
+from .steps import STEP_KINDS, StepSettings
+
+ENTRY_POINT_GROUP = "lookalike"
+# Comma-separated entry-point names to load; unset loads all, empty loads none (tests use that).
+LOAD_PLUGINS_ENV = "LOOKALIKE_LOAD_PLUGINS"
+
+BUILTIN_PLUGINS = (
+    "lookalike.pipeline.builtins.pillow_decoder",
+    "lookalike.pipeline.builtins.rembg_remover",
+    "lookalike.pipeline.builtins.white_padder",
+    "lookalike.pipeline.builtins.resnet18_embedder",
+)
+
+
+@dataclass(frozen=True)
+class StepPlugin:
+    """One step a plugin offers, under the name config.toml chooses it by."""
+
+    kind: str
+    name: str
+    factory: Callable[[StepSettings], Any]
+    options: dict[str, Any]
+
+    def build(self, table: dict[str, Any], base_dir) -> Any:
+        return self.factory(StepSettings({**self.options, **table}, base_dir))
+
+
+def plugin_manager() -> pluggy.PluginManager:
+    """A manager with the built-ins registered and the allowed entry points loaded."""
+    pm = pluggy.PluginManager("lookalike")
+    pm.add_hookspecs(hookspecs)
+    for module_name in BUILTIN_PLUGINS:
+        pm.register(importlib.import_module(module_name), module_name)
+    allowed = os.environ.get(LOAD_PLUGINS_ENV)
+    if allowed is None:
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    else:
+        for name in filter(None, (n.strip() for n in allowed.split(","))):
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP, name)
+    return pm
+
+
+def collect_steps(pm: pluggy.PluginManager) -> dict[str, dict[str, StepPlugin]]:
+    """Every registered step, by kind and then by name."""
+    steps: dict[str, dict[str, StepPlugin]] = {kind: {} for kind in STEP_KINDS}
+    for kind in STEP_KINDS:
+
+        def register(name, factory, options=None, kind=kind):
+            # Names are unique across kinds: a step reads the config table named after it.
+            if any(name in named for named in steps.values()):
+                raise ConfigError(f"two plugins register a step named {name!r}")
+            steps[kind][name] = StepPlugin(kind, name, factory, dict(options or {}))
+
+        getattr(pm.hook, f"register_{kind}s")(register=register)
+    return steps

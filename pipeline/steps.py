@@ -1,0 +1,84 @@
+"""The four step kinds of the pipeline and what each must provide."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+STEP_KINDS = ("decoder", "remover", "padder", "embedder")
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """A step's config table (defaults filled in) and the folder relative paths start from."""
+
+    options: dict[str, Any]
+    base_dir: Path
+
+    def path(self, key: str) -> Path | None:
+        """The option ``key`` as a path, relative to the config file; None when empty."""
+        value = self.options[key]
+        if not value:
+            return None
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.base_dir / path
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A file a step loads: where it is expected and how a user supplies it."""
+
+    step: str
+    path: Path
+    how_to_supply: str
+
+    @property
+    def present(self) -> bool:
+        return self.path.is_file()
+
+    def sha256(self) -> str:
+        with open(self.path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+class Decoder(Protocol):
+    id: str
+
+    def decode(self, data: bytes) -> Image.Image:
+        """Decode bytes to an RGB or RGBA image; raise ImageError when they are not one."""
+
+
+class Remover(Protocol):
+    id: str
+
+    def model_files(self) -> list[ModelFile]: ...
+
+    def remove(self, image: Image.Image) -> Image.Image:
+        """Return the image as RGB with its background replaced by white."""
+
+
+class Padder(Protocol):
+    id: str
+
+    def pad(self, image: Image.Image, size: int) -> Image.Image:
+        """Return a ``size`` x ``size`` RGB image."""
+
+
+class Embedder(Protocol):
+    dimension: int
+    input_size: int
+
+    @property
+    def id(self) -> str:
+        """Name and weights digest: vectors of different ids are never compared."""
+
+    def model_files(self) -> list[ModelFile]: ...
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed square RGB images into an (n, dimension) float32 array of unit vectors."""

@@ -1,0 +1,49 @@
+"""The SQLAlchemy tables: one row per image file, and a key/value table for store metadata."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Index, LargeBinary, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+INDEXED = "indexed"
+FAILED = "failed"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ImageRecord(Base):
+    """An image file under images_dir: its content hash, stat, and vector or error."""
+
+    __tablename__ = "images"
+    __table_args__ = (Index("ix_images_sha256_model", "sha256", "model"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(unique=True)  # POSIX, relative to images_dir
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int]
+    mtime_ns: Mapped[int]
+    width: Mapped[int | None]
+    height: Mapped[int | None]
+    model: Mapped[str | None] = mapped_column(index=True)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+    status: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Meta(Base):
+    """Store-wide facts: schema version, last index refresh."""
+
+    __tablename__ = "meta"
+
+    key: Mapped[str] = mapped_column(primary_key=True)
+    value: Mapped[str]

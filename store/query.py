@@ -1,0 +1,66 @@
+"""The one query function: image bytes -> neighbours answer. Serves the inbox, CLI and any UI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from datetime import UTC, datetime
+from typing import Any
+
+from lookalike.pipeline.errors import ImageError
+from lookalike.pipeline.pipeline import Pipeline
+
+from .index import NeighbourIndex
+from .snapshot import write_snapshot
+from .store import Store
+
+EMPTY_INDEX = "the index holds no images embedded by this model yet"
+
+
+def load_index(store: Store, model: str) -> NeighbourIndex:
+    """The index of ``model``'s vectors as the store holds them now."""
+    paths, vectors = store.vectors(model)
+    return NeighbourIndex(paths, vectors, model)
+
+
+def publish_snapshot(store: Store, index: NeighbourIndex, snapshot_path: Path) -> None:
+    """Write the index's vectors as the snapshot and record the refresh in the store."""
+    write_snapshot(snapshot_path, index.paths, index.vectors, index.model)
+    store.set_meta("last_refresh", datetime.now(UTC).isoformat(timespec="seconds"))
+    store.set_meta("index_size", str(index.size))
+
+
+def answer_queries(
+    pipeline: Pipeline, index: NeighbourIndex, queries: Sequence[tuple[str, bytes]], k: int
+) -> list[dict[str, Any]]:
+    """One answer per (name, bytes): the k nearest catalogue images, or an "error" field."""
+    prepared, errors = [], {}
+    for position, (_, data) in enumerate(queries):
+        try:
+            prepared.append((position, pipeline.prepare(data)[0]))
+        except ImageError as exc:
+            errors[position] = str(exc)
+    vectors = pipeline.embed([image for _, image in prepared])
+    found = {
+        position: index.search(vector, k)
+        for (position, _), vector in zip(prepared, vectors, strict=True)
+    }
+    answers = []
+    for position, (name, _) in enumerate(queries):
+        answer: dict[str, Any] = {
+            "query": name,
+            "model": pipeline.model_id,
+            "k": k,
+            "index_size": index.size,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "neighbours": [
+                {"rank": rank, "path": n.path, "similarity": n.similarity}
+                for rank, n in enumerate(found.get(position, []), start=1)
+            ],
+        }
+        if position in errors:
+            answer["error"] = errors[position]
+        elif index.size == 0:
+            answer["error"] = EMPTY_INDEX
+        answers.append(answer)
+    return answers

@@ -1,0 +1,223 @@
+"""The store: SQLite (or any SQLAlchemy database) as the source of truth for every vector."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import create_engine, delete, event, func, inspect, select, update
+from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.orm import Session
+
+from lookalike.pipeline.errors import LookalikeError
+
+from .models import FAILED, INDEXED, Base, ImageRecord, Meta
+
+SCHEMA_VERSION = 1
+
+
+class StoreError(LookalikeError):
+    """The database cannot be used: not ours, corrupt, or from a newer lookalike."""
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What the store knows of a file without loading its vector."""
+
+    size: int
+    mtime_ns: int
+    model: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What ingest learned of one file: its identity and, when indexed, its vector."""
+
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+    width: int | None = None
+    height: int | None = None
+    model: str | None = None
+    vector: bytes | None = None
+    error: str | None = None
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets readers (CLI queries) run while the daemon writes; the timeout waits out locks.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+class Store:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            self._prepare_schema()
+        except (DatabaseError, OperationalError) as exc:
+            self.engine.dispose()
+            reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
+            raise StoreError(f"cannot open database {self.engine.url}: {reason}") from None
+        except StoreError:
+            self.engine.dispose()
+            raise
+
+    def _prepare_schema(self) -> None:
+        tables = set(inspect(self.engine).get_table_names())
+        if tables and "meta" not in tables:
+            raise StoreError(f"database {self.engine.url} was not made by lookalike")
+        Base.metadata.create_all(self.engine)
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
+        elif int(version) > SCHEMA_VERSION:
+            raise StoreError(
+                f"database {self.engine.url} has schema {version}, newer than this lookalike "
+                f"understands ({SCHEMA_VERSION}): upgrade lookalike"
+            )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with Session(self.engine) as session, session.begin():
+            yield session
+
+    def get_meta(self, key: str) -> str | None:
+        with self._session() as session:
+            row = session.get(Meta, key)
+            return row.value if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._session() as session:
+            session.merge(Meta(key=key, value=value))
+
+    def file_states(self) -> dict[str, FileState]:
+        with self._session() as session:
+            rows = session.execute(
+                select(ImageRecord.path, ImageRecord.size, ImageRecord.mtime_ns,
+                       ImageRecord.model, ImageRecord.status)
+            )
+            return {path: FileState(*rest) for path, *rest in rows}
+
+    def file_state(self, path: str) -> FileState | None:
+        with self._session() as session:
+            row = session.execute(
+                select(ImageRecord.size, ImageRecord.mtime_ns, ImageRecord.model,
+                       ImageRecord.status).where(ImageRecord.path == path)
+            ).first()
+            return FileState(*row) if row else None
+
+    def indexed_vector(self, sha256: str, model: str) -> ImageFacts | None:
+        """An indexed row with this content and model, so equal bytes are embedded once."""
+        with self._session() as session:
+            row = session.scalars(
+                select(ImageRecord).where(
+                    ImageRecord.sha256 == sha256,
+                    ImageRecord.model == model,
+                    ImageRecord.status == INDEXED,
+                ).limit(1)
+            ).first()
+            if row is None:
+                return None
+            return ImageFacts(row.path, row.sha256, row.size, row.mtime_ns, row.width,
+                              row.height, row.model, row.vector)
+
+    def save(self, facts: Iterable[ImageFacts]) -> None:
+        """Insert or replace the row of each file, in one transaction."""
+        with self._session() as session:
+            for item in facts:
+                row = session.scalars(
+                    select(ImageRecord).where(ImageRecord.path == item.path)
+                ).first()
+                if row is None:
+                    row = ImageRecord(path=item.path)
+                    session.add(row)
+                row.sha256, row.size, row.mtime_ns = item.sha256, item.size, item.mtime_ns
+                row.width, row.height, row.model = item.width, item.height, item.model
+                row.vector, row.error = item.vector, item.error
+                row.status = FAILED if item.error is not None else INDEXED
+
+    def delete(self, paths: Iterable[str]) -> int:
+        paths = list(paths)
+        with self._session() as session:
+            result = session.execute(delete(ImageRecord).where(ImageRecord.path.in_(paths)))
+            return result.rowcount
+
+    def delete_folder(self, folder: str) -> int:
+        with self._session() as session:
+            result = session.execute(
+                delete(ImageRecord).where(ImageRecord.path.startswith(folder + "/", autoescape=True))
+            )
+            return result.rowcount
+
+    def move(self, source: str, destination: str) -> bool:
+        """Give the row of ``source`` the path ``destination``; False when there is none."""
+        with self._session() as session:
+            session.execute(delete(ImageRecord).where(ImageRecord.path == destination))
+            result = session.execute(
+                update(ImageRecord).where(ImageRecord.path == source).values(path=destination)
+            )
+            return result.rowcount > 0
+
+    def move_folder(self, source: str, destination: str) -> int:
+        """Move every row under folder ``source`` to folder ``destination``."""
+        with self._session() as session:
+            prefix = source + "/"
+            rows = session.execute(
+                select(ImageRecord.id, ImageRecord.path).where(
+                    ImageRecord.path.startswith(prefix, autoescape=True)
+                )
+            ).all()
+            for row_id, path in rows:
+                new_path = destination + "/" + path[len(prefix):]
+                session.execute(delete(ImageRecord).where(ImageRecord.path == new_path))
+                session.execute(
+                    update(ImageRecord).where(ImageRecord.id == row_id).values(path=new_path)
+                )
+            return len(rows)
+
+    def vectors(self, model: str) -> tuple[list[str], np.ndarray]:
+        """Paths and an (N, D) float32 matrix of every indexed vector of ``model``."""
+        with self._session() as session:
+            rows = session.execute(
+                select(ImageRecord.path, ImageRecord.vector)
+                .where(ImageRecord.model == model, ImageRecord.status == INDEXED)
+                .order_by(ImageRecord.path)
+            ).all()
+        paths = [path for path, _ in rows]
+        if not rows:
+            return paths, np.zeros((0, 0), dtype=np.float32)
+        matrix = np.frombuffer(b"".join(vector for _, vector in rows), dtype=np.float32)
+        return paths, matrix.reshape(len(rows), -1)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Row counts by model and status: {model or "": {"indexed": n, "failed": m}}."""
+        with self._session() as session:
+            rows = session.execute(
+                select(ImageRecord.model, ImageRecord.status, func.count())
+                .group_by(ImageRecord.model, ImageRecord.status)
+            ).all()
+        counts: dict[str, dict[str, int]] = {}
+        for model, status, count in rows:
+            counts.setdefault(model or "", {INDEXED: 0, FAILED: 0})[status] = count
+        return counts
+
+    def failures(self, limit: int = 20) -> list[tuple[str, str]]:
+        with self._session() as session:
+            rows = session.execute(
+                select(ImageRecord.path, ImageRecord.error)
+                .where(ImageRecord.status == FAILED).order_by(ImageRecord.path).limit(limit)
+            ).all()
+        return [(path, error or "") for path, error in rows]

@@ -1,0 +1,110 @@
+"""Small real models and synthetic product photos for the tests.
+
+The real ResNet-18 and rembg weights cannot be downloaded here, so the tests write their own:
+the ResNet-18 architecture with seeded random weights, and a tiny ONNX mask model that
+rembg loads through its real ``u2net_custom`` session.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+
+def write_resnet18_state_dict(path: Path) -> Path:
+    import torch
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    torch.save(resnet18(weights=None).state_dict(), path)
+    return path
+
+
+def write_mask_onnx(path: Path) -> Path:
+    """An ONNX model with u2net's interface: (1,3,320,320) image -> (1,1,320,320) mask.
+
+    Foreground is where the normalised pixel mean is below that of near-white.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input"], ["mean"], axes=[1], keepdims=1),
+            helper.make_node("Sub", ["mean", "threshold"], ["shifted"]),
+            helper.make_node("Mul", ["shifted", "gain"], ["scaled"]),
+            helper.make_node("Sigmoid", ["scaled"], ["mask"]),
+        ],
+        "mask",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 320, 320])],
+        [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 320, 320])],
+        initializer=[
+            helper.make_tensor("threshold", TensorProto.FLOAT, [], [1.5]),
+            helper.make_tensor("gain", TensorProto.FLOAT, [], [-4.0]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
+PALETTE = [
+    (200, 30, 40), (30, 60, 170), (20, 130, 60), (230, 170, 20), (120, 40, 140),
+    (20, 20, 20), (240, 110, 150), (90, 60, 30), (0, 150, 160), (150, 150, 150),
+]
+
+
+def product_photo(seed: int, size: tuple[int, int] = (480, 640)) -> Image.Image:
+    """A distinct synthetic garment (shape, colour, pattern) on a light background."""
+    rng = random.Random(seed)
+    width, height = size
+    colour = PALETTE[seed % len(PALETTE)]
+    garment = Image.new("RGB", size, colour)
+    draw = ImageDraw.Draw(garment)
+    pattern = rng.choice(["stripes", "dots", "checks", "plain"])
+    accent = tuple(255 - c for c in colour)
+    step = rng.randint(14, 30)
+    for offset in range(0, max(size), step):
+        if pattern == "stripes":
+            draw.line([(0, offset), (width, offset + 80)], fill=accent, width=4)
+        elif pattern == "checks":
+            draw.line([(offset, 0), (offset, height)], fill=accent, width=3)
+            draw.line([(0, offset), (width, offset)], fill=accent, width=3)
+        elif pattern == "dots":
+            for y in range(0, height, step):
+                draw.ellipse([offset, y, offset + 6, y + 6], fill=accent)
+    silhouette = Image.new("L", size, 0)
+    _draw_silhouette(ImageDraw.Draw(silhouette), seed % 4, width // 2, height // 2)
+    return Image.composite(garment, Image.new("RGB", size, (250, 250, 248)), silhouette)
+
+
+def _draw_silhouette(draw: ImageDraw.ImageDraw, shape: int, cx: int, cy: int) -> None:
+    """A t-shirt, trousers, a dress or a bag, centred at (cx, cy)."""
+    if shape == 0:
+        draw.rectangle([cx - 90, cy - 120, cx + 90, cy + 160], fill=255)
+        for side in (-1, 1):
+            draw.polygon([(cx + side * 90, cy - 120), (cx + side * 180, cy - 40),
+                          (cx + side * 140, cy), (cx + side * 90, cy - 60)], fill=255)
+    elif shape == 1:
+        draw.rectangle([cx - 90, cy - 200, cx + 90, cy - 120], fill=255)
+        for side in (-1, 1):
+            draw.polygon([(cx + side * 90, cy - 120), (cx + side * 5, cy - 120),
+                          (cx + side * 20, cy + 230), (cx + side * 100, cy + 230)], fill=255)
+    elif shape == 2:
+        draw.polygon([(cx - 50, cy - 220), (cx + 50, cy - 220), (cx + 170, cy + 220),
+                      (cx - 170, cy + 220)], fill=255)
+    else:
+        draw.rectangle([cx - 140, cy - 60, cx + 140, cy + 150], fill=255)
+        draw.arc([cx - 80, cy - 170, cx + 80, cy + 10], 180, 360, fill=255, width=18)
+
+
+def cropped_query(image: Image.Image) -> Image.Image:
+    """A resized, slightly cropped copy of a catalogue photo: what a shopper might upload."""
+    width, height = image.size
+    crop = image.crop((width * 0.05, height * 0.04, width * 0.96, height * 0.97))
+    return crop.resize((int(crop.width * 0.6), int(crop.height * 0.6)))
