@@ -82,6 +82,7 @@ def _ingest_batch(store, pipeline, images_dir, batch, report) -> None:
         same = store.indexed_vector(facts.sha256, model)
         if same is not None:
             done.append(replace(same, path=path, size=facts.size, mtime_ns=facts.mtime_ns))
+            log.info("indexed %s (same content as %s)", path, same.path)
             report.reused += 1
         elif facts.sha256 in first_by_hash:
             copies.append(facts)
@@ -103,10 +104,10 @@ def _ingest_batch(store, pipeline, images_dir, batch, report) -> None:
         log.info("indexed %s", facts.path)
     report.embedded += len(embedded)
     for facts in copies:
+        log.info("indexed %s (same content as another new file)", facts.path)
         done.append(replace(embedded[facts.sha256], path=facts.path, size=facts.size,
                             mtime_ns=facts.mtime_ns))
-    store.save(done + list(embedded.values()))
-    removed = store.delete(gone)
+    removed = store.apply(done + list(embedded.values()), gone)
     report.removed += removed
     if removed:
         log.info("removed %d vanished file(s)", removed)

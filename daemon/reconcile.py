@@ -14,8 +14,9 @@ from .files import regular_file_inside, scan
 from .ingest import IngestReport, ingest, is_current
 
 
-def stale_paths(store: Store, images_dir: Path, model: str) -> list[str]:
-    """Files that are new, changed or embedded by another model, then rows whose file is gone."""
+def stale_paths(store: Store, images_dir: Path, model: str) -> tuple[list[str], int]:
+    """Files that are new, changed or embedded by another model, then rows whose file is gone;
+    and how many files are current."""
     known = store.file_states()
     on_disk, stale = set(), []
     for path in scan(images_dir):
@@ -25,14 +26,17 @@ def stale_paths(store: Store, images_dir: Path, model: str) -> list[str]:
         on_disk.add(path)
         if not is_current(known.get(path), stat, model):
             stale.append(path)
-    return stale + [path for path in known if path not in on_disk]
+    gone = [path for path in known if path not in on_disk]
+    return stale + gone, len(on_disk) - len(stale)
 
 
 def reconcile(store: Store, pipeline: Pipeline, images_dir: Path, batch_size: int) -> IngestReport:
     """Bring the store in line with images_dir, with a progress bar when stderr is a terminal."""
-    paths = stale_paths(store, images_dir, pipeline.model_id)
+    paths, current = stale_paths(store, images_dir, pipeline.model_id)
     with click.progressbar(
         length=len(paths), label="indexing", file=sys.stderr, show_pos=True,
         hidden=not sys.stderr.isatty(),
     ) as bar:
-        return ingest(store, pipeline, images_dir, paths, batch_size, on_progress=bar.update)
+        report = ingest(store, pipeline, images_dir, paths, batch_size, on_progress=bar.update)
+    report.unchanged += current
+    return report

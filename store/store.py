@@ -134,8 +134,9 @@ class Store:
             return ImageFacts(row.path, row.sha256, row.size, row.mtime_ns, row.width,
                               row.height, row.model, row.vector)
 
-    def save(self, facts: Iterable[ImageFacts]) -> None:
-        """Insert or replace the row of each file, in one transaction."""
+    def apply(self, facts: Iterable[ImageFacts], gone: Iterable[str] = ()) -> int:
+        """Insert or replace the row of each file and delete the rows of ``gone``, in one
+        transaction; returns how many rows were deleted."""
         with self._session() as session:
             for item in facts:
                 row = session.scalars(
@@ -148,12 +149,10 @@ class Store:
                 row.width, row.height, row.model = item.width, item.height, item.model
                 row.vector, row.error = item.vector, item.error
                 row.status = FAILED if item.error is not None else INDEXED
-
-    def delete(self, paths: Iterable[str]) -> int:
-        paths = list(paths)
-        with self._session() as session:
-            result = session.execute(delete(ImageRecord).where(ImageRecord.path.in_(paths)))
-            return result.rowcount
+            gone = list(gone)
+            if not gone:
+                return 0
+            return session.execute(delete(ImageRecord).where(ImageRecord.path.in_(gone))).rowcount
 
     def delete_folder(self, folder: str) -> int:
         with self._session() as session:

@@ -42,7 +42,7 @@ def write_mask_onnx(path: Path) -> Path:
         [helper.make_tensor_value_info("mask", TensorProto.FLOAT, [1, 1, 320, 320])],
         initializer=[
             helper.make_tensor("threshold", TensorProto.FLOAT, [], [1.5]),
-            helper.make_tensor("gain", TensorProto.FLOAT, [], [-4.0]),
+            helper.make_tensor("gain", TensorProto.FLOAT, [], [-8.0]),
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

@@ -1,0 +1,123 @@
+"""Fixtures: real small models written once per session, and a workspace per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from builders import product_photo, write_mask_onnx, write_resnet18_state_dict
+
+# Never load plugins installed on this machine; subprocesses inherit this too.
+os.environ["LOOKALIKE_LOAD_PLUGINS"] = ""
+
+CATALOGUE_SIZE = 12
+
+
+@pytest.fixture(scope="session")
+def model_home(tmp_path_factory) -> Path:
+    """Model caches with only the files the tests write: rembg's home and torch's home."""
+    home = tmp_path_factory.mktemp("models")
+    os.environ["REMBG_HOME"] = str(home / "rembg")
+    os.environ["TORCH_HOME"] = str(home / "torch")
+    os.environ.pop("U2NET_HOME", None)
+    write_resnet18_state_dict(home / "resnet18-test.pth")
+    write_mask_onnx(home / "rembg" / "custom" / "mask.onnx")
+    return home
+
+
+@pytest.fixture(scope="session")
+def catalogue(tmp_path_factory) -> Path:
+    """A dozen distinct synthetic product photos, as JPEG files."""
+    folder = tmp_path_factory.mktemp("catalogue")
+    for seed in range(CATALOGUE_SIZE):
+        product_photo(seed).save(folder / f"item{seed:02d}.jpg", quality=92)
+    return folder
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(value)
+
+
+@dataclass
+class Workspace:
+    root: Path
+    model_home: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def inbox(self) -> Path:
+        return self.root / "inbox"
+
+    def write_config(self, **overrides) -> None:
+        """config.toml with the test models; ``overrides`` maps table -> {key: value}
+        ("" for top-level keys)."""
+        tables = {
+            "": {"images_dir": "images", "inbox_dir": "inbox"},
+            "rembg": {"model_path": str(self.model_home / "rembg" / "custom" / "mask.onnx")},
+            "resnet18": {"weights": str(self.model_home / "resnet18-test.pth")},
+            "daemon": {"settle_seconds": 0.5},
+        }
+        for table, values in overrides.items():
+            tables.setdefault(table, {}).update(values)
+        lines = []
+        for table, values in tables.items():
+            if table:
+                lines.append(f"[{table}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in values.items()]
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def add_catalogue(self, catalogue: Path, count: int = CATALOGUE_SIZE) -> None:
+        for path in sorted(catalogue.iterdir())[:count]:
+            shutil.copy(path, self.images / path.name)
+
+
+@pytest.fixture
+def workspace(tmp_path, model_home) -> Workspace:
+    ws = Workspace(tmp_path, model_home)
+    ws.images.mkdir()
+    ws.inbox.mkdir()
+    ws.write_config()
+    return ws
+
+
+@pytest.fixture
+def run_cli(workspace):
+    """Invoke ``lookalike`` in-process with the workspace's config."""
+    from lookalike.cli.main import cli
+
+    def run(*args: str):
+        return CliRunner().invoke(cli, [*args[:1], "--config", str(workspace.config), *args[1:]])
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks():
+    """Every test stops the threads it starts (observers, workers)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"threads leaked: {leaked}")

@@ -1,0 +1,139 @@
+"""The commands through click's CliRunner, on a real SQLite file and the real pipeline."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+from builders import cropped_query, product_photo
+from lookalike.store.snapshot import read_snapshot
+from lookalike.store.store import Store
+
+
+def test_index_then_query_finds_the_cropped_copy_first(workspace, catalogue, run_cli, tmp_path):
+    workspace.add_catalogue(catalogue)
+    result = run_cli("index")
+    assert result.exit_code == 0, result.output
+    assert "12 embedded" in result.output and "index holds 12 images" in result.output
+
+    query = tmp_path / "query.jpg"
+    cropped_query(product_photo(7)).save(query)
+    result = run_cli("query", str(query), "-k", "3")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[2].split() == ["1", lines[2].split()[1], "item07.jpg"]
+    assert len(lines) == 2 + 3
+
+    answer = json.loads(run_cli("query", str(query), "--json").output)
+    assert answer["query"] == "query.jpg" and answer["k"] == 10 and answer["index_size"] == 12
+    assert answer["neighbours"][0] == {
+        "rank": 1, "path": "item07.jpg", "similarity": answer["neighbours"][0]["similarity"]
+    }
+    assert [n["rank"] for n in answer["neighbours"]] == list(range(1, 11))
+    assert answer["model"].endswith(answer["model"].split("+")[-1])
+
+
+def test_index_writes_the_snapshot_in_the_documented_format(workspace, catalogue, run_cli):
+    workspace.add_catalogue(catalogue, 4)
+    assert run_cli("index").exit_code == 0
+    snapshot = read_snapshot(workspace.root / "feature_vectors.pkl")
+    assert snapshot["paths"] == [f"item{i:02d}.jpg" for i in range(4)]
+    assert snapshot["vectors"].shape == (4, 512) and snapshot["vectors"].dtype == "float32"
+    with open(workspace.root / "feature_vectors.pkl", "rb") as f:
+        assert pickle.load(f)["model"] == snapshot["model"]  # plain pickle readers work too
+
+
+def test_index_again_skips_unchanged_files_and_forgets_deleted_ones(workspace, catalogue, run_cli):
+    workspace.add_catalogue(catalogue, 5)
+    assert run_cli("index").exit_code == 0
+    (workspace.images / "item00.jpg").unlink()
+    result = run_cli("index")
+    assert "0 embedded" in result.output and "4 unchanged" in result.output
+    assert "1 removed" in result.output and "index holds 4 images" in result.output
+
+
+def test_same_bytes_under_two_names_are_embedded_once(workspace, catalogue, run_cli):
+    workspace.add_catalogue(catalogue, 3)
+    (workspace.images / "copy.jpg").write_bytes((workspace.images / "item01.jpg").read_bytes())
+    result = run_cli("index")
+    assert "3 embedded, 1 reused" in result.output
+
+
+def test_changing_the_pipeline_re_embeds_everything(workspace, catalogue, run_cli):
+    workspace.add_catalogue(catalogue, 3)
+    run_cli("index")
+    workspace.write_config(pipeline={"remover": "none"})
+    result = run_cli("index")
+    assert "3 embedded" in result.output
+    models = json.loads(run_cli("status", "--json").output)["models"]
+    assert len(models) == 1
+    assert next(iter(models)).startswith("pillow+none+white+resnet18@")
+    assert list(models.values()) == [3]
+
+
+def test_status_reports_counts_index_and_service(workspace, catalogue, run_cli):
+    workspace.add_catalogue(catalogue, 3)
+    (workspace.images / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    run_cli("index")
+    status = json.loads(run_cli("status", "--json").output)
+    assert status["indexed"] == 3 and status["failed"] == 1 and status["index_size"] == 3
+    assert status["last_refresh"] and status["service"] is None
+    text = run_cli("status").output
+    assert "indexed:      3" in text and "failed:       1" in text and "not running" in text
+
+
+def test_a_file_that_is_not_an_image_is_stored_as_failed_and_not_retried(
+    workspace, catalogue, run_cli
+):
+    (workspace.images / "notes.jpg").write_text("shopping list")
+    assert "1 failed" in run_cli("index").output
+    assert "1 unchanged" in run_cli("index").output
+    store = Store(f"sqlite:///{workspace.root / 'lookalike.db'}")
+    try:
+        assert store.failures() == [("notes.jpg", "not an image Pillow can read")]
+    finally:
+        store.close()
+
+
+def test_user_errors_are_one_line_with_exit_1(workspace, catalogue, run_cli, tmp_path):
+    result = run_cli("query", str(tmp_path / "missing.jpg"))
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: cannot read {tmp_path / 'missing.jpg'}: No such file or directory"
+    ]
+
+    query = tmp_path / "q.jpg"
+    product_photo(1).save(query)
+    result = run_cli("query", str(query))
+    assert result.exit_code == 1 and "index holds no images" in result.output
+
+    workspace.add_catalogue(catalogue, 2)
+    run_cli("index")
+    text = tmp_path / "q.txt"
+    text.write_text("hello")
+    result = run_cli("query", str(text))
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "not an image" in result.output
+
+
+def test_bad_config_is_exit_1_and_usage_errors_exit_2(workspace, run_cli):
+    workspace.config.write_text("surprise = 1\n")
+    result = run_cli("status")
+    assert result.exit_code == 1 and "unknown key 'surprise'" in result.output
+    assert run_cli("query").exit_code == 2
+    assert run_cli("query", "x.jpg", "-k", "0").exit_code == 2
+
+
+def test_models_lists_files_with_digests_and_fails_when_one_is_missing(
+    workspace, run_cli, model_home
+):
+    result = run_cli("models", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [row["step"] for row in rows] == ["rembg", "resnet18"]
+    assert all(row["present"] and len(row["sha256"]) == 64 for row in rows)
+
+    workspace.write_config(resnet18={"weights": "imagenet"})
+    result = run_cli("models")
+    assert result.exit_code == 1
+    assert "MISSING" in result.output and "resnet18-f37072fd.pth" in result.output

@@ -1,0 +1,117 @@
+"""The built-in steps, through the real Pillow, rembg and torchvision code paths."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.pipeline.errors import ConfigError, ImageError, LookalikeError, ModelMissingError
+from lookalike.pipeline.pipeline import Pipeline
+from lookalike.pipeline.plugins import collect_steps, plugin_manager
+
+DEFAULT_STEPS = {"decoder": "pillow", "remover": "rembg", "padder": "white", "embedder": "resnet18"}
+
+
+def build(model_home, tmp_path, **tables) -> Pipeline:
+    chosen = {**DEFAULT_STEPS, **tables.pop("pipeline", {})}
+    defaults = {
+        "rembg": {"model_path": str(model_home / "rembg" / "custom" / "mask.onnx")},
+        "resnet18": {"weights": str(model_home / "resnet18-test.pth")},
+    }
+    return Pipeline.build(collect_steps(plugin_manager()), chosen, {**defaults, **tables}, tmp_path)
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def test_decoder_applies_exif_orientation():
+    from lookalike.pipeline.builtins.pillow_decoder import PillowDecoder
+
+    image = Image.new("RGB", (40, 20), (200, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to display
+    decoded = PillowDecoder().decode(encode(image, "JPEG", exif=exif))
+    assert decoded.size == (20, 40)
+
+
+def test_decoder_rejects_bytes_that_are_not_an_image():
+    from lookalike.pipeline.builtins.pillow_decoder import PillowDecoder
+
+    with pytest.raises(ImageError, match="not an image"):
+        PillowDecoder().decode(b"this is text, not a photo")
+
+
+def test_transparent_background_becomes_white_and_image_is_padded_square(model_home, tmp_path):
+    pipeline = build(model_home, tmp_path, pipeline={"remover": "none"})
+    image = Image.new("RGBA", (100, 50), (0, 0, 0, 0))
+    image.paste((10, 120, 10, 255), (40, 10, 60, 40))
+    square, size = pipeline.prepare(encode(image))
+    assert size == (100, 50)
+    assert square.size == (224, 224) and square.mode == "RGB"
+    assert square.getpixel((5, 5)) == (255, 255, 255)  # padding and former transparency
+    assert square.getpixel((112, 112))[1] > 100  # the garment stays, centred
+
+
+def test_rembg_replaces_the_background_with_white(model_home, tmp_path):
+    pipeline = build(model_home, tmp_path)
+    photo = Image.new("RGB", (200, 200), (200, 220, 255))
+    photo.paste((30, 30, 30), (60, 60, 140, 140))
+    cutout = pipeline.remover.remove(photo)
+    assert min(cutout.getpixel((5, 5))) > 235  # the pale blue backdrop is gone
+    assert max(cutout.getpixel((100, 100))) < 60  # the dark garment is kept
+
+
+def test_resnet18_gives_unit_vectors_of_512_and_a_digest_model_id(model_home, tmp_path):
+    pipeline = build(model_home, tmp_path, pipeline={"remover": "none"})
+    images = [pipeline.prepare(encode(Image.new("RGB", (64, 80), c)))[0] for c in ("red", "navy")]
+    vectors = pipeline.embed(images)
+    assert vectors.shape == (2, 512) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert pipeline.embedder.id.startswith("resnet18@")
+    assert pipeline.model_id == f"pillow+none+white+{pipeline.embedder.id}"
+
+
+def test_missing_imagenet_weights_name_the_file_and_how_to_supply_it(model_home, tmp_path):
+    pipeline = build(model_home, tmp_path, resnet18={"weights": "imagenet"})
+    with pytest.raises(ModelMissingError) as error:
+        pipeline.warm_up()
+    message = str(error.value)
+    assert "resnet18-f37072fd.pth" in message and str(model_home / "torch") in message
+    assert "\n" not in message
+
+
+def test_weights_that_are_not_a_resnet18_state_dict_are_refused(model_home, tmp_path):
+    import torch
+
+    bogus = tmp_path / "other.pth"
+    torch.save({"layer.weight": torch.zeros(3)}, bogus)
+    pipeline = build(model_home, tmp_path, resnet18={"weights": str(bogus)})
+    with pytest.raises(LookalikeError, match="not a ResNet-18 state dict"):
+        pipeline.warm_up()
+
+
+def test_missing_rembg_model_names_the_expected_path(model_home, tmp_path):
+    pipeline = build(model_home, tmp_path, rembg={"model": "u2net", "model_path": ""})
+    with pytest.raises(ModelMissingError) as error:
+        pipeline.warm_up()
+    assert str(model_home / "rembg" / "models" / "u2net" / "u2net.onnx") in str(error.value)
+
+
+def test_unknown_rembg_model_lists_the_choices(model_home, tmp_path):
+    pipeline = build(model_home, tmp_path, rembg={"model": "nope", "model_path": ""})
+    with pytest.raises(ConfigError, match="not a rembg model; one of: .*u2net"):
+        pipeline.warm_up()
+
+
+def test_custom_rembg_model_outside_rembgs_folder_is_a_clear_error(model_home, tmp_path):
+    outside = tmp_path / "mask.onnx"
+    outside.write_bytes((model_home / "rembg" / "custom" / "mask.onnx").read_bytes())
+    pipeline = build(model_home, tmp_path, rembg={"model_path": str(outside)})
+    with pytest.raises(ModelMissingError, match="must be within the models directory"):
+        pipeline.warm_up()

@@ -1,0 +1,193 @@
+"""End to end: ``lookalike run`` as a subprocess with a real watchdog observer and SQLite file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from builders import cropped_query, product_photo
+from lookalike.store.snapshot import read_snapshot
+from lookalike.store.store import Store
+
+pytestmark = pytest.mark.slow
+
+LOOKALIKE = str(Path(sys.executable).parent / "lookalike")
+TIMEOUT = 120
+
+
+class RunningService:
+    def __init__(self, workspace):
+        self.workspace = workspace
+        self.log_path = workspace.root / "service.log"
+        self.log_file = open(self.log_path, "a")
+        self.process = subprocess.Popen(
+            [LOOKALIKE, "run", "--config", str(workspace.config)],
+            stdout=self.log_file, stderr=subprocess.STDOUT,
+        )
+        self.wait_for(lambda: "watching" in self.log(), "the service to start")
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_for(self, condition, what: str):
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            assert self.process.poll() is None, f"service exited:\n{self.log()}"
+            time.sleep(0.2)
+        pytest.fail(f"timed out waiting for {what}; log:\n{self.log()}")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        finally:
+            self.log_file.close()
+
+
+@pytest.fixture
+def service_factory(workspace):
+    started = []
+
+    def start() -> RunningService:
+        started.append(RunningService(workspace))
+        return started[-1]
+
+    yield start
+    for service in started:
+        if service.process.poll() is None:
+            service.process.kill()
+            service.process.wait()
+            service.log_file.close()
+
+
+def stored(workspace) -> dict[str, tuple[str, str]]:
+    """path -> (status, sha256) as the store holds it now."""
+    store = Store(f"sqlite:///{workspace.root / 'lookalike.db'}")
+    try:
+        return {path: (state.status, sha) for path, state, sha in _rows(store)}
+    finally:
+        store.close()
+
+
+def _rows(store):
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from lookalike.store.models import ImageRecord
+
+    with Session(store.engine) as session:
+        for row in session.scalars(select(ImageRecord)):
+            yield row.path, row, row.sha256
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_slowly(path: Path, data: bytes, chunks: int = 4, pause: float = 0.3) -> None:
+    with open(path, "wb") as f:
+        step = len(data) // chunks + 1
+        for start in range(0, len(data), step):
+            f.write(data[start:start + step])
+            f.flush()
+            time.sleep(pause)
+
+
+def answer_of(workspace, name: str) -> dict | None:
+    path = workspace.inbox / f"{name}.neighbours.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def test_service_lifecycle(workspace, catalogue, service_factory):
+    service = service_factory()
+
+    # A dozen images arrive; one of them is written slowly, in chunks.
+    for path in sorted(catalogue.iterdir())[:11]:
+        shutil.copy(path, workspace.images / path.name)
+    write_slowly(workspace.images / "item11.jpg", (catalogue / "item11.jpg").read_bytes())
+    service.wait_for(lambda: len(stored(workspace)) == 12, "12 images indexed")
+    rows = stored(workspace)
+    assert all(status == "indexed" for status, _ in rows.values())
+    assert rows["item11.jpg"][1] == sha256(catalogue / "item11.jpg")
+    assert service.log().count("indexed item11.jpg") == 1
+
+    # A shopper's photo: a resized, cropped copy of item07.
+    cropped_query(product_photo(7)).save(workspace.inbox / "shopper.jpg")
+    service.wait_for(lambda: answer_of(workspace, "shopper.jpg"), "the inbox answer")
+    answer = answer_of(workspace, "shopper.jpg")
+    assert answer["neighbours"][0]["path"] == "item07.jpg"
+    assert answer["index_size"] == 12 and answer["k"] == 10 and "error" not in answer
+    assert not any("shopper" in n["path"] for n in answer["neighbours"])
+
+    # Same bytes under a second name: stored, not embedded again.
+    shutil.copy(workspace.images / "item03.jpg", workspace.images / "dup.jpg")
+    service.wait_for(lambda: "dup.jpg" in stored(workspace), "the duplicate")
+    assert "indexed dup.jpg (same content as item03.jpg)" in service.log()
+
+    # Delete one; move another into a new folder: the path changes, nothing is re-embedded.
+    (workspace.images / "item00.jpg").unlink()
+    (workspace.images / "tops").mkdir()
+    os.rename(workspace.images / "item01.jpg", workspace.images / "tops" / "item01.jpg")
+    service.wait_for(
+        lambda: "item00.jpg" not in stored(workspace) and "tops/item01.jpg" in stored(workspace),
+        "the delete and the move",
+    )
+    assert "item01.jpg" not in stored(workspace)
+    assert not re.search(r"indexed tops/item01\.jpg$", service.log(), re.MULTILINE)
+    os.rename(workspace.images / "item05.jpg", workspace.images / "renamed05.jpg")
+    service.wait_for(lambda: "renamed05.jpg" in stored(workspace), "the rename")
+    assert "item05.jpg" not in stored(workspace)
+    assert "moved item05.jpg -> renamed05.jpg" in service.log()
+    service.wait_for(
+        lambda: sorted(read_snapshot(workspace.root / "feature_vectors.pkl")["paths"])
+        == sorted(stored(workspace)),
+        "the snapshot to match the store",
+    )
+
+    # A corrupt file is recorded as failed; the service keeps answering.
+    (workspace.images / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    service.wait_for(lambda: "broken.jpg" in stored(workspace), "the corrupt file")
+    assert stored(workspace)["broken.jpg"][0] == "failed"
+    cropped_query(product_photo(9)).save(workspace.inbox / "second.png")
+    service.wait_for(lambda: answer_of(workspace, "second.png"), "the second answer")
+    assert answer_of(workspace, "second.png")["neighbours"][0]["path"] == "item09.jpg"
+
+    # A second service on the same database refuses to start.
+    second = subprocess.run(
+        [LOOKALIKE, "run", "--config", str(workspace.config)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert second.returncode == 1
+    assert second.stderr.strip().splitlines() == [
+        second.stderr.strip().splitlines()[0]
+    ] and "already running" in second.stderr
+
+    assert service.stop() == 0
+    answered_at = (workspace.inbox / "shopper.jpg.neighbours.json").stat().st_mtime_ns
+
+    # While stopped: delete, add, change. The restart reconciles all three.
+    (workspace.images / "item02.jpg").unlink()
+    product_photo(40).save(workspace.images / "new.jpg")
+    product_photo(41).save(workspace.images / "item04.jpg")
+    service = service_factory()
+    service.wait_for(lambda: "new.jpg" in stored(workspace), "the restart's reconciliation")
+    rows = stored(workspace)
+    assert "item02.jpg" not in rows
+    assert rows["item04.jpg"] == ("indexed", sha256(workspace.images / "item04.jpg"))
+    # Already answered queries are not answered again.
+    time.sleep(1.5)
+    assert (workspace.inbox / "shopper.jpg.neighbours.json").stat().st_mtime_ns == answered_at
+    assert service.stop() == 0
+    assert "Traceback" not in service.log()
