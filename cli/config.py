@@ -21,7 +21,9 @@ DEFAULTS: dict[str, Any] = {
     "inbox_dir": "inbox",
     "snapshot": "feature_vectors.pkl",
     "database": "sqlite:///lookalike.db",
-    "pipeline": {"decoder": "pillow", "remover": "rembg", "padder": "white", "embedder": "resnet18"},
+    "pipeline": {
+        "decoder": "pillow", "remover": "rembg", "padder": "white", "embedder": "resnet18"
+    },
     "query": {"k": 10},
     "daemon": {"settle_seconds": 1.0, "batch_size": 16},
 }

@@ -12,7 +12,6 @@ import click
 from lookalike.pipeline.errors import LookalikeError
 
 
-
 class LookalikeGroup(click.Group):
     """Turns user errors into one line on stderr and exit status 1."""
 
@@ -180,7 +179,8 @@ def status(as_json, config_option):
     if service is None:
         click.echo("service:      not running")
     else:
-        click.echo(f"service:      running (pid {service.get('pid')}, since {service.get('started_at')})")
+        pid, since = service.get("pid"), service.get("started_at")
+        click.echo(f"service:      running (pid {pid}, since {since})")
 
 
 @cli.command()

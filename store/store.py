@@ -156,10 +156,8 @@ class Store:
 
     def delete_folder(self, folder: str) -> int:
         with self._session() as session:
-            result = session.execute(
-                delete(ImageRecord).where(ImageRecord.path.startswith(folder + "/", autoescape=True))
-            )
-            return result.rowcount
+            under = ImageRecord.path.startswith(folder + "/", autoescape=True)
+            return session.execute(delete(ImageRecord).where(under)).rowcount
 
     def move(self, source: str, destination: str) -> bool:
         """Give the row of ``source`` the path ``destination``; False when there is none."""

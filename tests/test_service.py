@@ -29,7 +29,7 @@ class RunningService:
     def __init__(self, workspace):
         self.workspace = workspace
         self.log_path = workspace.root / "service.log"
-        self.log_file = open(self.log_path, "a")
+        self.log_file = open(self.log_path, "a")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
             [LOOKALIKE, "run", "--config", str(workspace.config)],
             stdout=self.log_file, stderr=subprocess.STDOUT,
