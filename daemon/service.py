@@ -23,7 +23,7 @@ from lookalike.store.index import NeighbourIndex
 from lookalike.store.query import answer_queries, load_index, publish_snapshot
 from lookalike.store.store import Store
 
-from .files import ANSWER_SUFFIX, is_candidate, relative_path, scan
+from .files import ANSWER_SUFFIX, is_candidate, regular_file_inside, relative_path, scan
 from .ingest import ingest
 from .reconcile import reconcile
 from .settle import Settler
@@ -80,6 +80,7 @@ class Service:
         self._dirty = True
         self._last_refresh = 0.0
         self._snapshot_retry_at = 0.0
+        self._vanished: set[str] = set()  # settled paths whose file is gone, not yet forgotten
 
     def stop(self) -> None:
         """Ask the loop to finish its current step and return (safe from a signal handler)."""
@@ -117,20 +118,25 @@ class Service:
                 self._on_event(self.events.get_nowait())
         except queue.Empty:
             pass
+        images_dir = self.settings.images_dir
         settled = self.settler.pop_settled()
-        images = [r for r in (relative_path(self.settings.images_dir, p) for p in settled) if r]
         queries = [p for p in settled if p.parent == self.settings.inbox_dir]
-        if images:
-            report = ingest(
-                self.store, self.pipeline, self.settings.images_dir, images,
-                self.settings.batch_size,
-            )
+        images = [r for r in (relative_path(images_dir, p) for p in settled) if r]
+        present = [p for p in images if regular_file_inside(images_dir, p)]
+        self._vanished.update(set(images) - set(present))
+        now = time.monotonic()
+        idle = not any(p.is_relative_to(images_dir) for p in self.settler.pending())
+        overdue = now - self._last_refresh >= self.settings.refresh_interval
+        # A move the watcher saw as delete + create: forgetting the old path only once the
+        # new one has arrived lets ingest reuse its vector instead of embedding it again.
+        gone = sorted(self._vanished) if idle or overdue else []
+        self._vanished.difference_update(gone)
+        if present or gone:
+            report = ingest(self.store, self.pipeline, images_dir, present + gone,
+                            self.settings.batch_size)
             self._dirty = self._dirty or report.changed
         if queries:
             self._answer(queries)
-        now = time.monotonic()
-        idle = not any(p.is_relative_to(self.settings.images_dir) for p in self.settler.pending())
-        overdue = now - self._last_refresh >= self.settings.refresh_interval
         if self._dirty and (idle or overdue):
             self._refresh()
         elif self._snapshot_retry_at and now >= self._snapshot_retry_at:
@@ -153,6 +159,7 @@ class Service:
             self._snapshot_retry_at = time.monotonic() + self.settings.refresh_interval
         else:
             self._snapshot_retry_at = 0.0
+        self._vanished: set[str] = set()  # settled paths whose file is gone, not yet forgotten
 
     def _on_event(self, event: FileSystemEvent) -> None:
         images_dir = self.settings.images_dir
