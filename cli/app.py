@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -13,12 +11,6 @@ from lookalike.pipeline.plugins import StepPlugin, collect_steps, plugin_manager
 from lookalike.store.store import Store
 
 from .config import Config, config_path, load_config
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
 
 @dataclass

@@ -25,7 +25,7 @@ DEFAULTS: dict[str, Any] = {
         "decoder": "pillow", "remover": "rembg", "padder": "white", "embedder": "resnet18"
     },
     "query": {"k": 10},
-    "daemon": {"settle_seconds": 1.0, "batch_size": 16},
+    "daemon": {"settle_seconds": 1.0, "batch_size": 16, "polling": False, "rescan_seconds": 600.0},
 }
 
 
@@ -40,6 +40,8 @@ class Config:
     k: int
     settle_seconds: float
     batch_size: int
+    polling: bool
+    rescan_seconds: float
     tables: dict[str, dict[str, Any]]
 
     @property
@@ -80,6 +82,8 @@ def load_config(path: Path, steps: dict[str, dict[str, StepPlugin]]) -> Config:
         k=merged["query"]["k"],
         settle_seconds=merged["daemon"]["settle_seconds"],
         batch_size=merged["daemon"]["batch_size"],
+        polling=merged["daemon"]["polling"],
+        rescan_seconds=merged["daemon"]["rescan_seconds"],
         tables=tables,
     )
     _check_values(config)
@@ -126,6 +130,8 @@ def _check_values(config: Config) -> None:
         raise ConfigError(f"{config.path}: query.k must be at least 1")
     if config.batch_size < 1:
         raise ConfigError(f"{config.path}: daemon.batch_size must be at least 1")
+    if config.rescan_seconds <= 0:
+        raise ConfigError(f"{config.path}: daemon.rescan_seconds must be positive")
     if config.settle_seconds < 0:
         raise ConfigError(f"{config.path}: daemon.settle_seconds must not be negative")
     images, inbox = config.images_dir, config.inbox_dir

@@ -45,18 +45,20 @@ def cli():
 
 
 @cli.command()
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              help="Log lines on stderr as text, or as JSON objects for log shippers.")
 @config_option
-def run(config_option):
+def run(log_format, config_option):
     """Run the service: index images_dir as it changes, answer images dropped into inbox_dir."""
     from lookalike.daemon.service import Service, ServiceSettings
 
-    from .app import setup_logging
+    from .logs import setup_logging
 
-    setup_logging()
+    setup_logging(log_format=log_format)
     app = load_app(config_option)
     config = app.config
     lock = app.service_lock()
-    lock.acquire()
+    lock.acquire("run")
     store = app.open_store()
     try:
         app.pipeline.warm_up()
@@ -67,6 +69,8 @@ def run(config_option):
             k=config.k,
             settle_seconds=config.settle_seconds,
             batch_size=config.batch_size,
+            polling=config.polling,
+            rescan_seconds=config.rescan_seconds,
         )
         service = Service(settings, store, app.pipeline)
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -85,12 +89,12 @@ def index(config_option):
     from lookalike.daemon.reconcile import reconcile
     from lookalike.store.query import load_index, publish_snapshot
 
-    from .app import setup_logging
+    from .logs import setup_logging
 
     setup_logging(logging.WARNING)
     app = load_app(config_option)
     lock = app.service_lock()
-    lock.acquire()
+    lock.acquire("index")
     store = app.open_store()
     try:
         pipeline = app.pipeline
@@ -163,6 +167,9 @@ def status(as_json, config_option):
             "last_refresh": store.get_meta("last_refresh"),
             "service": read_holder(app.service_lock().path),
         }
+        if report["service"] is not None:
+            report["service"]["queue"] = int(store.get_meta("service_queue") or 0)
+            report["service"]["last_problem"] = store.get_meta("service_last_problem")
     finally:
         store.close()
     if as_json:
@@ -179,8 +186,10 @@ def status(as_json, config_option):
     if service is None:
         click.echo("service:      not running")
     else:
-        pid, since = service.get("pid"), service.get("started_at")
-        click.echo(f"service:      running (pid {pid}, since {since})")
+        command, pid, since = service.get("command"), service.get("pid"), service.get("started_at")
+        click.echo(f"service:      lookalike {command} running (pid {pid}, since {since})")
+        click.echo(f"queue:        {service['queue']} file(s) waiting")
+        click.echo(f"last problem: {service['last_problem'] or 'none'}")
 
 
 @cli.command()

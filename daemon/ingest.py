@@ -9,7 +9,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
@@ -30,7 +30,9 @@ class IngestReport:
     unchanged: int = 0
     failed: int = 0
     removed: int = 0
-    busy: int = 0  # changed while being read; its next change event brings it back
+    # Files that changed while being read or embedded: nothing was stored for them, and
+    # the caller processes them again once they settle.
+    busy: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
@@ -50,23 +52,44 @@ def ingest(
     paths: Iterable[str],
     batch_size: int,
     on_progress: Callable[[int], None] | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> IngestReport:
-    """Embed new or changed files, forget vanished ones; equal bytes are embedded once."""
+    """Embed new or changed files, forget vanished ones; equal bytes are embedded once.
+
+    Stops between files when ``should_stop()`` turns true; what was not stored yet is
+    found again by the next reconciliation.
+    """
     report = IngestReport()
     paths = iter(paths)
-    while batch := list(islice(paths, batch_size)):
-        _ingest_batch(store, pipeline, images_dir, batch, report)
+    while not should_stop() and (batch := list(islice(paths, batch_size))):
+        _ingest_batch(store, pipeline, images_dir, batch, report, should_stop)
         if on_progress:
             on_progress(len(batch))
     return report
 
 
-def _ingest_batch(store, pipeline, images_dir, batch, report) -> None:
+def is_current(known: FileState | None, stat: os.stat_result, model: str) -> bool:
+    """True when the stored row still describes the file: same stat, and same model unless
+    the file failed (a failed file is retried only when it changes)."""
+    return (
+        known is not None
+        and (known.size, known.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+        and (known.status == FAILED or known.model == model)
+    )
+
+
+def _signature(stat: os.stat_result) -> tuple[int, int, int]:
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+def _ingest_batch(store, pipeline, images_dir, batch, report, should_stop) -> None:
     model = pipeline.model_id
-    gone, done, to_embed = [], [], []
+    gone, done, to_embed, copies = [], [], [], []
+    read_as: dict[str, tuple[int, int, int]] = {}
     first_by_hash: dict[str, ImageFacts] = {}
-    copies: list[ImageFacts] = []
     for path in batch:
+        if should_stop():
+            return
         stat = regular_file_inside(images_dir, path)
         if stat is None:
             gone.append(path)
@@ -76,8 +99,9 @@ def _ingest_batch(store, pipeline, images_dir, batch, report) -> None:
             continue
         data = _read_settled(images_dir / path, stat)
         if data is None:
-            report.busy += 1
+            report.busy.append(path)
             continue
+        read_as[path] = _signature(stat)
         facts = ImageFacts(path, hashlib.sha256(data).hexdigest(), stat.st_size, stat.st_mtime_ns)
         same = store.indexed_vector(facts.sha256, model)
         if same is not None:
@@ -104,32 +128,29 @@ def _ingest_batch(store, pipeline, images_dir, batch, report) -> None:
         log.info("indexed %s", facts.path)
     report.embedded += len(embedded)
     for facts in copies:
-        log.info("indexed %s (same content as another new file)", facts.path)
+        log.info("indexed %s (same content as %s)", facts.path, embedded[facts.sha256].path)
         done.append(replace(embedded[facts.sha256], path=facts.path, size=facts.size,
                             mtime_ns=facts.mtime_ns))
-    removed = store.apply(done + list(embedded.values()), gone)
-    report.removed += removed
-    if removed:
-        log.info("removed %d vanished file(s)", removed)
+    # A file replaced while it was embedded keeps no vector of its old content.
+    changed = {path for path, signature in read_as.items() if _changed_since(images_dir, path,
+                                                                            signature)}
+    report.busy += sorted(changed)
+    keep = [facts for facts in done + list(embedded.values()) if facts.path not in changed]
+    report.removed += store.apply(keep, gone)
+    for path in gone:
+        log.info("removed %s", path)
 
 
-def is_current(known: FileState | None, stat: os.stat_result, model: str) -> bool:
-    """True when the stored row still describes the file: same stat, and same model unless
-    the file failed (a failed file is retried only when it changes)."""
-    return (
-        known is not None
-        and (known.size, known.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
-        and (known.status == FAILED or known.model == model)
-    )
+def _changed_since(images_dir: Path, path: str, signature: tuple[int, int, int]) -> bool:
+    stat = regular_file_inside(images_dir, path)
+    return stat is None or _signature(stat) != signature
 
 
-def _read_settled(path: Path, stat) -> bytes | None:
+def _read_settled(path: Path, stat: os.stat_result) -> bytes | None:
     """The file's bytes, or None when it changed while being read."""
     try:
         data = path.read_bytes()
         after = path.stat()
     except OSError:
         return None
-    if (after.st_size, after.st_mtime_ns) != (stat.st_size, stat.st_mtime_ns):
-        return None
-    return data
+    return data if _signature(after) == _signature(stat) else None

@@ -30,7 +30,8 @@ class ServiceLock:
         self.path = path
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, command: str) -> None:
+        """Take the lock for ``command`` (run or index), or raise AlreadyRunning."""
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -38,12 +39,13 @@ class ServiceLock:
             os.close(fd)
             holder = read_holder(self.path) or {}
             raise AlreadyRunning(
-                f"another lookalike service (pid {holder.get('pid', '?')}) is already running "
-                f"on this database (lock {self.path})"
+                f"another lookalike process (lookalike {holder.get('command', 'run')}, pid "
+                f"{holder.get('pid', '?')}) is already running on this database (lock {self.path})"
             ) from None
         os.ftruncate(fd, 0)
         started = datetime.now(UTC).isoformat(timespec="seconds")
-        os.write(fd, json.dumps({"pid": os.getpid(), "started_at": started}).encode())
+        holder = {"pid": os.getpid(), "command": command, "started_at": started}
+        os.write(fd, json.dumps(holder).encode())
         self._fd = fd
 
     def release(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -30,13 +31,20 @@ def stale_paths(store: Store, images_dir: Path, model: str) -> tuple[list[str], 
     return stale + gone, len(on_disk) - len(stale)
 
 
-def reconcile(store: Store, pipeline: Pipeline, images_dir: Path, batch_size: int) -> IngestReport:
+def reconcile(
+    store: Store,
+    pipeline: Pipeline,
+    images_dir: Path,
+    batch_size: int,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> IngestReport:
     """Bring the store in line with images_dir, with a progress bar when stderr is a terminal."""
     paths, current = stale_paths(store, images_dir, pipeline.model_id)
     with click.progressbar(
         length=len(paths), label="indexing", file=sys.stderr, show_pos=True,
         hidden=not sys.stderr.isatty(),
     ) as bar:
-        report = ingest(store, pipeline, images_dir, paths, batch_size, on_progress=bar.update)
+        report = ingest(store, pipeline, images_dir, paths, batch_size, on_progress=bar.update,
+                        should_stop=should_stop)
     report.unchanged += current
     return report

@@ -1,7 +1,8 @@
 """`lookalike run`: watch images_dir and inbox_dir and keep the index and answers current.
 
-The watchdog handler only queues events; this loop settles paths, ingests images in
-batches, answers inbox queries and refreshes the snapshot and index, debounced.
+The watcher only queues events. This loop settles paths, ingests images in batches, answers
+inbox queries and refreshes the snapshot and index, debounced. It rescans the folder
+periodically and whenever the watcher may have lost events.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
+from watchdog.events import FileSystemEvent
 
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.store.atomic import write_atomically
@@ -25,12 +25,14 @@ from lookalike.store.store import Store
 
 from .files import ANSWER_SUFFIX, is_candidate, regular_file_inside, relative_path, scan
 from .ingest import ingest
-from .reconcile import reconcile
+from .reconcile import reconcile, stale_paths
 from .settle import Settler
+from .watcher import Watcher
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
+STATUS_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -41,19 +43,12 @@ class ServiceSettings:
     k: int
     settle_seconds: float
     batch_size: int
+    polling: bool = False
+    rescan_seconds: float = 600.0
     # During a long ingest the index is refreshed at most this often; at once when idle.
     refresh_interval: float = 30.0
-
-
-class QueueingHandler(FileSystemEventHandler):
-    """Puts every event on a queue; the service loop does the work."""
-
-    def __init__(self, events: queue.Queue):
-        self.events = events
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type not in ("opened", "closed_no_write"):
-            self.events.put(event)
+    # A snapshot or answer that could not be written is tried again after this long.
+    retry_seconds: float = 5.0
 
 
 def answer_path(query: Path) -> Path:
@@ -68,6 +63,17 @@ def is_answered(query: Path) -> bool:
         return False
 
 
+class LastProblem(logging.Handler):
+    """Remembers the last warning or error logged, for `lookalike status`."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.message: str | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {record.getMessage()}"
+
+
 class Service:
     def __init__(self, settings: ServiceSettings, store: Store, pipeline: Pipeline):
         self.settings = settings
@@ -75,40 +81,47 @@ class Service:
         self.pipeline = pipeline
         self.events: queue.Queue[FileSystemEvent] = queue.Queue()
         self.settler = Settler(settings.settle_seconds)
+        self.watcher = Watcher(settings.images_dir, settings.inbox_dir, self.events,
+                               settings.polling)
         self._stop = threading.Event()
         self._index: NeighbourIndex | None = None
         self._dirty = True
         self._last_refresh = 0.0
-        self._snapshot_retry_at = 0.0
+        self._next_rescan = 0.0
         self._vanished: set[str] = set()  # settled paths whose file is gone, not yet forgotten
+        self._retry_at: dict[Path, float] = {}  # unwritten answers -> when to try again
+        self._unwritable: set[Path] = set()  # answers whose write failure was logged
+        self._snapshot_retry_at = 0.0
+        self._problem = LastProblem()
+        self._status: tuple | None = None
+        self._status_at = 0.0
 
     def stop(self) -> None:
-        """Ask the loop to finish its current step and return (safe from a signal handler)."""
+        """Ask the loop to finish its current file and return (safe from a signal handler)."""
         self._stop.set()
 
     def run(self) -> None:
         settings = self.settings
         settings.images_dir.mkdir(parents=True, exist_ok=True)
         settings.inbox_dir.mkdir(parents=True, exist_ok=True)
-        observer = Observer()
-        handler = QueueingHandler(self.events)
-        observer.schedule(handler, str(settings.images_dir), recursive=True)
-        observer.schedule(handler, str(settings.inbox_dir), recursive=False)
-        observer.start()
+        logging.getLogger("lookalike").addHandler(self._problem)
+        # Watching starts first, so nothing that changes during reconciliation is missed.
+        self.watcher.start()
         try:
-            # Watching starts first, so nothing that changes during reconciliation is missed.
-            report = reconcile(self.store, self.pipeline, settings.images_dir, settings.batch_size)
+            report = reconcile(self.store, self.pipeline, settings.images_dir,
+                               settings.batch_size, should_stop=self._stop.is_set)
             log.info("reconciled %s: %s", settings.images_dir, report)
+            self._next_rescan = time.monotonic() + settings.rescan_seconds
             self._refresh()
             for name in scan(settings.inbox_dir):
-                if "/" not in name:
-                    self.settler.touch(settings.inbox_dir / name)
+                self._touch(settings.inbox_dir / name)
             log.info("watching %s and %s", settings.images_dir, settings.inbox_dir)
             while not self._stop.is_set():
                 self._step()
         finally:
-            observer.stop()
-            observer.join()
+            self.watcher.stop()
+            self.store.set_meta("service_queue", "0")
+            logging.getLogger("lookalike").removeHandler(self._problem)
             log.info("stopped")
 
     def _step(self) -> None:
@@ -118,8 +131,20 @@ class Service:
                 self._on_event(self.events.get_nowait())
         except queue.Empty:
             pass
+        now = time.monotonic()
+        if self.watcher.events_may_be_lost():
+            self._rescan("the watcher may have missed changes")
+        elif now >= self._next_rescan:
+            self._rescan("periodic")
+        for path, retry_at in list(self._retry_at.items()):
+            if now >= retry_at:
+                del self._retry_at[path]
+                self._touch(path)
+        self._process(self.settler.pop_settled())
+        self._publish_status()
+
+    def _process(self, settled: list[Path]) -> None:
         images_dir = self.settings.images_dir
-        settled = self.settler.pop_settled()
         queries = [p for p in settled if p.parent == self.settings.inbox_dir]
         images = [r for r in (relative_path(images_dir, p) for p in settled) if r]
         present = [p for p in images if regular_file_inside(images_dir, p)]
@@ -133,14 +158,29 @@ class Service:
         self._vanished.difference_update(gone)
         if present or gone:
             report = ingest(self.store, self.pipeline, images_dir, present + gone,
-                            self.settings.batch_size)
+                            self.settings.batch_size, should_stop=self._stop.is_set)
             self._dirty = self._dirty or report.changed
-        if queries:
+            for path in report.busy:
+                self._touch(images_dir / path)
+        if queries and not self._stop.is_set():
             self._answer(queries)
         if self._dirty and (idle or overdue):
             self._refresh()
         elif self._snapshot_retry_at and now >= self._snapshot_retry_at:
             self._publish()
+
+    def _rescan(self, reason: str) -> None:
+        """Put every file that differs from the store back through settling and ingest."""
+        self._next_rescan = time.monotonic() + self.settings.rescan_seconds
+        if not self.settings.images_dir.is_dir():
+            return
+        paths, _ = stale_paths(self.store, self.settings.images_dir, self.pipeline.model_id)
+        for path in paths:
+            self.settler.touch(self.settings.images_dir / path)
+        for name in scan(self.settings.inbox_dir):
+            self._touch(self.settings.inbox_dir / name)
+        level = logging.INFO if paths or reason != "periodic" else logging.DEBUG
+        log.log(level, "rescan (%s): %d file(s) changed", reason, len(paths))
 
     def _refresh(self) -> None:
         """Rebuild the in-memory index from the store, then publish the snapshot."""
@@ -154,12 +194,26 @@ class Service:
         try:
             publish_snapshot(self.store, self._index, self.settings.snapshot)
         except OSError as exc:
-            # The previous snapshot stays intact; try again after a while.
-            log.error("cannot write snapshot %s: %s (will retry)", self.settings.snapshot, exc)
-            self._snapshot_retry_at = time.monotonic() + self.settings.refresh_interval
-        else:
-            self._snapshot_retry_at = 0.0
-        self._vanished: set[str] = set()  # settled paths whose file is gone, not yet forgotten
+            # The previous snapshot stays intact; try again after a while, complain once.
+            if not self._snapshot_retry_at:
+                log.error("cannot write snapshot %s: %s (will retry)", self.settings.snapshot,
+                          exc)
+            self._snapshot_retry_at = time.monotonic() + self.settings.retry_seconds
+            return
+        if self._snapshot_retry_at:
+            log.info("snapshot %s written again", self.settings.snapshot)
+        self._snapshot_retry_at = 0.0
+
+    def _publish_status(self) -> None:
+        """Queue length and last problem, for `lookalike status`; written when they change."""
+        now = time.monotonic()
+        status = (len(self.settler) + self.events.qsize(), self._problem.message)
+        if status == self._status or now - self._status_at < STATUS_SECONDS:
+            return
+        self._status, self._status_at = status, now
+        self.store.set_meta("service_queue", str(status[0]))
+        if status[1]:
+            self.store.set_meta("service_last_problem", status[1])
 
     def _on_event(self, event: FileSystemEvent) -> None:
         images_dir = self.settings.images_dir
@@ -173,7 +227,7 @@ class Service:
                 self._touch_tree(event.src_path, event.is_directory)
             self._touch_tree(event.dest_path, event.is_directory)
         elif event.is_directory:
-            if event.event_type == "deleted" and source is not None:
+            if event.event_type == "deleted" and source:
                 self._dirty |= self.store.delete_folder(source) > 0
             elif event.event_type == "created":
                 self._touch_tree(event.src_path, True)
@@ -210,11 +264,11 @@ class Service:
     def _answer(self, paths: list[Path]) -> None:
         queries = []
         for path in paths:
-            if is_answered(path):
+            if is_answered(path) or not path.is_file():
                 continue
             try:
                 queries.append((path, path.read_bytes()))
-            except OSError as exc:  # vanished or unreadable: nobody to answer
+            except OSError as exc:
                 log.warning("cannot read query %s: %s", path, exc)
         if not queries:
             return
@@ -227,6 +281,14 @@ class Service:
             try:
                 write_atomically(answer_path(path), json.dumps(answer, indent=2).encode())
             except OSError as exc:
-                log.error("cannot write answer for %s: %s", path, exc)
+                # The query stays unanswered; try again later, complain once.
+                if path not in self._unwritable:
+                    log.error("cannot write answer for %s: %s (will retry)", path, exc)
+                    self._unwritable.add(path)
+                self._retry_at[path] = time.monotonic() + self.settings.retry_seconds
                 continue
-            log.info("answered %s (%d neighbours)", path.name, len(answer["neighbours"]))
+            self._unwritable.discard(path)
+            if "error" in answer:
+                log.warning("answered %s with error: %s", path.name, answer["error"])
+            else:
+                log.info("answered %s (%d neighbours)", path.name, len(answer["neighbours"]))

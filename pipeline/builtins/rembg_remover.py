@@ -6,6 +6,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from ..errors import ConfigError, ModelMissingError
@@ -74,7 +75,9 @@ class RembgRemover:
 
         if self._session is None:
             self._session = self._new_session()
-        cutout = remove(image, session=self._session, bgcolor=(255, 255, 255, 255))
+        # rembg divides by the mask's range, which is 0 for a plain, uniform photo.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cutout = remove(image, session=self._session, bgcolor=(255, 255, 255, 255))
         return on_white(cutout)
 
 
