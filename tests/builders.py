@@ -108,3 +108,18 @@ def cropped_query(image: Image.Image) -> Image.Image:
     width, height = image.size
     crop = image.crop((width * 0.05, height * 0.04, width * 0.96, height * 0.97))
     return crop.resize((int(crop.width * 0.6), int(crop.height * 0.6)))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` pixels but carries almost no data:
+    a decompression bomb as far as any decoder that trusts the header is concerned."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))

@@ -121,3 +121,20 @@ def no_thread_leaks():
             return
         time.sleep(0.05)
     pytest.fail(f"threads leaked: {leaked}")
+
+
+@pytest.fixture
+def service_factory(workspace):
+    """Start ``lookalike run`` on the workspace; every service started is gone after the test."""
+    from running import RunningService
+
+    started = []
+
+    def start(**kwargs) -> RunningService:
+        started.append(RunningService(workspace, **kwargs))
+        return started[-1]
+
+    yield start
+    for service in started:
+        if not service.log_file.closed:
+            service.kill()

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,88 +14,9 @@ import pytest
 
 from builders import cropped_query, product_photo
 from lookalike.store.snapshot import read_snapshot
-from lookalike.store.store import Store
+from running import answer_of, lookalike, sha256, stored
 
 pytestmark = pytest.mark.slow
-
-LOOKALIKE = str(Path(sys.executable).parent / "lookalike")
-TIMEOUT = 120
-
-
-class RunningService:
-    def __init__(self, workspace):
-        self.workspace = workspace
-        self.log_path = workspace.root / "service.log"
-        self.log_file = open(self.log_path, "a")  # noqa: SIM115 - lives as long as the process
-        self.process = subprocess.Popen(
-            [LOOKALIKE, "run", "--config", str(workspace.config)],
-            stdout=self.log_file, stderr=subprocess.STDOUT,
-        )
-        self.wait_for(lambda: "watching" in self.log(), "the service to start")
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_for(self, condition, what: str):
-        deadline = time.monotonic() + TIMEOUT
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            assert self.process.poll() is None, f"service exited:\n{self.log()}"
-            time.sleep(0.2)
-        pytest.fail(f"timed out waiting for {what}; log:\n{self.log()}")
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        self.process.send_signal(signum)
-        try:
-            return self.process.wait(timeout=30)
-        finally:
-            self.log_file.close()
-
-
-@pytest.fixture
-def service_factory(workspace):
-    started = []
-
-    def start() -> RunningService:
-        started.append(RunningService(workspace))
-        return started[-1]
-
-    yield start
-    for service in started:
-        if service.process.poll() is None:
-            service.process.kill()
-            service.process.wait()
-            service.log_file.close()
-
-
-def stored(workspace) -> dict[str, tuple[str, str]]:
-    """path -> (status, sha256) as the store holds it now."""
-    store = Store(f"sqlite:///{workspace.root / 'lookalike.db'}")
-    try:
-        return {path: (state.status, sha) for path, state, sha in _rows(store)}
-    finally:
-        store.close()
-
-
-def _rows(store):
-    from sqlalchemy import select
-    from sqlalchemy.orm import Session
-
-    from lookalike.store.models import ImageRecord
-
-    with Session(store.engine) as session:
-        for row in session.scalars(select(ImageRecord)):
-            yield row.path, row, row.sha256
-
-
-def lookalike(workspace, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([LOOKALIKE, *args, "--config", str(workspace.config)],
-                          capture_output=True, text=True, timeout=120)
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def write_slowly(path: Path, data: bytes, chunks: int = 4, pause: float = 0.3) -> None:
@@ -108,11 +26,6 @@ def write_slowly(path: Path, data: bytes, chunks: int = 4, pause: float = 0.3) -
             f.write(data[start:start + step])
             f.flush()
             time.sleep(pause)
-
-
-def answer_of(workspace, name: str) -> dict | None:
-    path = workspace.inbox / f"{name}.neighbours.json"
-    return json.loads(path.read_text()) if path.exists() else None
 
 
 def test_service_lifecycle(workspace, catalogue, service_factory):
