@@ -67,16 +67,19 @@ class Workspace:
         return self.root / "inbox"
 
     def write_config(self, **overrides) -> None:
-        """config.toml with the test models; ``overrides`` maps table -> {key: value}
-        ("" for top-level keys)."""
+        """config.toml with the test models; ``overrides`` maps a table to {key: value},
+        or a top-level key to its value."""
         tables = {
             "": {"images_dir": "images", "inbox_dir": "inbox"},
             "rembg": {"model_path": str(self.model_home / "rembg" / "custom" / "mask.onnx")},
             "resnet18": {"weights": str(self.model_home / "resnet18-test.pth")},
             "daemon": {"settle_seconds": 0.5},
         }
-        for table, values in overrides.items():
-            tables.setdefault(table, {}).update(values)
+        for name, value in overrides.items():
+            if isinstance(value, dict):
+                tables.setdefault(name, {}).update(value)
+            else:
+                tables[""][name] = value
         lines = []
         for table, values in tables.items():
             if table:

@@ -1,0 +1,168 @@
+"""Faults: crashes, full disks, files replaced mid-embedding, corrupt databases."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from builders import cropped_query, product_photo
+from lookalike.store.atomic import write_atomically
+from lookalike.store.snapshot import SnapshotError, read_snapshot
+from running import RunningService, answer_of, lookalike, sha256, stored
+
+
+def test_an_interrupted_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    target = tmp_path / "feature_vectors.pkl"
+    target.write_bytes(b"previous")
+
+    def disk_full(fd):  # injected: the kernel's answer when the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomically(target, b"new content" * 1000)
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["feature_vectors.pkl"]
+
+
+def test_a_file_replaced_while_embedded_keeps_no_stale_vector(workspace, catalogue):
+    from lookalike.cli.app import App
+    from lookalike.daemon.ingest import ingest
+
+    app = App(str(workspace.config))
+    store = app.open_store()
+    pipeline = app.pipeline
+    target = workspace.images / "a.jpg"
+    shutil.copy(catalogue / "item01.jpg", target)
+    real_embed = pipeline.embed
+
+    def embed_while_replaced(images):
+        vectors = real_embed(images)
+        replacement = workspace.images / ".a.tmp"
+        shutil.copy(catalogue / "item02.jpg", replacement)
+        os.replace(replacement, target)  # a sync tool swaps the file mid-embedding
+        return vectors
+
+    try:
+        pipeline.embed = embed_while_replaced
+        report = ingest(store, pipeline, workspace.images, ["a.jpg"], batch_size=4)
+        assert report.busy == ["a.jpg"] and store.file_state("a.jpg") is None
+        pipeline.embed = real_embed
+        ingest(store, pipeline, workspace.images, ["a.jpg"], batch_size=4)
+        paths, vectors = store.vectors(pipeline.model_id)
+        expected = real_embed([pipeline.prepare(target.read_bytes())[0]])
+        assert paths == ["a.jpg"] and np.allclose(vectors[0], expected[0], atol=1e-5)
+        assert store.indexed_vector(sha256(target), pipeline.model_id) is not None
+    finally:
+        store.close()
+
+
+@pytest.mark.slow
+def test_unwritable_snapshot_and_answer_are_retried_and_logged_once(
+    workspace, catalogue, service_factory
+):
+    blocked = workspace.root / "out"
+    blocked.write_text("a file where the snapshot's folder should be")
+    workspace.write_config(snapshot="out/feature_vectors.pkl")
+    (workspace.inbox / "q.jpg.neighbours.json").mkdir()  # the answer cannot be renamed there
+    time.sleep(0.05)
+    cropped_query(product_photo(2)).save(workspace.inbox / "q.jpg")
+    service = service_factory()
+    workspace.add_catalogue(catalogue, 4)
+    service.wait_for(lambda: len(stored(workspace)) == 4, "the catalogue")
+    service.wait_for(lambda: "cannot write answer" in service.log(), "the failed answer")
+    time.sleep(6)  # past one retry
+    assert service.log().count("cannot write snapshot") == 1
+    assert service.log().count("cannot write answer") == 1
+
+    blocked.unlink()
+    blocked.mkdir()
+    (workspace.inbox / "q.jpg.neighbours.json").rmdir()
+    service.wait_for(lambda: (blocked / "feature_vectors.pkl").exists(), "the snapshot retry")
+    service.wait_for(lambda: answer_of(workspace, "q.jpg"), "the answer retry")
+    assert answer_of(workspace, "q.jpg")["neighbours"][0]["path"] == "item02.jpg"
+    assert "written again" in service.log()
+    assert service.stop() == 0
+
+
+def test_a_corrupt_database_stops_start_up_and_is_left_alone(workspace):
+    database = workspace.root / "lookalike.db"
+    database.write_bytes(os.urandom(8192))
+    before = database.read_bytes()
+    result = lookalike(workspace, "run")
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1 and "cannot open database" in result.stderr
+    assert database.read_bytes() == before
+
+
+def catalogue_variant(source: Path, index: int, target: Path) -> None:
+    """A distinct file: the catalogue photo with one pixel changed."""
+    image = Image.open(source).convert("RGB")
+    image.putpixel((index % image.width, index // image.width), (index % 251, 7, 99))
+    image.save(target, quality=90)
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_loses_and_doubles_nothing(workspace, catalogue):
+    rng = random.Random(1234)
+    sources = sorted(catalogue.iterdir())
+    total, before_start = 300, 200
+    for i in range(before_start):
+        catalogue_variant(sources[i % len(sources)], i, workspace.images / f"p{i:03d}.jpg")
+    for name in ("q1.jpg", "q2.jpg"):
+        cropped_query(product_photo(int(name[1]))).save(workspace.inbox / name)
+    snapshot = workspace.root / "feature_vectors.pkl"
+    added = before_start
+    for attempt in range(20):
+        service = RunningService(workspace, wait=False)
+        time.sleep(rng.uniform(1.0, 7.0))
+        for _ in range(5):  # more arrive while it runs
+            if added < total:
+                catalogue_variant(sources[added % len(sources)], added,
+                                  workspace.images / f"p{added:03d}.jpg")
+                added += 1
+        service.process.send_signal(signal.SIGKILL)
+        service.kill()
+        # Whatever moment it died at, readers never see half a file.
+        if snapshot.exists():
+            try:
+                read_snapshot(snapshot)
+            except SnapshotError as exc:
+                pytest.fail(f"attempt {attempt}: half-written snapshot: {exc}")
+        for answer in workspace.inbox.glob("*.neighbours.json"):
+            json.loads(answer.read_text())
+    while added < total:
+        catalogue_variant(sources[added % len(sources)], added,
+                          workspace.images / f"p{added:03d}.jpg")
+        added += 1
+
+    service = RunningService(workspace)
+    service.wait_for(lambda: len(stored(workspace)) == total
+                     and all(s == "indexed" for s, _ in stored(workspace).values()),
+                     "every image indexed", timeout=300)
+    rows = stored(workspace)
+    for path, (_, digest) in rows.items():
+        assert digest == sha256(workspace.images / path), path
+    service.wait_for(lambda: len(read_snapshot(snapshot)["paths"]) == total, "the snapshot")
+    assert sorted(read_snapshot(snapshot)["paths"]) == sorted(rows)
+    service.wait_for(lambda: answer_of(workspace, "q2.jpg"), "the queries")
+    assert service.stop() == 0
+
+    connection = sqlite3.connect(workspace.root / "lookalike.db")
+    assert connection.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert connection.execute("SELECT count(*), count(DISTINCT path) FROM images").fetchone() == (
+        total, total)
+    connection.close()
+    status = json.loads(lookalike(workspace, "status", "--json").stdout)
+    assert status["indexed"] == total and status["index_size"] == total
