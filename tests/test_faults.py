@@ -123,10 +123,14 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(workspace, catalogue
     for name in ("q1.jpg", "q2.jpg"):
         cropped_query(product_photo(int(name[1]))).save(workspace.inbox / name)
     snapshot = workspace.root / "feature_vectors.pkl"
+    service_log = workspace.root / "service.log"
     added = before_start
     for attempt in range(20):
+        log_start = len(service_log.read_text()) if service_log.exists() else 0
         service = RunningService(workspace, wait=False)
-        time.sleep(rng.uniform(1.0, 7.0))
+        # Once its models are loaded it reconciles, embeds, refreshes and answers: die then.
+        service.wait_for(lambda: "main: model" in service.log()[log_start:], "the models")
+        time.sleep(rng.uniform(0.0, 6.0))
         for _ in range(5):  # more arrive while it runs
             if added < total:
                 catalogue_variant(sources[added % len(sources)], added,
@@ -151,6 +155,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(workspace, catalogue
     service.wait_for(lambda: len(stored(workspace)) == total
                      and all(s == "indexed" for s, _ in stored(workspace).values()),
                      "every image indexed", timeout=300)
+    assert service.log().count("main: model") == 21
     rows = stored(workspace)
     for path, (_, digest) in rows.items():
         assert digest == sha256(workspace.images / path), path
