@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent
@@ -88,6 +89,7 @@ class Service:
         self._dirty = True
         self._last_refresh = 0.0
         self._next_rescan = 0.0
+        self._ready: dict[str, None] = {}  # settled images, in arrival order, one batch a step
         self._vanished: set[str] = set()  # settled paths whose file is gone, not yet forgotten
         self._retry_at: dict[Path, float] = {}  # unwritten answers -> when to try again
         self._unwritable: set[Path] = set()  # answers whose write failure was logged
@@ -144,13 +146,22 @@ class Service:
         self._publish_status()
 
     def _process(self, settled: list[Path]) -> None:
+        """Ingest one batch of settled images, answer settled queries, refresh when due.
+
+        One batch per step keeps a flood from starving the inbox and the refresh."""
         images_dir = self.settings.images_dir
         queries = [p for p in settled if p.parent == self.settings.inbox_dir]
-        images = [r for r in (relative_path(images_dir, p) for p in settled) if r]
-        present = [p for p in images if regular_file_inside(images_dir, p)]
-        self._vanished.update(set(images) - set(present))
+        self._ready.update(dict.fromkeys(r for r in (relative_path(images_dir, p)
+                                                      for p in settled) if r))
+        batch = list(islice(self._ready, self.settings.batch_size))
+        for path in batch:
+            del self._ready[path]
+        present = [p for p in batch if regular_file_inside(images_dir, p)]
+        self._vanished.update(set(batch) - set(present))
         now = time.monotonic()
-        idle = not any(p.is_relative_to(images_dir) for p in self.settler.pending())
+        idle = not self._ready and not any(
+            p.is_relative_to(images_dir) for p in self.settler.pending()
+        )
         overdue = now - self._last_refresh >= self.settings.refresh_interval
         # A move the watcher saw as delete + create: forgetting the old path only once the
         # new one has arrived lets ingest reuse its vector instead of embedding it again.
@@ -207,7 +218,8 @@ class Service:
     def _publish_status(self) -> None:
         """Queue length and last problem, for `lookalike status`; written when they change."""
         now = time.monotonic()
-        status = (len(self.settler) + self.events.qsize(), self._problem.message)
+        status = (len(self.settler) + len(self._ready) + self.events.qsize(),
+                  self._problem.message)
         if status == self._status or now - self._status_at < STATUS_SECONDS:
             return
         self._status, self._status_at = status, now

@@ -36,6 +36,8 @@ class Settler:
         """Paths unchanged for settle_seconds (a vanished path settles too: it was deleted)."""
         now, settled = self._clock(), []
         for path, (signature, since) in list(self._pending.items()):
+            if now - since < self.settle_seconds:
+                continue  # every change event touches the path again; look once it is due
             current = _signature(path)
             if current != signature:
                 self._pending[path] = (current, now)

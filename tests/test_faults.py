@@ -129,7 +129,8 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(workspace, catalogue
         log_start = len(service_log.read_text()) if service_log.exists() else 0
         service = RunningService(workspace, wait=False)
         # Once its models are loaded it reconciles, embeds, refreshes and answers: die then.
-        service.wait_for(lambda: "main: model" in service.log()[log_start:], "the models")
+        service.wait_for(lambda s=service, start=log_start: "main: model" in s.log()[start:],
+                         "the models")
         time.sleep(rng.uniform(0.0, 6.0))
         for _ in range(5):  # more arrive while it runs
             if added < total:
