@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
-from lookalike.pipeline.errors import ImageError
+from lookalike.pipeline.errors import ImageError, LookalikeError
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.store.models import FAILED
 from lookalike.store.store import FileState, ImageFacts, Store
@@ -114,13 +114,19 @@ def _ingest_batch(store, pipeline, images_dir, batch, report, should_stop) -> No
         else:
             try:
                 image, (width, height) = pipeline.prepare(data)
-            except ImageError as exc:
-                log.warning("failed %s: %s", path, exc)
-                done.append(replace(facts, error=str(exc)))
-                report.failed += 1
+            except LookalikeError as exc:
+                if not isinstance(exc, ImageError):
+                    raise  # a model or config problem: no file's fault, stop
+                error = str(exc)
+            except Exception as exc:  # a plugin tripping over one odd image
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                first_by_hash[facts.sha256] = facts
+                to_embed.append((replace(facts, width=width, height=height, model=model), image))
                 continue
-            first_by_hash[facts.sha256] = facts
-            to_embed.append((replace(facts, width=width, height=height, model=model), image))
+            log.warning("failed %s: %s", path, error)
+            done.append(replace(facts, error=error))
+            report.failed += 1
     vectors = pipeline.embed([image for _, image in to_embed])
     embedded = {}
     for (facts, _), vector in zip(to_embed, vectors, strict=True):

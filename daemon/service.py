@@ -240,7 +240,10 @@ class Service:
             self._touch_tree(event.dest_path, event.is_directory)
         elif event.is_directory:
             if event.event_type == "deleted" and source:
-                self._dirty |= self.store.delete_folder(source) > 0
+                # Settle the folder's files like deleted files, so a move the watcher saw as
+                # delete + create still finds their vectors.
+                for path in self.store.paths_under(source):
+                    self.settler.touch(images_dir / path)
             elif event.event_type == "created":
                 self._touch_tree(event.src_path, True)
         else:

@@ -154,10 +154,11 @@ class Store:
                 return 0
             return session.execute(delete(ImageRecord).where(ImageRecord.path.in_(gone))).rowcount
 
-    def delete_folder(self, folder: str) -> int:
+    def paths_under(self, folder: str) -> list[str]:
+        """Stored paths inside ``folder`` (not those of a folder that merely starts alike)."""
         with self._session() as session:
             under = ImageRecord.path.startswith(folder + "/", autoescape=True)
-            return session.execute(delete(ImageRecord).where(under)).rowcount
+            return list(session.scalars(select(ImageRecord.path).where(under)))
 
     def move(self, source: str, destination: str) -> bool:
         """Give the row of ``source`` the path ``destination``; False when there is none."""

@@ -172,3 +172,29 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(workspace, catalogue
     connection.close()
     status = json.loads(lookalike(workspace, "status", "--json").stdout)
     assert status["indexed"] == total and status["index_size"] == total
+
+
+def test_a_step_that_trips_over_one_image_fails_that_image_only(workspace, catalogue):
+    from lookalike.cli.app import App
+    from lookalike.daemon.ingest import ingest
+
+    app = App(str(workspace.config))
+    store = app.open_store()
+    pipeline = app.pipeline
+    workspace.add_catalogue(catalogue, 3)
+    Image.new("RGB", (7, 7), "red").save(workspace.images / "tiny.png")
+    real_remove = pipeline.remover.remove
+
+    def remove_that_breaks_on_tiny_images(image):  # injected: a plugin's bug
+        if image.width < 10:
+            raise ValueError("mask has no pixels")
+        return real_remove(image)
+
+    pipeline.remover.remove = remove_that_breaks_on_tiny_images
+    try:
+        paths = ["item00.jpg", "item01.jpg", "item02.jpg", "tiny.png"]
+        report = ingest(store, pipeline, workspace.images, paths, batch_size=8)
+        assert (report.embedded, report.failed) == (3, 1)
+        assert store.failures() == [("tiny.png", "ValueError: mask has no pixels")]
+    finally:
+        store.close()

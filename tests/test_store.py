@@ -51,10 +51,11 @@ def test_move_and_move_folder_keep_the_vector(store):
     assert not store.move("missing.jpg", "x.jpg")
 
 
-def test_folder_delete_does_not_touch_lookalike_prefixes(store):
-    store.apply([facts("tops/a.jpg", [1, 0]), facts("tops_old/b.jpg", [0, 1])])
-    assert store.delete_folder("tops") == 1
-    assert store.vectors("m")[0] == ["tops_old/b.jpg"]
+def test_paths_under_a_folder_exclude_lookalike_prefixes(store):
+    store.apply([facts("tops/a.jpg", [1, 0]), facts("tops_old/b.jpg", [0, 1]),
+                 facts("tops%/c.jpg", [1, 1])])
+    assert store.paths_under("tops") == ["tops/a.jpg"]
+    assert store.paths_under("tops%") == ["tops%/c.jpg"]
 
 
 def test_a_file_that_is_not_a_database_is_refused_and_left_alone(tmp_path):
