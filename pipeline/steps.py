@@ -11,6 +11,8 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
+from .errors import ModelMissingError
+
 STEP_KINDS = ("decoder", "remover", "padder", "embedder")
 
 
@@ -45,6 +47,12 @@ class ModelFile:
     def sha256(self) -> str:
         with open(self.path, "rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
+
+    def required(self, what: str) -> ModelFile:
+        """This file, or ModelMissingError naming ``what``, where it belongs and how to get it."""
+        if not self.present:
+            raise ModelMissingError(f"{what} not found at {self.path}: {self.how_to_supply}")
+        return self
 
 
 class Decoder(Protocol):

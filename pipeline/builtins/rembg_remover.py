@@ -47,13 +47,7 @@ class RembgRemover:
 
     @cached_property
     def _model_file(self) -> ModelFile:
-        (model_file,) = self.model_files()
-        if not model_file.present:
-            raise ModelMissingError(
-                f"rembg model {self._model} not found at {model_file.path}: "
-                f"{model_file.how_to_supply}"
-            )
-        return model_file
+        return self.model_files()[0].required(f"rembg model {self._model}")
 
     @cached_property
     def id(self) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import LookalikeError, ModelMissingError
+from ..errors import LookalikeError
 from ..hookspecs import hookimpl
 from ..steps import ModelFile, StepSettings
 
@@ -50,12 +50,7 @@ class ResNet18Embedder:
 
     @cached_property
     def _weights(self) -> ModelFile:
-        (weights,) = self.model_files()
-        if not weights.present:
-            raise ModelMissingError(
-                f"ResNet-18 weights not found at {weights.path}: {weights.how_to_supply}"
-            )
-        return weights
+        return self.model_files()[0].required("ResNet-18 weights")
 
     @cached_property
     def id(self) -> str:
