@@ -147,6 +147,45 @@ def query(images, k, as_json, config_option):
             )
 
 
+@cli.command("eval")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("-k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Neighbours per query.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@config_option
+def evaluate(folder, k, as_json, config_option):
+    """Precision@k of the configured pipeline on FOLDER, whose sub-folders are categories.
+
+    Each image is queried against all the others (leave-one-out); a neighbour is a hit when it
+    comes from the same sub-folder. Nothing is written to the store.
+    """
+    import sys
+
+    from lookalike.daemon.evaluate import categorised_images, evaluate_folder
+
+    app = load_app(config_option)
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        raise click.ClickException(f"{folder} is not a folder")
+    total = len(categorised_images(folder))
+    with click.progressbar(length=total, label="embedding", file=sys.stderr,
+                           hidden=not sys.stderr.isatty()) as bar:
+        result = evaluate_folder(app.pipeline, folder, k, app.config.batch_size, bar.update)
+    if as_json:
+        click.echo(json.dumps({
+            "k": result.k, "images": result.images, "precision": result.overall,
+            "categories": {c: {"images": result.sizes[c], "precision": p}
+                           for c, p in result.per_category.items()},
+            "failed": [{"path": path, "error": error} for path, error in result.failed],
+        }, indent=2))
+        return
+    click.echo(f"precision@{result.k}: {result.overall:.4f} over {result.images} images")
+    for category, precision in result.per_category.items():
+        click.echo(f"  {category:<24} {precision:.4f}  ({result.sizes[category]} images)")
+    for path, error in result.failed:
+        click.echo(f"  skipped {path}: {error}")
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @config_option
