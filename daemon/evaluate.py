@@ -46,20 +46,9 @@ def evaluate_folder(
     items = categorised_images(folder)
     if not items:
         raise LookalikeError(f"{folder} has no images in category sub-folders")
-    kept, vectors, failed = [], [], []
-    for start in range(0, len(items), batch_size):
-        batch, images = [], []
-        for path, category in items[start:start + batch_size]:
-            try:
-                images.append(pipeline.prepare((folder / path).read_bytes())[0])
-                batch.append((path, category))
-            except (ImageError, OSError) as exc:
-                failed.append((path, str(exc)))
-        vectors.append(pipeline.embed(images))
-        kept += batch
-        on_progress(len(items[start:start + batch_size]))
+    kept, vectors, failed = embed_files(pipeline, folder, items, batch_size, on_progress)
     labels = np.array([category for _, category in kept])
-    hits = same_category_hits(np.concatenate(vectors), labels, k)
+    hits = same_category_hits(vectors, labels, k)
     categories = sorted(set(labels))
     return Evaluation(
         k=k,
@@ -71,17 +60,52 @@ def evaluate_folder(
     )
 
 
-def same_category_hits(vectors: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """For each vector, the fraction of its k nearest others (cosine) with its own label."""
-    count = len(vectors)
-    k = min(k, count - 1)
+def embed_files(
+    pipeline: Pipeline,
+    folder: Path,
+    items: list[tuple[str, str]],
+    batch_size: int,
+    on_progress: Callable[[int], None] = lambda n: None,
+) -> tuple[list[tuple[str, str]], np.ndarray, list[tuple[str, str]]]:
+    """Embed (path, label) items in batches: the items kept, their vectors, and the
+    (path, error) of those that could not be read or decoded."""
+    kept, vectors, failed = [], [], []
+    for start in range(0, len(items), batch_size):
+        batch, images = [], []
+        for path, label in items[start:start + batch_size]:
+            try:
+                images.append(pipeline.prepare((folder / path).read_bytes())[0])
+                batch.append((path, label))
+            except (ImageError, OSError) as exc:
+                failed.append((path, str(exc)))
+        vectors.append(pipeline.embed(images))
+        kept += batch
+        on_progress(len(items[start:start + batch_size]))
+    return kept, np.concatenate(vectors), failed
+
+
+def same_category_hits(
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    k: int,
+    catalogue: np.ndarray | None = None,
+    catalogue_labels: np.ndarray | None = None,
+) -> np.ndarray:
+    """For each query, the fraction of its k nearest catalogue vectors (cosine) that share its
+    label. Without a catalogue the queries are the catalogue, each leaving itself out."""
+    leave_one_out = catalogue is None
+    if leave_one_out:
+        catalogue, catalogue_labels = queries, query_labels
+    k = min(k, len(catalogue) - leave_one_out)
     if k < 1:
         raise LookalikeError("precision needs at least two images")
-    hits = np.empty(count, dtype=np.float64)
-    for start in range(0, count, CHUNK_ROWS):
-        similarity = vectors[start:start + CHUNK_ROWS] @ vectors.T
+    hits = np.empty(len(queries), dtype=np.float64)
+    for start in range(0, len(queries), CHUNK_ROWS):
+        similarity = queries[start:start + CHUNK_ROWS] @ catalogue.T
         rows = np.arange(similarity.shape[0])
-        similarity[rows, start + rows] = -np.inf  # leave the query itself out
+        if leave_one_out:
+            similarity[rows, start + rows] = -np.inf
         nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-        hits[start:start + len(rows)] = (labels[nearest] == labels[start + rows, None]).mean(1)
+        own = query_labels[start + rows, None]
+        hits[start:start + len(rows)] = (catalogue_labels[nearest] == own).mean(1)
     return hits
