@@ -40,11 +40,36 @@ def reconcile(
 ) -> IngestReport:
     """Bring the store in line with images_dir, with a progress bar when stderr is a terminal."""
     paths, current = stale_paths(store, images_dir, pipeline.model_id)
-    with click.progressbar(
-        length=len(paths), label="indexing", file=sys.stderr, show_pos=True,
-        hidden=not sys.stderr.isatty(),
-    ) as bar:
+    with progress_bar(len(paths)) as bar:
         report = ingest(store, pipeline, images_dir, paths, batch_size, on_progress=bar.update,
                         should_stop=should_stop)
     report.unchanged += current
     return report
+
+
+def progress_bar(total: int):
+    """A progress bar on stderr, drawn only when stderr is a terminal."""
+    return click.progressbar(length=total, label="indexing", file=sys.stderr, show_pos=True,
+                             hidden=not sys.stderr.isatty())
+
+
+class Backlog:
+    """The service's start-up reconciliation, worked off one batch at a time by its loop."""
+
+    def __init__(self, total: int):
+        self.left = total
+        self._bar = progress_bar(total)
+        if total:
+            self._bar.render_progress()
+
+    def advance(self, count: int) -> bool:
+        """Count ``count`` processed files; True when that finished the backlog."""
+        if self.left <= 0:
+            return False
+        done = min(count, self.left)
+        self.left -= done
+        self._bar.update(done)
+        if self.left == 0:
+            self._bar.render_finish()
+            return True
+        return False

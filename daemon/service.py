@@ -26,7 +26,7 @@ from lookalike.store.store import Store
 
 from .files import ANSWER_SUFFIX, is_candidate, regular_file_inside, relative_path, scan
 from .ingest import ingest
-from .reconcile import reconcile, stale_paths
+from .reconcile import Backlog, stale_paths
 from .settle import Settler
 from .watcher import Watcher
 
@@ -90,6 +90,7 @@ class Service:
         self._last_refresh = 0.0
         self._next_rescan = 0.0
         self._ready: dict[str, None] = {}  # settled images, in arrival order, one batch a step
+        self._backlog = Backlog(0)
         self._vanished: set[str] = set()  # settled paths whose file is gone, not yet forgotten
         self._retry_at: dict[Path, float] = {}  # unwritten answers -> when to try again
         self._unwritable: set[Path] = set()  # answers whose write failure was logged
@@ -110,11 +111,15 @@ class Service:
         # Watching starts first, so nothing that changes during reconciliation is missed.
         self.watcher.start()
         try:
-            report = reconcile(self.store, self.pipeline, settings.images_dir,
-                               settings.batch_size, should_stop=self._stop.is_set)
-            log.info("reconciled %s: %s", settings.images_dir, report)
-            self._next_rescan = time.monotonic() + settings.rescan_seconds
+            # Queries are answered from what the store holds while the backlog is worked off.
             self._refresh()
+            backlog, current = stale_paths(self.store, settings.images_dir,
+                                           self.pipeline.model_id)
+            self._ready.update(dict.fromkeys(backlog))
+            self._backlog = Backlog(len(backlog))
+            log.info("reconciling %s: %d file(s) new, changed or gone; %d unchanged",
+                     settings.images_dir, len(backlog), current)
+            self._next_rescan = time.monotonic() + settings.rescan_seconds
             for name in scan(settings.inbox_dir):
                 self._touch(settings.inbox_dir / name)
             log.info("watching %s and %s", settings.images_dir, settings.inbox_dir)
@@ -173,6 +178,8 @@ class Service:
             self._dirty = self._dirty or report.changed
             for path in report.busy:
                 self._touch(images_dir / path)
+        if self._backlog.advance(len(batch)):
+            log.info("reconciled %s", images_dir)
         if queries and not self._stop.is_set():
             self._answer(queries)
         if self._dirty and (idle or overdue):

@@ -120,3 +120,25 @@ def test_service_lifecycle(workspace, catalogue, service_factory):
     assert (workspace.inbox / "shopper.jpg.neighbours.json").stat().st_mtime_ns == answered_at
     assert service.stop(signal.SIGINT) == 0
     assert "Traceback" not in service.log()
+
+
+def test_queries_are_answered_while_the_start_up_backlog_is_indexed(workspace, catalogue,
+                                                                     service_factory):
+    workspace.add_catalogue(catalogue)
+    service = service_factory()
+    service.wait_for(lambda: len(stored(workspace)) == 12, "the catalogue")
+    assert service.stop() == 0
+    for i in range(150):  # a backlog that takes a while: same photos, distinct bytes
+        photo = product_photo(i % 12)
+        photo.putpixel((i, 0), (i, 0, 0))
+        photo.save(workspace.images / f"new{i:03d}.jpg")
+    cropped_query(product_photo(3)).save(workspace.inbox / "early.jpg")
+    service = service_factory()
+    service.wait_for(lambda: answer_of(workspace, "early.jpg"), "the answer", timeout=60)
+    assert len(stored(workspace)) < 12 + 150, "answered only after the whole backlog"
+    assert answer_of(workspace, "early.jpg")["neighbours"][0]["path"] in (
+        "item03.jpg", *(f"new{i:03d}.jpg" for i in range(3, 150, 12)))
+    service.wait_for(lambda: len(stored(workspace)) == 162, "the backlog")
+    service.wait_for(lambda: service.log().count("service: reconciled ") == 2,
+                     "the end of the second backlog")
+    assert service.stop() == 0
