@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 
 from builders import cropped_query, product_photo
 from lookalike.store.snapshot import read_snapshot
@@ -30,7 +31,9 @@ def test_index_then_query_finds_the_cropped_copy_first(workspace, catalogue, run
         "rank": 1, "path": "item07.jpg", "similarity": answer["neighbours"][0]["similarity"]
     }
     assert [n["rank"] for n in answer["neighbours"]] == list(range(1, 11))
-    assert answer["model"].endswith(answer["model"].split("+")[-1])
+    assert re.fullmatch(r"pillow\+rembg-u2net_custom@[0-9a-f]{12}\+white\+resnet18@[0-9a-f]{12}",
+                        answer["model"])
+    assert json.loads(run_cli("status", "--json").output)["models"] == {answer["model"]: 12}
 
 
 def test_index_writes_the_snapshot_in_the_documented_format(workspace, catalogue, run_cli):
