@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from lookalike.daemon.lock import ServiceLock, lock_path
+from lookalike.pipeline.errors import ConfigError
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.plugins import StepPlugin, collect_steps, plugin_manager
+from lookalike.pipeline.steps import VectorIndex
 from lookalike.store.store import Store
 
 from .config import Config, config_path, load_config
@@ -29,6 +31,15 @@ class App:
     def pipeline(self) -> Pipeline:
         config = self.config
         return Pipeline.build(self.steps, config.pipeline, config.tables, config.base_dir)
+
+    def vector_index(self, name: str | None = None) -> VectorIndex:
+        """A new, empty vector index: the configured one, or the plugin called ``name``."""
+        name = name or self.config.pipeline["index"]
+        indexes = self.steps["index"]
+        if name not in indexes:
+            choices = ", ".join(sorted(indexes))
+            raise ConfigError(f"[pipeline] index {name!r} is not installed; one of: {choices}")
+        return indexes[name].build(self.config.tables.get(name, {}), self.config.base_dir)
 
     def open_store(self) -> Store:
         return Store(self.config.database_url)

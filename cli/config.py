@@ -22,7 +22,8 @@ DEFAULTS: dict[str, Any] = {
     "snapshot": "feature_vectors.pkl",
     "database": "sqlite:///lookalike.db",
     "pipeline": {
-        "decoder": "pillow", "remover": "rembg", "padder": "white", "embedder": "resnet18"
+        "decoder": "pillow", "remover": "rembg", "padder": "white", "embedder": "resnet18",
+        "index": "exact",
     },
     "query": {"k": 10},
     "daemon": {"settle_seconds": 1.0, "batch_size": 16, "polling": False, "rescan_seconds": 600.0},

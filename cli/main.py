@@ -59,6 +59,7 @@ def run(log_format, config_option):
     config = app.config
     lock = app.service_lock()
     lock.acquire("run")
+    vectors = app.vector_index()
     store = app.open_store()
     try:
         app.pipeline.warm_up()
@@ -72,7 +73,7 @@ def run(log_format, config_option):
             polling=config.polling,
             rescan_seconds=config.rescan_seconds,
         )
-        service = Service(settings, store, app.pipeline)
+        service = Service(settings, store, app.pipeline, vectors)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: service.stop())
         logging.getLogger(__name__).info("model %s", app.pipeline.model_id)
@@ -87,7 +88,7 @@ def run(log_format, config_option):
 def index(config_option):
     """Index images_dir once (new, changed and deleted files), refresh the snapshot, exit."""
     from lookalike.daemon.reconcile import reconcile
-    from lookalike.store.query import load_index, publish_snapshot
+    from lookalike.store.query import publish_snapshot
 
     from .logs import setup_logging
 
@@ -99,12 +100,11 @@ def index(config_option):
     try:
         pipeline = app.pipeline
         report = reconcile(store, pipeline, app.config.images_dir, app.config.batch_size)
-        index = load_index(store, pipeline.model_id)
-        publish_snapshot(store, index, app.config.snapshot)
+        size = publish_snapshot(store, pipeline.model_id, app.config.snapshot)
     finally:
         store.close()
         lock.release()
-    click.echo(f"{report}; index holds {index.size} images")
+    click.echo(f"{report}; index holds {size} images")
 
 
 @cli.command()
@@ -126,7 +126,8 @@ def query(images, k, as_json, config_option):
             raise click.ClickException(f"cannot read {image}: {exc.strerror}") from None
     store = app.open_store()
     try:
-        index = load_index(store, app.pipeline.model_id)
+        # One query scans every vector once: cheaper than building an approximate index.
+        index = load_index(store, app.pipeline.model_id, app.vector_index("exact"))
     finally:
         store.close()
     if index.size == 0:

@@ -1,7 +1,8 @@
 """`lookalike run`: watch images_dir and inbox_dir and keep the index and answers current.
 
-The watcher only queues events. This loop settles paths, ingests images in batches, answers
-inbox queries and refreshes the snapshot and index, debounced. It rescans the folder
+The watcher only queues events. This loop settles paths, ingests images in batches, brings
+the in-memory index up to date after each batch (only the paths that changed), answers inbox
+queries, and asks a background writer for a new snapshot, debounced. It rescans the folder
 periodically and whenever the watcher may have lost events.
 """
 
@@ -19,15 +20,16 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent
 
 from lookalike.pipeline.pipeline import Pipeline
+from lookalike.pipeline.steps import VectorIndex
 from lookalike.store.atomic import write_atomically
-from lookalike.store.index import NeighbourIndex
-from lookalike.store.query import answer_queries, load_index, publish_snapshot
+from lookalike.store.query import answer_queries, load_index
 from lookalike.store.store import Store
 
 from .files import ANSWER_SUFFIX, is_candidate, regular_file_inside, relative_path, scan
 from .ingest import ingest
 from .reconcile import Backlog, stale_paths
 from .settle import Settler
+from .snapshots import SnapshotWriter
 from .watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -46,7 +48,7 @@ class ServiceSettings:
     batch_size: int
     polling: bool = False
     rescan_seconds: float = 600.0
-    # During a long ingest the index is refreshed at most this often; at once when idle.
+    # During a long ingest the snapshot is rewritten at most this often; at once when idle.
     refresh_interval: float = 30.0
     # A snapshot or answer that could not be written is tried again after this long.
     retry_seconds: float = 5.0
@@ -76,25 +78,28 @@ class LastProblem(logging.Handler):
 
 
 class Service:
-    def __init__(self, settings: ServiceSettings, store: Store, pipeline: Pipeline):
+    def __init__(self, settings: ServiceSettings, store: Store, pipeline: Pipeline,
+                 vectors: VectorIndex):
         self.settings = settings
         self.store = store
         self.pipeline = pipeline
+        self._vectors = vectors
         self.events: queue.Queue[FileSystemEvent] = queue.Queue()
         self.settler = Settler(settings.settle_seconds)
         self.watcher = Watcher(settings.images_dir, settings.inbox_dir, self.events,
                                settings.polling)
         self._stop = threading.Event()
-        self._index: NeighbourIndex | None = None
-        self._dirty = True
+        self._changed: set[str] = set()  # paths whose row may differ from the index
+        self._snapshot_due = True
         self._last_refresh = 0.0
+        self._snapshots = SnapshotWriter(store, pipeline.model_id, settings.snapshot,
+                                         settings.retry_seconds)
         self._next_rescan = 0.0
         self._ready: dict[str, None] = {}  # settled images, in arrival order, one batch a step
         self._backlog = Backlog(0)
         self._vanished: set[str] = set()  # settled paths whose file is gone, not yet forgotten
         self._retry_at: dict[Path, float] = {}  # unwritten answers -> when to try again
         self._unwritable: set[Path] = set()  # answers whose write failure was logged
-        self._snapshot_retry_at = 0.0
         self._problem = LastProblem()
         self._status: tuple | None = None
         self._status_at = 0.0
@@ -110,9 +115,13 @@ class Service:
         logging.getLogger("lookalike").addHandler(self._problem)
         # Watching starts first, so nothing that changes during reconciliation is missed.
         self.watcher.start()
+        self._snapshots.start()
         try:
             # Queries are answered from what the store holds while the backlog is worked off.
-            self._refresh()
+            started = time.monotonic()
+            self._index = load_index(self.store, self.pipeline.model_id, self._vectors)
+            log.info("index loaded: %d images in %.1f s (%s)", self._index.size,
+                     time.monotonic() - started, self._vectors.id)
             backlog, current = stale_paths(self.store, settings.images_dir,
                                            self.pipeline.model_id)
             self._ready.update(dict.fromkeys(backlog))
@@ -127,6 +136,7 @@ class Service:
                 self._step()
         finally:
             self.watcher.stop()
+            self._snapshots.stop()
             self.store.set_meta("service_queue", "0")
             logging.getLogger("lookalike").removeHandler(self._problem)
             log.info("stopped")
@@ -175,17 +185,19 @@ class Service:
         if present or gone:
             report = ingest(self.store, self.pipeline, images_dir, present + gone,
                             self.settings.batch_size, should_stop=self._stop.is_set)
-            self._dirty = self._dirty or report.changed
+            if report.changed:
+                self._changed.update(present + gone)
             for path in report.busy:
                 self._touch(images_dir / path)
         if self._backlog.advance(len(batch)):
             log.info("reconciled %s", images_dir)
+        self._update_index()
         if queries and not self._stop.is_set():
             self._answer(queries)
-        if self._dirty and (idle or overdue):
-            self._refresh()
-        elif self._snapshot_retry_at and now >= self._snapshot_retry_at:
-            self._publish()
+        if self._snapshot_due and (idle or overdue):
+            self._snapshot_due = False
+            self._last_refresh = now
+            self._snapshots.request()
 
     def _rescan(self, reason: str) -> None:
         """Put every file that differs from the store back through settling and ingest."""
@@ -200,27 +212,14 @@ class Service:
         level = logging.INFO if paths or reason != "periodic" else logging.DEBUG
         log.log(level, "rescan (%s): %d file(s) changed", reason, len(paths))
 
-    def _refresh(self) -> None:
-        """Rebuild the in-memory index from the store, then publish the snapshot."""
-        self._index = load_index(self.store, self.pipeline.model_id)
-        self._dirty = False
-        self._last_refresh = time.monotonic()
-        log.info("index refreshed: %d images", self._index.size)
-        self._publish()
-
-    def _publish(self) -> None:
-        try:
-            publish_snapshot(self.store, self._index, self.settings.snapshot)
-        except OSError as exc:
-            # The previous snapshot stays intact; try again after a while, complain once.
-            if not self._snapshot_retry_at:
-                log.error("cannot write snapshot %s: %s (will retry)", self.settings.snapshot,
-                          exc)
-            self._snapshot_retry_at = time.monotonic() + self.settings.retry_seconds
+    def _update_index(self) -> None:
+        """Bring the index in line with the store for the paths that changed."""
+        if not self._changed:
             return
-        if self._snapshot_retry_at:
-            log.info("snapshot %s written again", self.settings.snapshot)
-        self._snapshot_retry_at = 0.0
+        vectors = self.store.vectors_of(self._changed, self.pipeline.model_id)
+        self._index.update({path: vectors.get(path) for path in self._changed})
+        self._changed.clear()
+        self._snapshot_due = True
 
     def _publish_status(self) -> None:
         """Queue length and last problem, for `lookalike status`; written when they change."""
@@ -259,13 +258,15 @@ class Service:
     def _move(self, source: str, destination: str, is_directory: bool) -> bool:
         """Rename rows in the store without re-embedding; False when nothing was known."""
         if is_directory:
-            moved = self.store.move_folder(source, destination) > 0
+            moved = self.store.move_folder(source, destination)
         else:
-            moved = is_candidate(destination) and self.store.move(source, destination)
+            moved = [(source, destination)] if (is_candidate(destination)
+                                                and self.store.move(source, destination)) else []
+        for pair in moved:
+            self._changed.update(pair)
         if moved:
             log.info("moved %s -> %s", source, destination)
-            self._dirty = True
-        return moved
+        return bool(moved)
 
     def _touch_tree(self, path: str, is_directory: bool) -> None:
         if not is_directory:
@@ -294,8 +295,6 @@ class Service:
                 log.warning("cannot read query %s: %s", path, exc)
         if not queries:
             return
-        if self._dirty or self._index is None:
-            self._refresh()
         answers = answer_queries(
             self.pipeline, self._index, [(p.name, data) for p, data in queries], self.settings.k
         )

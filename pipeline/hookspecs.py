@@ -1,4 +1,4 @@
-"""Hook specifications: how a plugin adds a pipeline step.
+"""Hook specifications: how a plugin adds a pipeline step or a vector index.
 
 Each hook receives a ``register`` callable. A plugin calls it once per step it offers:
 ``register(name, factory, options)`` where ``options`` maps each key of the plugin's
@@ -30,3 +30,8 @@ def register_padders(register):
 @hookspec
 def register_embedders(register):
     """Offer embedders: square RGB images -> L2-normalised float32 vectors."""
+
+
+@hookspec
+def register_indexes(register):
+    """Offer vector indexes: unit vectors under integer keys -> nearest neighbours."""

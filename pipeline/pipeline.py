@@ -12,7 +12,7 @@ from PIL import Image
 
 from .errors import ConfigError
 from .plugins import StepPlugin
-from .steps import STEP_KINDS, Decoder, Embedder, ModelFile, Padder, Remover
+from .steps import VECTOR_STEP_KINDS, Decoder, Embedder, ModelFile, Padder, Remover
 
 
 @dataclass
@@ -32,7 +32,7 @@ class Pipeline:
     ) -> Pipeline:
         """Build each chosen step from its plugin and the config table named after it."""
         built = {}
-        for kind in STEP_KINDS:
+        for kind in VECTOR_STEP_KINDS:
             name = chosen[kind]
             if name not in steps[kind]:
                 names = ", ".join(sorted(steps[kind]))

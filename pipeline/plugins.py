@@ -23,6 +23,8 @@ BUILTIN_PLUGINS = (
     "lookalike.pipeline.builtins.rembg_remover",
     "lookalike.pipeline.builtins.white_padder",
     "lookalike.pipeline.builtins.resnet18_embedder",
+    "lookalike.pipeline.builtins.exact_index",
+    "lookalike.pipeline.builtins.hnsw_index",
 )
 
 
@@ -65,5 +67,6 @@ def collect_steps(pm: pluggy.PluginManager) -> dict[str, dict[str, StepPlugin]]:
                 raise ConfigError(f"two plugins register a step named {name!r}")
             steps[kind][name] = StepPlugin(kind, name, factory, dict(options or {}))
 
-        getattr(pm.hook, f"register_{kind}s")(register=register)
+        hook = "register_indexes" if kind == "index" else f"register_{kind}s"
+        getattr(pm.hook, hook)(register=register)
     return steps

@@ -1,4 +1,4 @@
-"""The four step kinds of the pipeline and what each must provide."""
+"""The step kinds of the pipeline and what each must provide."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from PIL import Image
 
 from .errors import ModelMissingError
 
-STEP_KINDS = ("decoder", "remover", "padder", "embedder")
+# The steps that turn bytes into a vector, in order; their ids make the model id.
+VECTOR_STEP_KINDS = ("decoder", "remover", "padder", "embedder")
+# Every kind a plugin can offer: the index finds neighbours among the vectors.
+STEP_KINDS = (*VECTOR_STEP_KINDS, "index")
 
 
 @dataclass(frozen=True)
@@ -90,3 +93,18 @@ class Embedder(Protocol):
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Embed square RGB images into an (n, dimension) float32 array of unit vectors."""
+
+
+class VectorIndex(Protocol):
+    """Nearest neighbours by cosine similarity among unit vectors stored under integer keys."""
+
+    id: str
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Store ``vectors`` (n, d) under ``keys`` (n,), replacing what those keys held."""
+
+    def remove(self, keys: np.ndarray) -> None:
+        """Forget the vectors under ``keys`` (each of them is stored)."""
+
+    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Keys and cosine similarities of up to ``k`` nearest vectors, most similar first."""

@@ -1,11 +1,17 @@
-"""The cosine KNN index over one model's vectors (scikit-learn NearestNeighbors, brute force)."""
+"""The neighbour index of one model: image paths over a vector index plugin.
+
+It is kept current one change at a time (add, replace, forget a path), so an image arriving in
+a catalogue of millions costs one insertion, not a rebuild.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.neighbors import NearestNeighbors
+
+from lookalike.pipeline.steps import VectorIndex
 
 
 @dataclass(frozen=True)
@@ -15,24 +21,52 @@ class Neighbour:
 
 
 class NeighbourIndex:
-    def __init__(self, paths: list[str], vectors: np.ndarray, model: str):
-        self.paths = paths
-        self.vectors = vectors
+    def __init__(self, model: str, vectors: VectorIndex):
         self.model = model
-        self._knn = None
-        if paths:
-            self._knn = NearestNeighbors(metric="cosine", algorithm="brute").fit(vectors)
+        self._vectors = vectors
+        self._key_of: dict[str, int] = {}
+        self._path_of: dict[int, str] = {}
+        self._free: list[int] = []  # keys of forgotten paths, reused so keys stay dense
 
     @property
     def size(self) -> int:
-        return len(self.paths)
+        return len(self._key_of)
+
+    def load(self, paths: list[str], matrix: np.ndarray) -> None:
+        """Fill an empty index with many vectors at once (no per-path copies)."""
+        assert not self._key_of, "load fills an empty index"
+        self._key_of = {path: key for key, path in enumerate(paths)}
+        self._path_of = dict(enumerate(paths))
+        self._vectors.add(np.arange(len(paths), dtype=np.int64), matrix)
+
+    def update(self, changes: Mapping[str, np.ndarray | None]) -> None:
+        """Store each path's new vector, or forget the path where the vector is None."""
+        gone = [self._forget(path) for path, vector in changes.items()
+                if vector is None and path in self._key_of]
+        if gone:
+            self._vectors.remove(np.array(gone, dtype=np.int64))
+        added = [(path, vector) for path, vector in changes.items() if vector is not None]
+        if added:
+            keys = np.array([self._key(path) for path, _ in added], dtype=np.int64)
+            self._vectors.add(keys, np.stack([vector for _, vector in added]))
 
     def search(self, vector: np.ndarray, k: int) -> list[Neighbour]:
         """The ``k`` most similar stored images, most similar first."""
-        if self._knn is None:
-            return []
-        distances, rows = self._knn.kneighbors(vector.reshape(1, -1), n_neighbors=min(k, self.size))
+        keys, similarities = self._vectors.search(vector, k)
         return [
-            Neighbour(self.paths[row], round(float(1.0 - distance), 6))
-            for distance, row in zip(distances[0], rows[0], strict=True)
+            Neighbour(self._path_of[int(key)], round(float(similarity), 6))
+            for key, similarity in zip(keys, similarities, strict=True)
         ]
+
+    def _key(self, path: str) -> int:
+        key = self._key_of.get(path)
+        if key is None:
+            key = self._free.pop() if self._free else len(self._key_of)
+            self._key_of[path], self._path_of[key] = key, path
+        return key
+
+    def _forget(self, path: str) -> int:
+        key = self._key_of.pop(path)
+        del self._path_of[key]
+        self._free.append(key)
+        return key

@@ -9,6 +9,7 @@ from typing import Any
 
 from lookalike.pipeline.errors import ImageError
 from lookalike.pipeline.pipeline import Pipeline
+from lookalike.pipeline.steps import VectorIndex
 
 from .index import NeighbourIndex
 from .snapshot import write_snapshot
@@ -17,17 +18,20 @@ from .store import Store
 EMPTY_INDEX = "the index holds no images embedded by this model yet"
 
 
-def load_index(store: Store, model: str) -> NeighbourIndex:
-    """The index of ``model``'s vectors as the store holds them now."""
+def load_index(store: Store, model: str, vectors: VectorIndex) -> NeighbourIndex:
+    """An index over ``vectors`` (an empty index plugin) of ``model``'s vectors in the store."""
+    index = NeighbourIndex(model, vectors)
+    index.load(*store.vectors(model))
+    return index
+
+
+def publish_snapshot(store: Store, model: str, snapshot_path: Path) -> int:
+    """Write ``model``'s stored vectors as the snapshot, record the refresh; returns its size."""
     paths, vectors = store.vectors(model)
-    return NeighbourIndex(paths, vectors, model)
-
-
-def publish_snapshot(store: Store, index: NeighbourIndex, snapshot_path: Path) -> None:
-    """Write the index's vectors as the snapshot and record the refresh in the store."""
-    write_snapshot(snapshot_path, index.paths, index.vectors, index.model)
+    write_snapshot(snapshot_path, paths, vectors, model)
     store.set_meta("last_refresh", datetime.now(UTC).isoformat(timespec="seconds"))
-    store.set_meta("index_size", str(index.size))
+    store.set_meta("index_size", str(len(paths)))
+    return len(paths)
 
 
 def answer_queries(

@@ -169,8 +169,9 @@ class Store:
             )
             return result.rowcount > 0
 
-    def move_folder(self, source: str, destination: str) -> int:
-        """Move every row under folder ``source`` to folder ``destination``."""
+    def move_folder(self, source: str, destination: str) -> list[tuple[str, str]]:
+        """Move every row under folder ``source`` to folder ``destination``; returns the
+        (old, new) path of each row moved."""
         with self._session() as session:
             prefix = source + "/"
             rows = session.execute(
@@ -178,27 +179,50 @@ class Store:
                     ImageRecord.path.startswith(prefix, autoescape=True)
                 )
             ).all()
+            moved = []
             for row_id, path in rows:
                 new_path = destination + "/" + path[len(prefix):]
                 session.execute(delete(ImageRecord).where(ImageRecord.path == new_path))
                 session.execute(
                     update(ImageRecord).where(ImageRecord.id == row_id).values(path=new_path)
                 )
-            return len(rows)
+                moved.append((path, new_path))
+            return moved
 
     def vectors(self, model: str) -> tuple[list[str], np.ndarray]:
-        """Paths and an (N, D) float32 matrix of every indexed vector of ``model``."""
+        """Paths and an (N, D) float32 matrix of every indexed vector of ``model``.
+
+        Rows are streamed into a matrix allocated once, so a million vectors need their
+        own size in memory, not two or three times it."""
+        indexed = (ImageRecord.model == model, ImageRecord.status == INDEXED)
         with self._session() as session:
+            count = session.scalar(select(func.count()).where(*indexed))
             rows = session.execute(
-                select(ImageRecord.path, ImageRecord.vector)
-                .where(ImageRecord.model == model, ImageRecord.status == INDEXED)
-                .order_by(ImageRecord.path)
-            ).all()
-        paths = [path for path, _ in rows]
-        if not rows:
-            return paths, np.zeros((0, 0), dtype=np.float32)
-        matrix = np.frombuffer(b"".join(vector for _, vector in rows), dtype=np.float32)
-        return paths, matrix.reshape(len(rows), -1)
+                select(ImageRecord.path, ImageRecord.vector).where(*indexed)
+                .order_by(ImageRecord.path).execution_options(yield_per=10_000)
+            )
+            paths: list[str] = []
+            matrix = np.zeros((0, 0), dtype=np.float32)
+            for row, (path, vector) in enumerate(rows):
+                if row == 0:
+                    matrix = np.empty((count, len(vector) // 4), dtype=np.float32)
+                matrix[row] = np.frombuffer(vector, dtype=np.float32)
+                paths.append(path)
+        return paths, matrix[: len(paths)]
+
+    def vectors_of(self, paths: Iterable[str], model: str) -> dict[str, np.ndarray]:
+        """The indexed vector of each of ``paths`` that has one of ``model``."""
+        paths, found = list(paths), {}
+        with self._session() as session:
+            for start in range(0, len(paths), 500):
+                rows = session.execute(
+                    select(ImageRecord.path, ImageRecord.vector).where(
+                        ImageRecord.path.in_(paths[start:start + 500]),
+                        ImageRecord.model == model, ImageRecord.status == INDEXED)
+                )
+                found.update((path, np.frombuffer(vector, dtype=np.float32))
+                             for path, vector in rows)
+        return found
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Row counts by model and status: {model or "": {"indexed": n, "failed": m}}."""

@@ -28,7 +28,9 @@ def write_slowly(path: Path, data: bytes, chunks: int = 4, pause: float = 0.3) -
             time.sleep(pause)
 
 
-def test_service_lifecycle(workspace, catalogue, service_factory):
+@pytest.mark.parametrize("index", ["exact", "hnsw"])
+def test_service_lifecycle(workspace, catalogue, service_factory, index):
+    workspace.write_config(pipeline={"index": index})
     service = service_factory()
 
     # A dozen images arrive; one of them is written slowly, in chunks.
@@ -41,7 +43,8 @@ def test_service_lifecycle(workspace, catalogue, service_factory):
     assert rows["item11.jpg"][1] == sha256(catalogue / "item11.jpg")
     assert service.log().count("indexed item11.jpg") == 1
     # Debounced: the burst costs a refresh or two, not one per file.
-    assert service.log().count("index refreshed") <= 3
+    assert service.log().count("snapshot written") <= 3
+    assert service.log().count("index loaded") == 1  # later images were added, not rebuilt
 
     # A shopper's photo: a resized, cropped copy of item07.
     cropped_query(product_photo(7)).save(workspace.inbox / "shopper.jpg")

@@ -8,6 +8,8 @@ import sqlite3
 import numpy as np
 import pytest
 
+from lookalike.pipeline.builtins.exact_index import ExactIndex
+from lookalike.pipeline.builtins.hnsw_index import HnswIndex
 from lookalike.store.index import NeighbourIndex
 from lookalike.store.snapshot import SnapshotError, read_snapshot, write_snapshot
 from lookalike.store.store import ImageFacts, Store, StoreError
@@ -44,7 +46,7 @@ def test_move_and_move_folder_keep_the_vector(store):
     store.apply([facts("a.jpg", [1, 0]), facts("shoes/b.jpg", [0, 1]),
                  facts("shoes/c.jpg", [1, 1])])
     assert store.move("a.jpg", "renamed.jpg")
-    assert store.move_folder("shoes", "boots") == 2
+    assert len(store.move_folder("shoes", "boots")) == 2
     paths, vectors = store.vectors("m")
     assert paths == ["boots/b.jpg", "boots/c.jpg", "renamed.jpg"]
     assert vectors[2].tolist() == [1, 0]
@@ -108,9 +110,50 @@ def test_a_crafted_snapshot_is_refused_and_never_executed(tmp_path, monkeypatch)
     assert not marker.exists()
 
 
-def test_index_ranks_by_cosine_similarity():
-    vectors = np.array([[1, 0], [0.6, 0.8], [0, 1]], dtype=np.float32)
-    index = NeighbourIndex(["a", "b", "c"], vectors, "m")
-    found = index.search(np.array([0.8, 0.6], dtype=np.float32), k=5)
+INDEXES = {"exact": ExactIndex, "hnsw": lambda: HnswIndex(16, 100, 64)}
+
+
+@pytest.fixture(params=sorted(INDEXES))
+def index(request):
+    return NeighbourIndex("m", INDEXES[request.param]())
+
+
+def unit(*values):
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def test_index_ranks_by_cosine_similarity(index):
+    index.load(["a", "b", "c"], np.stack([unit(1, 0), unit(0.6, 0.8), unit(0, 1)]))
+    found = index.search(unit(0.8, 0.6), k=5)
     assert [n.path for n in found] == ["b", "a", "c"]
-    assert [n.similarity for n in found] == pytest.approx([0.96, 0.8, 0.6])
+    assert [n.similarity for n in found] == pytest.approx([0.96, 0.8, 0.6], abs=1e-5)
+
+
+def test_index_updates_one_path_at_a_time(index):
+    assert index.search(unit(1, 0), k=3) == []
+    index.update({"a": unit(1, 0), "b": unit(0, 1)})
+    index.update({"a": unit(0, 1)})  # a's image changed
+    assert {n.path for n in index.search(unit(0, 1), k=2)} == {"a", "b"}
+    index.update({"b": None, "c": unit(1, 0.1)})  # b deleted, c arrives (and reuses b's key)
+    assert index.size == 2
+    assert [n.path for n in index.search(unit(1, 0), k=5)] == ["c", "a"]
+    index.update({"a": None, "c": None, "never-stored": None})
+    assert index.size == 0 and index.search(unit(1, 0), k=5) == []
+
+
+def test_approximate_index_finds_the_exact_neighbours_of_a_clustered_catalogue():
+    rng = np.random.default_rng(0)
+    centres = np.abs(rng.standard_normal((50, 64), dtype=np.float32))
+    vectors = centres[rng.integers(0, 50, 5000)] + rng.random((5000, 64), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    paths = [f"{i}.jpg" for i in range(5000)]
+    exact = NeighbourIndex("m", ExactIndex())
+    approximate = NeighbourIndex("m", HnswIndex(16, 100, 64))
+    exact.load(paths, vectors)
+    approximate.load(paths, vectors)
+    hits = [
+        len({n.path for n in exact.search(q, 10)} & {n.path for n in approximate.search(q, 10)})
+        for q in vectors[:100]
+    ]
+    assert sum(hits) / 1000 >= 0.95

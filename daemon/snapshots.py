@@ -1,0 +1,65 @@
+"""The snapshot writer: a background thread that writes feature_vectors.pkl from the store.
+
+A catalogue of a million vectors makes a 2 GB snapshot; writing it in the service loop would
+stall ingest and inbox answers for seconds, so the loop only asks for a write.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from lookalike.store.query import publish_snapshot
+from lookalike.store.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class SnapshotWriter:
+    def __init__(self, store: Store, model: str, path: Path, retry_seconds: float):
+        self._store, self._model, self._path = store, model, path
+        self._retry_seconds = retry_seconds
+        self._wanted = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="snapshot-writer")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request(self) -> None:
+        """Write the snapshot soon; requests made during a write coalesce into one more."""
+        self._wanted.set()
+
+    def stop(self) -> None:
+        """Finish the write in progress, if any, and end the thread."""
+        self._stopping.set()
+        self._wanted.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        failing = False
+        while True:
+            self._wanted.wait()
+            if self._stopping.is_set():
+                return
+            self._wanted.clear()
+            started = time.monotonic()
+            try:
+                size = publish_snapshot(self._store, self._model, self._path)
+            except (OSError, SQLAlchemyError) as exc:
+                # The previous snapshot stays intact; try again after a while, complain once.
+                if not failing:
+                    log.error("cannot write snapshot %s: %s (will retry)", self._path, exc)
+                failing = True
+                if self._stopping.wait(self._retry_seconds):
+                    return
+                self._wanted.set()
+                continue
+            if failing:
+                log.info("snapshot %s written again", self._path)
+            failing = False
+            log.info("snapshot written: %d images in %.2f s", size, time.monotonic() - started)
