@@ -1,8 +1,10 @@
-"""Embedding throughput: the service's ingest path beside a bare ResNet-18 forward pass.
+"""Embedding throughput: both ResNet-18 backends bare, and the service's ingest path on each.
 
-Both at the same batch size, in the same run. The ingest path is the real one (read, hash,
-decode, pad, embed, store in SQLite) with remover "none", so the comparison shows what the
-service adds around the model. Needs a config whose ResNet-18 weights exist (--config).
+In one run, at the same batch size: a bare forward pass on ready tensors for the torch and
+the onnxruntime backend, then the real ingest path (read, hash, decode, pad, embed, store in
+SQLite) on each, with remover "none", so the ratios show what the service adds around the
+model and what ONNX Runtime gains over torch. Then the configured background remover's cost
+per image beside the embedding's. Needs a config whose model files exist (--config).
 
     .venv/bin/python bench/embed.py --config CONFIG [--images 320] [--batch 16]
 """
@@ -10,17 +12,17 @@ service adds around the model. Needs a config whose ResNet-18 weights exist (--c
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, ImageDraw
-from torchvision.models import resnet18
 
 from lookalike.cli.app import App
 from lookalike.daemon.ingest import ingest
+from lookalike.pipeline.builtins.resnet18_embedder import BACKENDS
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.store.store import Store
 
@@ -37,17 +39,49 @@ def photos(folder: Path, count: int) -> list[str]:
     return names
 
 
-def bare_forward(count: int, batch: int) -> float:
-    model = resnet18(weights=None)
-    model.fc = torch.nn.Identity()
-    model.eval()
-    inputs = torch.randn(batch, 3, 224, 224)
-    with torch.inference_mode():
-        model(inputs)  # warm-up
-        started = time.perf_counter()
-        for _ in range(count // batch):
-            model(inputs)
+def pipeline_with(app: App, remover: str, backend: str) -> Pipeline:
+    config = app.config
+    tables = {**config.tables, "resnet18": {**config.tables.get("resnet18", {}),
+                                            "backend": backend}}
+    pipeline = Pipeline.build(app.steps, {**config.pipeline, "remover": remover}, tables,
+                              config.base_dir)
+    pipeline.warm_up()
+    return pipeline
+
+
+def bare_forward(pipeline: Pipeline, count: int, batch: int) -> float:
+    """Images per second of the backend alone, on one ready (batch, 3, 224, 224) tensor."""
+    backend = pipeline.embedder._backend  # the model itself, without the embedder around it
+    pixels = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)
+    backend.run(pixels)  # warm-up
+    started = time.perf_counter()
+    for _ in range(count // batch):
+        backend.run(pixels)
     return (count // batch) * batch / (time.perf_counter() - started)
+
+
+def ingest_rate(pipeline: Pipeline, folder: Path, names: list[str], batch: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(f"sqlite:///{tmp}/bench.db")
+        started = time.perf_counter()
+        report = ingest(store, pipeline, folder, names, batch)
+        rate = report.embedded / (time.perf_counter() - started)
+        store.close()
+    return rate
+
+
+def removal_cost(app: App, folder: Path, names: list[str]) -> tuple[str, float, float]:
+    """Seconds per image of the configured remover, and of embedding one image alone."""
+    pipeline = pipeline_with(app, app.config.pipeline["remover"], BACKENDS[0])
+    images = [pipeline.decoder.decode((folder / name).read_bytes(), 224) for name in names[:20]]
+    started = time.perf_counter()
+    removed = [pipeline.remover.remove(image) for image in images]
+    remove = (time.perf_counter() - started) / len(images)
+    squares = [pipeline.padder.pad(image, 224) for image in removed]
+    started = time.perf_counter()
+    for square in squares:
+        pipeline.embed([square])
+    return pipeline.remover.id, remove, (time.perf_counter() - started) / len(squares)
 
 
 def main() -> None:
@@ -57,25 +91,24 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
     app = App(args.config)
-    config = app.config
-    pipeline = Pipeline.build(app.steps, {**config.pipeline, "remover": "none"}, config.tables,
-                              config.base_dir)
-    pipeline.warm_up()
+    print(f"{os.cpu_count()} cores, batch {args.batch}, {args.images} images of 480x640")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "images"
-        folder.mkdir()
+        folder = Path(tmp)
         names = photos(folder, args.images)
-        store = Store(f"sqlite:///{tmp}/bench.db")
-        started = time.perf_counter()
-        report = ingest(store, pipeline, folder, names, args.batch)
-        ingest_rate = report.embedded / (time.perf_counter() - started)
-        store.close()
-    bare_rate = bare_forward(args.images, args.batch)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
-          f"{args.images} images of 480x640")
-    print(f"bare ResNet-18 forward   {bare_rate:7.1f} images/s")
-    print(f"service ingest path      {ingest_rate:7.1f} images/s")
-    print(f"ratio                    {ingest_rate / bare_rate:7.2f}  (issue 4 target: >= 0.9)")
+        bare, path = {}, {}
+        for backend in BACKENDS:
+            pipeline = pipeline_with(app, "none", backend)
+            bare[backend] = bare_forward(pipeline, args.images, args.batch)
+            path[backend] = ingest_rate(pipeline, folder, names, args.batch)
+            print(f"{backend:<12} bare forward {bare[backend]:6.1f} images/s   ingest path "
+                  f"{path[backend]:6.1f} images/s   ratio {path[backend] / bare[backend]:.2f}"
+                  "  (target >= 0.9)")
+        speed_up = bare["onnxruntime"] / bare["torch"]
+        print(f"onnxruntime / torch: bare {speed_up:.2f}x, "
+              f"ingest path {path['onnxruntime'] / path['torch']:.2f}x  (target >= 1.5x)")
+        remover, remove, embed = removal_cost(app, folder, names)
+        print(f"background removal ({remover}) {remove * 1000:.1f} ms/image, "
+              f"embedding one image {embed * 1000:.1f} ms")
 
 
 if __name__ == "__main__":

@@ -1,14 +1,18 @@
-"""Query latency of the index at several catalogue sizes, side by side.
+"""Query latency and add cost of the neighbour index at several catalogue sizes, side by side.
 
-For N stored 512-d unit vectors it times one query through
-  - the service's index (scikit-learn NearestNeighbors, brute-force cosine), and
-  - a numpy matrix product on a preloaded float32 matrix (+ argpartition),
-with the embedding excluded, then once with it included (the configured pipeline embeds a
-photo, then the service's index is searched). Also: building the index, the query function's
-RSS, and checks that both methods return the same neighbours.
+For N stored 512-d unit vectors, one query vector at a time, k = 10:
+  - scikit-learn NearestNeighbors, brute-force cosine (the baseline),
+  - the "exact" index plugin (numpy matrix-vector product on a preloaded float32 matrix),
+  - the "hnsw" index plugin (hnswlib), with its recall@10 against exact search,
+p50 and p99 with the embedding excluded, then, given --config, the query function with the
+embedding included. Also the cost of adding one image and a burst of 1,000 (in the service's
+batches of 16) to an index that already holds N.
 
-    .venv/bin/python bench/query.py [--sizes 5000,100000,1000000] [--queries 50]
-        [--config CONFIG]    # adds the embedding-included figure
+The vectors are clustered, like image embeddings (2,000 centres, wide spread, non-negative
+like ResNet features after ReLU), not uniform noise, for which no index beats a full scan.
+
+    .venv/bin/python bench/query.py [--sizes 5000,100000,1000000] [--queries 200]
+        [--indexes exact,hnsw] [--config CONFIG]
 """
 
 from __future__ import annotations
@@ -19,10 +23,16 @@ import resource
 import time
 
 import numpy as np
+from sklearn.neighbors import NearestNeighbors
 
+from lookalike.pipeline.builtins.exact_index import ExactIndex
+from lookalike.pipeline.builtins.hnsw_index import OPTIONS, HnswIndex
 from lookalike.store.index import NeighbourIndex
 
 K = 10
+DIMENSION = 512
+BATCH = 16  # the service's default [daemon] batch_size
+INDEXES = {"exact": ExactIndex, "hnsw": lambda: HnswIndex(**OPTIONS)}
 
 
 def percentiles(seconds: list[float]) -> str:
@@ -30,54 +40,78 @@ def percentiles(seconds: list[float]) -> str:
     return f"p50 {p50:8.2f} ms  p99 {p99:8.2f} ms"
 
 
-def unit_vectors(count: int, rng: np.random.Generator) -> np.ndarray:
-    vectors = rng.standard_normal((count, 512), dtype=np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
-def numpy_search(matrix: np.ndarray, vector: np.ndarray, k: int) -> np.ndarray:
-    scores = matrix @ vector
-    top = np.argpartition(-scores, k - 1)[:k]
-    return top[np.argsort(-scores[top])]
+def clustered_vectors(count: int, centres: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    vectors = np.empty((count, DIMENSION), dtype=np.float32)
+    for start in range(0, count, 100_000):  # in chunks: the noise would double peak memory
+        rows = min(100_000, count - start)
+        chosen = centres[rng.integers(0, len(centres), rows)]
+        noise = rng.standard_normal((rows, DIMENSION), dtype=np.float32)
+        chunk = np.maximum(chosen + 3.0 * chosen.mean() * noise, 0.0)
+        vectors[start:start + rows] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
+    return vectors
 
 
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def timed(function, *args) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = function(*args)
+    return time.perf_counter() - started, result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="5000,100000,1000000")
-    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--indexes", default="exact,hnsw")
     parser.add_argument("--config", default=None)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    queries = unit_vectors(args.queries, rng)
+    centres = np.abs(rng.standard_normal((2000, DIMENSION), dtype=np.float32)) ** 2
+    queries = clustered_vectors(args.queries, centres, rng)
+    arrivals = clustered_vectors(1001, centres, rng)
     for size in (int(s) for s in args.sizes.split(",")):
-        matrix = unit_vectors(size, rng)
+        matrix = clustered_vectors(size, centres, rng)
         paths = [f"{i}.jpg" for i in range(size)]
-        started = time.perf_counter()
-        index = NeighbourIndex(paths, matrix, "bench")
-        built = time.perf_counter() - started
-        sklearn_times, numpy_times = [], []
-        for vector in queries:
-            started = time.perf_counter()
-            found = index.search(vector, K)
-            sklearn_times.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            rows = numpy_search(matrix, vector, K)
-            numpy_times.append(time.perf_counter() - started)
-            assert [paths[r] for r in rows] == [n.path for n in found]
-        print(f"N={size:>9,}  index built in {built * 1000:8.1f} ms   max RSS {rss_mb():7.0f} MB")
-        print(f"  sklearn brute cosine   {percentiles(sklearn_times)}")
-        print(f"  numpy matmul           {percentiles(numpy_times)}")
-        print(f"  numpy speed-up at p50  {np.median(sklearn_times) / np.median(numpy_times):.1f}x")
-        if args.config:
-            print(f"  with embedding         {with_embedding(args.config, index, args.queries)}")
-        del index, matrix
+        print(f"N={size:>9,}")
+        # scikit-learn takes seconds a query at a million: a few queries tell its p50.
+        sklearn = NearestNeighbors(metric="cosine", algorithm="brute").fit(matrix)
+        times = [timed(sklearn.kneighbors, q.reshape(1, -1), K)[0]
+                 for q in queries[: max(5, args.queries // (1 + size // 50_000))]]
+        print(f"  {'sklearn brute cosine':<24} {percentiles(times)}")
+        del sklearn
+        exact_answers = None
+        for name in args.indexes.split(","):
+            index = NeighbourIndex("bench", INDEXES[name]())
+            built, _ = timed(index.load, paths, matrix)
+            times, answers = [], []
+            for q in queries:
+                seconds, found = timed(index.search, q, K)
+                times.append(seconds)
+                answers.append({n.path for n in found})
+            line = f"  {name + ' index':<24} {percentiles(times)}  built in {built:7.2f} s"
+            if exact_answers is None:
+                exact_answers = answers
+            else:
+                pairs = zip(answers, exact_answers, strict=True)
+                recall = np.mean([len(a & e) / K for a, e in pairs])
+                line += f"  recall@10 {recall:.3f}"
+            print(line)
+            one, _ = timed(index.update, {"arrival.jpg": arrivals[0]})
+            burst = sum(timed(index.update, {f"a{i + j}.jpg": arrivals[i + j]
+                                             for j in range(min(BATCH, 1000 - i))})[0]
+                        for i in range(0, 1000, BATCH))
+            print(f"  {'':<24} add one {one * 1000:7.2f} ms   add 1,000 {burst * 1000:8.1f} ms"
+                  f"   max RSS {rss_mb():6.0f} MB")
+            if args.config:
+                print(f"  {'with embedding':<24} {with_embedding(args.config, index)}")
+            del index
+        del matrix
 
 
-def with_embedding(config: str, index: NeighbourIndex, count: int) -> str:
+def with_embedding(config: str, index: NeighbourIndex) -> str:
     """Latency of the query function: decode, remove background, pad, embed, search."""
     from PIL import Image
 
@@ -89,11 +123,7 @@ def with_embedding(config: str, index: NeighbourIndex, count: int) -> str:
     Image.new("RGB", (480, 640), (200, 40, 40)).save(buffer, "JPEG")
     photo = buffer.getvalue()
     answer_queries(pipeline, index, [("warm-up.jpg", photo)], K)  # loads the models
-    times = []
-    for _ in range(min(count, 20)):
-        started = time.perf_counter()
-        answer_queries(pipeline, index, [("q.jpg", photo)], K)
-        times.append(time.perf_counter() - started)
+    times = [timed(answer_queries, pipeline, index, [("q.jpg", photo)], K)[0] for _ in range(20)]
     return percentiles(times)
 
 

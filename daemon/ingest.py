@@ -9,8 +9,9 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from itertools import islice
+from itertools import islice, repeat
 from pathlib import Path
 
 from lookalike.pipeline.errors import ImageError, LookalikeError
@@ -84,9 +85,13 @@ def _signature(stat: os.stat_result) -> tuple[int, int, int]:
 
 def _ingest_batch(store, pipeline, images_dir, batch, report, should_stop) -> None:
     model = pipeline.model_id
-    gone, done, to_embed, copies = [], [], [], []
+    gone, done, to_prepare, to_embed, copies = [], [], [], [], []
+    error_of: dict[str, str] = {}  # content hash -> why it could not be prepared
     read_as: dict[str, tuple[int, int, int]] = {}
     first_by_hash: dict[str, ImageFacts] = {}
+    known = store.file_states(batch)
+    fresh: list[ImageFacts] = []
+    data_of: dict[str, bytes] = {}
     for path in batch:
         if should_stop():
             return
@@ -94,7 +99,7 @@ def _ingest_batch(store, pipeline, images_dir, batch, report, should_stop) -> No
         if stat is None:
             gone.append(path)
             continue
-        if is_current(store.file_state(path), stat, model):
+        if is_current(known.get(path), stat, model):
             report.unchanged += 1
             continue
         data = _read_settled(images_dir / path, stat)
@@ -102,31 +107,34 @@ def _ingest_batch(store, pipeline, images_dir, batch, report, should_stop) -> No
             report.busy.append(path)
             continue
         read_as[path] = _signature(stat)
-        facts = ImageFacts(path, hashlib.sha256(data).hexdigest(), stat.st_size, stat.st_mtime_ns)
-        same = store.indexed_vector(facts.sha256, model)
+        data_of[path] = data
+        fresh.append(ImageFacts(path, hashlib.sha256(data).hexdigest(), stat.st_size,
+                                stat.st_mtime_ns))
+    stored = store.indexed_vectors({facts.sha256 for facts in fresh}, model)
+    for facts in fresh:
+        same = stored.get(facts.sha256)
         if same is not None:
-            done.append(replace(same, path=path, size=facts.size, mtime_ns=facts.mtime_ns))
-            log.info("indexed %s (same content as %s)", path, same.path)
+            done.append(replace(same, path=facts.path, size=facts.size, mtime_ns=facts.mtime_ns))
+            log.info("indexed %s (same content as %s)", facts.path, same.path)
             report.reused += 1
         elif facts.sha256 in first_by_hash:
             copies.append(facts)
             report.reused += 1
         else:
-            try:
-                image, (width, height) = pipeline.prepare(data)
-            except LookalikeError as exc:
-                if not isinstance(exc, ImageError):
-                    raise  # a model or config problem: no file's fault, stop
-                error = str(exc)
-            except Exception as exc:  # a plugin tripping over one odd image
-                error = f"{type(exc).__name__}: {exc}"
-            else:
-                first_by_hash[facts.sha256] = facts
-                to_embed.append((replace(facts, width=width, height=height, model=model), image))
-                continue
-            log.warning("failed %s: %s", path, error)
-            done.append(replace(facts, error=error))
-            report.failed += 1
+            first_by_hash[facts.sha256] = facts
+            to_prepare.append((facts, data_of.pop(facts.path)))
+    # Decoding and background removal of the batch's images run side by side on every core.
+    with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="prepare") as pool:
+        prepared = list(pool.map(_prepare, repeat(pipeline), (data for _, data in to_prepare)))
+    for (facts, _), (outcome, error) in zip(to_prepare, prepared, strict=True):
+        if error is None:
+            image, (width, height) = outcome
+            to_embed.append((replace(facts, width=width, height=height, model=model), image))
+            continue
+        log.warning("failed %s: %s", facts.path, error)
+        done.append(replace(facts, error=error))
+        report.failed += 1
+        error_of[facts.sha256] = error
     vectors = pipeline.embed([image for _, image in to_embed])
     embedded = {}
     for (facts, _), vector in zip(to_embed, vectors, strict=True):
@@ -134,6 +142,12 @@ def _ingest_batch(store, pipeline, images_dir, batch, report, should_stop) -> No
         log.info("indexed %s", facts.path)
     report.embedded += len(embedded)
     for facts in copies:
+        if facts.sha256 in error_of:  # a copy of an image that failed fails alike
+            log.warning("failed %s: %s", facts.path, error_of[facts.sha256])
+            done.append(replace(facts, error=error_of[facts.sha256]))
+            report.failed += 1
+            report.reused -= 1
+            continue
         log.info("indexed %s (same content as %s)", facts.path, embedded[facts.sha256].path)
         done.append(replace(embedded[facts.sha256], path=facts.path, size=facts.size,
                             mtime_ns=facts.mtime_ns))
@@ -145,6 +159,18 @@ def _ingest_batch(store, pipeline, images_dir, batch, report, should_stop) -> No
     report.removed += store.apply(keep, gone)
     for path in gone:
         log.info("removed %s", path)
+
+
+def _prepare(pipeline: Pipeline, data: bytes):
+    """(prepare's result, None), or (None, error) for an image the pipeline cannot read."""
+    try:
+        return pipeline.prepare(data), None
+    except ImageError as exc:
+        return None, str(exc)
+    except LookalikeError:
+        raise  # a model or config problem: no file's fault, stop
+    except Exception as exc:  # a plugin tripping over one odd image
+        return None, f"{type(exc).__name__}: {exc}"
 
 
 def _changed_since(images_dir: Path, path: str, signature: tuple[int, int, int]) -> bool:

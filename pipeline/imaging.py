@@ -12,4 +12,4 @@ def on_white(image: Image.Image) -> Image.Image:
         background = Image.new("RGB", rgba.size, WHITE)
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")

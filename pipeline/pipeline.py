@@ -58,9 +58,10 @@ class Pipeline:
 
         Raises ImageError for bytes the decoder cannot read.
         """
-        image = self.decoder.decode(data)
-        square = self.padder.pad(self.remover.remove(image), self.embedder.input_size)
-        return square, image.size
+        size = self.embedder.input_size
+        image = self.decoder.decode(data, size)
+        square = self.padder.pad(self.remover.remove(image), size)
+        return square, image.info.get("full_size", image.size)
 
     def warm_up(self) -> None:
         """Load every model now, so a missing or broken one stops start-up, not an image."""

@@ -61,8 +61,12 @@ class ModelFile:
 class Decoder(Protocol):
     id: str
 
-    def decode(self, data: bytes) -> Image.Image:
-        """Decode bytes to an RGB or RGBA image; raise ImageError when they are not one."""
+    def decode(self, data: bytes, min_side: int) -> Image.Image:
+        """Decode bytes to an RGB or RGBA image; raise ImageError when they are not one.
+
+        The pipeline needs no more than ``min_side`` pixels on each side: a decoder may decode
+        a reduced version down to that (a large JPEG decodes several times faster), and then
+        records the full (width, height) in ``image.info["full_size"]``."""
 
 
 class Remover(Protocol):

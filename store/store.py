@@ -56,6 +56,15 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _rows_where(session: Session, query, column, values: Iterable[str]) -> list:
+    """The rows of ``query`` whose ``column`` is one of ``values``, in chunks of 500 (SQLite
+    limits the parameters of one statement)."""
+    values, rows = list(values), []
+    for start in range(0, len(values), 500):
+        rows += session.execute(query.where(column.in_(values[start:start + 500]))).all()
+    return rows
+
+
 class Store:
     def __init__(self, url: str):
         self.url = url
@@ -103,45 +112,39 @@ class Store:
         with self._session() as session:
             session.merge(Meta(key=key, value=value))
 
-    def file_states(self) -> dict[str, FileState]:
+    def file_states(self, paths: Iterable[str] | None = None) -> dict[str, FileState]:
+        """What the store knows of each of ``paths`` (of every file when None)."""
+        columns = (ImageRecord.path, ImageRecord.size, ImageRecord.mtime_ns,
+                   ImageRecord.model, ImageRecord.status)
+        if paths is None:
+            with self._session() as session:
+                return {path: FileState(*rest) for path, *rest in session.execute(select(*columns))}
         with self._session() as session:
-            rows = session.execute(
-                select(ImageRecord.path, ImageRecord.size, ImageRecord.mtime_ns,
-                       ImageRecord.model, ImageRecord.status)
-            )
+            rows = _rows_where(session, select(*columns), ImageRecord.path, paths)
             return {path: FileState(*rest) for path, *rest in rows}
 
-    def file_state(self, path: str) -> FileState | None:
+    def indexed_vectors(self, hashes: Iterable[str], model: str) -> dict[str, ImageFacts]:
+        """An indexed row of ``model`` for each content hash that has one, so equal bytes are
+        embedded once."""
+        found = {}
+        query = select(ImageRecord).where(ImageRecord.model == model,
+                                          ImageRecord.status == INDEXED)
         with self._session() as session:
-            row = session.execute(
-                select(ImageRecord.size, ImageRecord.mtime_ns, ImageRecord.model,
-                       ImageRecord.status).where(ImageRecord.path == path)
-            ).first()
-            return FileState(*row) if row else None
-
-    def indexed_vector(self, sha256: str, model: str) -> ImageFacts | None:
-        """An indexed row with this content and model, so equal bytes are embedded once."""
-        with self._session() as session:
-            row = session.scalars(
-                select(ImageRecord).where(
-                    ImageRecord.sha256 == sha256,
-                    ImageRecord.model == model,
-                    ImageRecord.status == INDEXED,
-                ).limit(1)
-            ).first()
-            if row is None:
-                return None
-            return ImageFacts(row.path, row.sha256, row.size, row.mtime_ns, row.width,
-                              row.height, row.model, row.vector)
+            for (row,) in _rows_where(session, query, ImageRecord.sha256, hashes):
+                found.setdefault(row.sha256, ImageFacts(
+                    row.path, row.sha256, row.size, row.mtime_ns, row.width, row.height,
+                    row.model, row.vector))
+        return found
 
     def apply(self, facts: Iterable[ImageFacts], gone: Iterable[str] = ()) -> int:
         """Insert or replace the row of each file and delete the rows of ``gone``, in one
         transaction; returns how many rows were deleted."""
+        facts = list(facts)
         with self._session() as session:
+            existing = {row.path: row for (row,) in _rows_where(
+                session, select(ImageRecord), ImageRecord.path, [f.path for f in facts])}
             for item in facts:
-                row = session.scalars(
-                    select(ImageRecord).where(ImageRecord.path == item.path)
-                ).first()
+                row = existing.get(item.path)
                 if row is None:
                     row = ImageRecord(path=item.path)
                     session.add(row)
@@ -212,17 +215,11 @@ class Store:
 
     def vectors_of(self, paths: Iterable[str], model: str) -> dict[str, np.ndarray]:
         """The indexed vector of each of ``paths`` that has one of ``model``."""
-        paths, found = list(paths), {}
+        query = select(ImageRecord.path, ImageRecord.vector).where(
+            ImageRecord.model == model, ImageRecord.status == INDEXED)
         with self._session() as session:
-            for start in range(0, len(paths), 500):
-                rows = session.execute(
-                    select(ImageRecord.path, ImageRecord.vector).where(
-                        ImageRecord.path.in_(paths[start:start + 500]),
-                        ImageRecord.model == model, ImageRecord.status == INDEXED)
-                )
-                found.update((path, np.frombuffer(vector, dtype=np.float32))
-                             for path, vector in rows)
-        return found
+            return {path: np.frombuffer(vector, dtype=np.float32)
+                    for path, vector in _rows_where(session, query, ImageRecord.path, paths)}
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Row counts by model and status: {model or "": {"indexed": n, "failed": m}}."""

@@ -13,11 +13,11 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 
-def write_resnet18_state_dict(path: Path) -> Path:
+def write_resnet18_state_dict(path: Path, seed: int = 0) -> Path:
     import torch
     from torchvision.models import resnet18
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     torch.save(resnet18(weights=None).state_dict(), path)
     return path
 

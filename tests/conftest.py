@@ -22,10 +22,12 @@ CATALOGUE_SIZE = 12
 
 @pytest.fixture(scope="session")
 def model_home(tmp_path_factory) -> Path:
-    """Model caches with only the files the tests write: rembg's home and torch's home."""
+    """Model caches with only the files the tests write: rembg's home, torch's home and the
+    cache of exported ONNX models."""
     home = tmp_path_factory.mktemp("models")
     os.environ["REMBG_HOME"] = str(home / "rembg")
     os.environ["TORCH_HOME"] = str(home / "torch")
+    os.environ["XDG_CACHE_HOME"] = str(home / "cache")
     os.environ.pop("U2NET_HOME", None)
     write_resnet18_state_dict(home / "resnet18-test.pth")
     write_mask_onnx(home / "rembg" / "custom" / "mask.onnx")

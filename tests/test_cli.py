@@ -31,8 +31,9 @@ def test_index_then_query_finds_the_cropped_copy_first(workspace, catalogue, run
         "rank": 1, "path": "item07.jpg", "similarity": answer["neighbours"][0]["similarity"]
     }
     assert [n["rank"] for n in answer["neighbours"]] == list(range(1, 11))
-    assert re.fullmatch(r"pillow\+rembg-u2net_custom@[0-9a-f]{12}\+white\+resnet18@[0-9a-f]{12}",
-                        answer["model"])
+    assert re.fullmatch(
+        r"pillow@2\+rembg-u2net_custom@[0-9a-f]{12}\+white@2\+resnet18@[0-9a-f]{12}",
+        answer["model"])
     assert json.loads(run_cli("status", "--json").output)["models"] == {answer["model"]: 12}
 
 
@@ -70,7 +71,7 @@ def test_changing_the_pipeline_re_embeds_everything(workspace, catalogue, run_cl
     assert "3 embedded" in result.output
     models = json.loads(run_cli("status", "--json").output)["models"]
     assert len(models) == 1
-    assert next(iter(models)).startswith("pillow+none+white+resnet18@")
+    assert next(iter(models)).startswith("pillow@2+none+white@2+resnet18@")
     assert list(models.values()) == [3]
 
 

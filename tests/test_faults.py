@@ -57,13 +57,13 @@ def test_a_file_replaced_while_embedded_keeps_no_stale_vector(workspace, catalog
     try:
         pipeline.embed = embed_while_replaced
         report = ingest(store, pipeline, workspace.images, ["a.jpg"], batch_size=4)
-        assert report.busy == ["a.jpg"] and store.file_state("a.jpg") is None
+        assert report.busy == ["a.jpg"] and "a.jpg" not in store.file_states(["a.jpg"])
         pipeline.embed = real_embed
         ingest(store, pipeline, workspace.images, ["a.jpg"], batch_size=4)
         paths, vectors = store.vectors(pipeline.model_id)
         expected = real_embed([pipeline.prepare(target.read_bytes())[0]])
         assert paths == ["a.jpg"] and np.allclose(vectors[0], expected[0], atol=1e-5)
-        assert store.indexed_vector(sha256(target), pipeline.model_id) is not None
+        assert sha256(target) in store.indexed_vectors([sha256(target)], pipeline.model_id)
     finally:
         store.close()
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from builders import cropped_query, product_photo, write_resnet18_state_dict
 from lookalike.pipeline.errors import ConfigError, ImageError, LookalikeError, ModelMissingError
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
@@ -21,7 +22,9 @@ def build(model_home, tmp_path, **tables) -> Pipeline:
         "rembg": {"model_path": str(model_home / "rembg" / "custom" / "mask.onnx")},
         "resnet18": {"weights": str(model_home / "resnet18-test.pth")},
     }
-    return Pipeline.build(collect_steps(plugin_manager()), chosen, {**defaults, **tables}, tmp_path)
+    for name, table in tables.items():
+        defaults[name] = {**defaults.get(name, {}), **table}
+    return Pipeline.build(collect_steps(plugin_manager()), chosen, defaults, tmp_path)
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
@@ -36,7 +39,7 @@ def test_decoder_applies_exif_orientation():
     image = Image.new("RGB", (40, 20), (200, 0, 0))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
-    decoded = PillowDecoder(max_pixels=10**8).decode(encode(image, "JPEG", exif=exif))
+    decoded = PillowDecoder(max_pixels=10**8).decode(encode(image, "JPEG", exif=exif), 224)
     assert decoded.size == (20, 40)
 
 
@@ -44,7 +47,7 @@ def test_decoder_rejects_bytes_that_are_not_an_image():
     from lookalike.pipeline.builtins.pillow_decoder import PillowDecoder
 
     with pytest.raises(ImageError, match="not an image"):
-        PillowDecoder(max_pixels=10**8).decode(b"this is text, not a photo")
+        PillowDecoder(max_pixels=10**8).decode(b"this is text, not a photo", 224)
 
 
 def test_transparent_background_becomes_white_and_image_is_padded_square(model_home, tmp_path):
@@ -74,7 +77,7 @@ def test_resnet18_gives_unit_vectors_of_512_and_a_digest_model_id(model_home, tm
     assert vectors.shape == (2, 512) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert pipeline.embedder.id.startswith("resnet18@")
-    assert pipeline.model_id == f"pillow+none+white+{pipeline.embedder.id}"
+    assert pipeline.model_id == f"pillow@2+none+white@2+{pipeline.embedder.id}"
 
 
 def test_missing_imagenet_weights_name_the_file_and_how_to_supply_it(model_home, tmp_path):
@@ -115,3 +118,41 @@ def test_custom_rembg_model_outside_rembgs_folder_is_a_clear_error(model_home, t
     pipeline = build(model_home, tmp_path, rembg={"model_path": str(outside)})
     with pytest.raises(ModelMissingError, match="must be within the models directory"):
         pipeline.warm_up()
+
+
+def test_onnxruntime_and_torch_backends_give_the_same_vectors(model_home, tmp_path, catalogue):
+    onnx = build(model_home, tmp_path, resnet18={"backend": "onnxruntime"})
+    torch = build(model_home, tmp_path, resnet18={"backend": "torch"})
+    assert onnx.model_id == torch.model_id  # switching backends re-embeds nothing
+    photos = [path.read_bytes() for path in sorted(catalogue.iterdir())]
+    photos.append(encode(cropped_query(product_photo(3))))
+    images = [onnx.prepare(data)[0] for data in photos]
+    similarity = np.sum(onnx.embed(images) * torch.embed(images), axis=1)
+    assert similarity.min() >= 0.9999
+
+
+def test_the_onnx_export_is_cached_by_the_weights_digest(model_home, tmp_path, monkeypatch):
+    from lookalike.pipeline.builtins import resnet18_embedder
+
+    cache = tmp_path / "cache"
+    first = build(model_home, tmp_path, resnet18={"cache_dir": str(cache)})
+    first.warm_up()
+    digest = first.embedder.id.split("@")[1]
+    [exported] = cache.iterdir()
+    assert exported.name.startswith(f"resnet18-{digest}") and exported.suffix == ".onnx"
+
+    def export_again(*_):
+        raise AssertionError("exported twice")
+
+    monkeypatch.setattr(resnet18_embedder, "export_onnx", export_again)
+    build(model_home, tmp_path, resnet18={"cache_dir": str(cache)}).warm_up()
+    other_weights = tmp_path / "other.pth"
+    write_resnet18_state_dict(other_weights, seed=1)
+    with pytest.raises(AssertionError, match="exported twice"):  # new weights, new export
+        build(model_home, tmp_path, resnet18={"cache_dir": str(cache),
+                                              "weights": str(other_weights)}).warm_up()
+
+
+def test_an_unknown_backend_is_a_config_error(model_home, tmp_path):
+    with pytest.raises(ConfigError, match="resnet18.backend must be one of onnxruntime, torch"):
+        build(model_home, tmp_path, resnet18={"backend": "tensorflow"})

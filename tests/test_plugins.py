@@ -62,10 +62,10 @@ def test_readme_embedder_plugin_works_with_another_dimension(workspace, catalogu
     result = lookalike("query", str(catalogue / "item02.jpg"), "--json")
     assert result.returncode == 0, result.stderr
     answer = json.loads(result.stdout)
-    assert answer["model"] == "pillow+none+white+colour-histogram-8"
+    assert answer["model"] == "pillow@2+none+white@2+colour-histogram-8"
     assert answer["neighbours"][0] == {"rank": 1, "path": "item02.jpg", "similarity": 1.0}
     status = json.loads(lookalike("status", "--json").stdout)
-    assert status["models"] == {"pillow+none+white+colour-histogram-8": 4}
+    assert status["models"] == {"pillow@2+none+white@2+colour-histogram-8": 4}
 
     from lookalike.store.snapshot import read_snapshot
 

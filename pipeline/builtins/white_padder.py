@@ -1,4 +1,8 @@
-"""Padder "white": pad to a square with white, keeping the aspect ratio, then resize."""
+"""Padder "white": fit the image in a white square of the given side, keeping the aspect ratio.
+
+Resizing before padding gives the same picture as padding first, at a fraction of the cost:
+the white border is never resampled.
+"""
 
 from PIL import Image
 
@@ -7,14 +11,17 @@ from ..imaging import WHITE
 
 
 class WhitePadder:
-    id = "white"
+    id = "white@2"  # 2: resized before padding
 
     def pad(self, image: Image.Image, size: int) -> Image.Image:
-        image = image.convert("RGB")
-        side = max(image.size)
-        square = Image.new("RGB", (side, side), WHITE)
-        square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
-        return square.resize((size, size), Image.Resampling.BILINEAR)
+        scale = size / max(image.size)
+        fitted = image.convert("RGB").resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.Resampling.BILINEAR,
+        )
+        square = Image.new("RGB", (size, size), WHITE)
+        square.paste(fitted, ((size - fitted.width) // 2, (size - fitted.height) // 2))
+        return square
 
 
 @hookimpl
