@@ -109,10 +109,9 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    def __init__(self, weights: Path, digest: str, cache_dir: Path):
+    def __init__(self, weights: Path, path: Path):
         import onnxruntime
 
-        path = cache_dir / f"resnet18-{digest[:16]}.onnx"
         if not path.is_file():
             export_onnx(weights, path)
         options = onnxruntime.SessionOptions()
@@ -163,14 +162,23 @@ class ResNet18Embedder:
     def _backend(self) -> TorchBackend | OnnxBackend:
         if self._backend_name == "torch":
             return TorchBackend(self._weights.path)
-        return OnnxBackend(self._weights.path, self._digest, self._cache_dir)
+        return OnnxBackend(self._weights.path, self.onnx_file)
 
-    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+    @property
+    def onnx_file(self) -> Path:
+        """Where the ONNX export of these weights is cached (made by the first embedding)."""
+        return self._cache_dir / f"resnet18-{self._digest[:16]}.onnx"
+
+    def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The model's input: an (n, 3, 224, 224) float32 batch, ImageNet-normalised."""
         pixels = np.stack([np.asarray(image.convert("RGB")) for image in images])
         pixels = pixels.astype(np.float32)
         pixels *= PIXEL_SCALE
         pixels += PIXEL_SHIFT
-        features = self._backend.run(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2)))
+        return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        features = self._backend.run(self.pixels(images))
         features = features.astype(np.float32, copy=False)
         return features / np.linalg.norm(features, axis=1, keepdims=True).clip(min=1e-12)
 

@@ -1,0 +1,108 @@
+"""int8 ResNet-18 on ONNX Runtime: its speed and its precision@10 beside float32.
+
+Quantizes the float32 ONNX export that the "onnxruntime" backend caches (pre-processed, then
+static, QDQ, per channel, calibrated on 200 catalogue images), then on Fashion-MNIST (as
+bench/quality.py): images per second of both models on the same batches, precision@10 of
+both, and the cosine between the float32 and int8 vector of each image. lookalike offers
+int8 only if this shows it is worth its loss.
+
+    .venv/bin/python bench/int8.py --config CONFIG [--catalogue 500] [--queries 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from quality import CLASSES, ensure_dataset, first_per_class, read_idx, write_folder
+
+from lookalike.cli.app import App
+from lookalike.daemon.evaluate import same_category_hits
+
+BATCH = 16
+
+
+class Pixels(CalibrationDataReader):
+    def __init__(self, pixels: np.ndarray):
+        self._batches = (pixels[i:i + BATCH] for i in range(0, len(pixels), BATCH))
+
+    def get_next(self):
+        batch = next(self._batches, None)
+        return None if batch is None else {"pixels": batch}
+
+
+def session(path: Path) -> onnxruntime.InferenceSession:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def run(model: onnxruntime.InferenceSession, pixels: np.ndarray) -> tuple[np.ndarray, float]:
+    """Unit vectors of every image, and images per second."""
+    model.run(None, {"pixels": pixels[:BATCH]})  # warm-up
+    started = time.perf_counter()
+    features = np.concatenate([model.run(None, {"pixels": pixels[i:i + BATCH]})[0]
+                               for i in range(0, len(pixels), BATCH)])
+    rate = len(pixels) / (time.perf_counter() - started)
+    return features / np.linalg.norm(features, axis=1, keepdims=True).clip(min=1e-12), rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--catalogue", type=int, default=500, help="training images per class")
+    parser.add_argument("--queries", type=int, default=100, help="test images per class")
+    args = parser.parse_args()
+    ensure_dataset()
+    train_x = read_idx("train-images-idx3-ubyte.gz")
+    train_y = read_idx("train-labels-idx1-ubyte.gz")
+    test_x, test_y = read_idx("t10k-images-idx3-ubyte.gz"), read_idx("t10k-labels-idx1-ubyte.gz")
+    catalogue = first_per_class(train_y, args.catalogue)
+    queries = first_per_class(test_y, args.queries)
+    pipeline = App(args.config).pipeline
+    pipeline.warm_up()  # exports the float32 model to the cache when it is not there yet
+    embedder = pipeline.embedder
+    float32_path = embedder.onnx_file
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        items = (write_folder(root / "c", train_x[catalogue], train_y[catalogue])
+                 + write_folder(root / "q", test_x[queries], test_y[queries]))
+        folders = ["c"] * len(catalogue) + ["q"] * len(queries)
+        squares = [pipeline.prepare((root / folder / path).read_bytes())[0]
+                   for folder, (path, _) in zip(folders, items, strict=True)]
+        pixels = embedder.pixels(squares)
+        int8_path, optimised = root / "resnet18-int8.onnx", root / "resnet18-optimised.onnx"
+        # Batch norms folded into the convolutions first, as ONNX Runtime's guide advises.
+        quant_pre_process(str(float32_path), str(optimised))
+        calibration = pixels[np.random.default_rng(0).permutation(len(catalogue))[:200]]
+        quantize_static(str(optimised), str(int8_path), Pixels(calibration),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        float32_vectors, float32_rate = run(session(float32_path), pixels)
+        int8_vectors, int8_rate = run(session(int8_path), pixels)
+    names = np.array(CLASSES)
+    labels = names[np.concatenate([train_y[catalogue], test_y[queries]])]
+    split = len(catalogue)
+
+    def precision(vectors: np.ndarray) -> float:
+        return same_category_hits(vectors[split:], labels[split:], 10, vectors[:split],
+                                  labels[:split]).mean()
+
+    cosine = np.sum(float32_vectors * int8_vectors, axis=1)
+    print(f"model {embedder.id}, {len(catalogue)} catalogue + {len(queries)} query images")
+    print(f"float32  {float32_rate:6.1f} images/s   precision@10 {precision(float32_vectors):.4f}")
+    print(f"int8     {int8_rate:6.1f} images/s   precision@10 {precision(int8_vectors):.4f}")
+    print(f"int8 / float32 speed {int8_rate / float32_rate:.2f}x; cosine(float32, int8) "
+          f"min {cosine.min():.4f} mean {cosine.mean():.4f}")
+
+
+if __name__ == "__main__":
+    main()
