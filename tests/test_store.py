@@ -110,7 +110,7 @@ def test_a_crafted_snapshot_is_refused_and_never_executed(tmp_path, monkeypatch)
     assert not marker.exists()
 
 
-INDEXES = {"exact": ExactIndex, "hnsw": lambda: HnswIndex(16, 100, 64)}
+INDEXES = {"exact": ExactIndex, "hnsw": lambda: HnswIndex(16, 100, 256)}
 
 
 @pytest.fixture(params=sorted(INDEXES))
@@ -142,6 +142,22 @@ def test_index_updates_one_path_at_a_time(index):
     assert index.size == 0 and index.search(unit(1, 0), k=5) == []
 
 
+def test_exact_index_spanning_several_blocks_matches_a_full_scan(monkeypatch):
+    from lookalike.pipeline.builtins import exact_index
+
+    monkeypatch.setattr(exact_index, "BLOCK_ROWS", 7)
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = NeighbourIndex("m", ExactIndex())
+    index.load([f"{i}" for i in range(40)], vectors[:40])
+    index.update({"3": None, "17": None, **{f"{i}": vectors[i] for i in range(40, 50)}})
+    kept = [i for i in range(50) if i not in (3, 17)]
+    for query in vectors[:5]:
+        expected = sorted(kept, key=lambda i: -float(vectors[i] @ query))[:6]
+        assert [n.path for n in index.search(query, 6)] == [f"{i}" for i in expected]
+
+
 def test_approximate_index_finds_the_exact_neighbours_of_a_clustered_catalogue():
     rng = np.random.default_rng(0)
     centres = np.abs(rng.standard_normal((50, 64), dtype=np.float32))
@@ -149,7 +165,7 @@ def test_approximate_index_finds_the_exact_neighbours_of_a_clustered_catalogue()
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     paths = [f"{i}.jpg" for i in range(5000)]
     exact = NeighbourIndex("m", ExactIndex())
-    approximate = NeighbourIndex("m", HnswIndex(16, 100, 64))
+    approximate = NeighbourIndex("m", HnswIndex(16, 100, 256))
     exact.load(paths, vectors)
     approximate.load(paths, vectors)
     hits = [

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..hookspecs import hookimpl
 from ..steps import StepSettings
 
-OPTIONS = {"connectivity": 16, "expansion_add": 100, "expansion_search": 64}
+OPTIONS = {"connectivity": 16, "expansion_add": 100, "expansion_search": 256}
 
 
 class HnswIndex:
