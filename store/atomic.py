@@ -2,15 +2,20 @@
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write to a hidden temp file beside ``path``, fsync it, then rename it into place."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A hidden temp file beside ``path``; on success it is fsynced and renamed into place,
+    on failure removed. Large content can be streamed into it instead of built in memory."""
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as temp:
-            temp.write(data)
+            yield temp
             temp.flush()
             os.fsync(temp.fileno())
         os.chmod(temp_name, 0o644)
@@ -23,3 +28,8 @@ def write_atomically(path: Path, data: bytes) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    with atomic_file(path) as file:
+        file.write(data)

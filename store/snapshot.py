@@ -14,7 +14,7 @@ import numpy as np
 
 from lookalike.pipeline.errors import LookalikeError
 
-from .atomic import write_atomically
+from .atomic import atomic_file
 
 _ALLOWED_GLOBALS = {
     ("numpy", "dtype"),
@@ -39,7 +39,8 @@ class _SnapshotUnpickler(pickle.Unpickler):
 
 def write_snapshot(path: Path, paths: list[str], vectors: np.ndarray, model: str) -> None:
     data = {"paths": list(paths), "vectors": np.asarray(vectors, dtype=np.float32), "model": model}
-    write_atomically(path, pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL))
+    with atomic_file(path) as file:  # streamed: a million vectors are not copied to bytes first
+        pickle.dump(data, file, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def read_snapshot(path: Path) -> dict:
