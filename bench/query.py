@@ -3,7 +3,8 @@
 For N stored 512-d unit vectors, one query vector at a time, k = 10:
   - scikit-learn NearestNeighbors, brute-force cosine (the baseline),
   - the "exact" index plugin (numpy matrix-vector product on a preloaded float32 matrix),
-  - the "hnsw" index plugin (hnswlib), with its recall@10 against exact search,
+  - the "hnsw" index plugin (hnswlib) at one or more search widths, with its recall@10
+    against exact search (the first index listed gives the exact answers),
 p50 and p99 with the embedding excluded, then, given --config, the query function with the
 embedding included. Also the cost of adding one image and a burst of 1,000 (in the service's
 batches of 16) to an index that already holds N.
@@ -12,7 +13,7 @@ The vectors are clustered, like image embeddings (2,000 centres, wide spread, no
 like ResNet features after ReLU), not uniform noise, for which no index beats a full scan.
 
     .venv/bin/python bench/query.py [--sizes 5000,100000,1000000] [--queries 200]
-        [--indexes exact,hnsw] [--config CONFIG]
+        [--indexes exact,hnsw] [--widths 256,512] [--config CONFIG]
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="5000,100000,1000000")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--indexes", default="exact,hnsw")
+    parser.add_argument("--widths", default=str(OPTIONS["expansion_search"]),
+                        help="hnsw search widths (expansion_search) to measure, one graph")
     parser.add_argument("--config", default=None)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
@@ -84,21 +87,27 @@ def main() -> None:
         del sklearn
         exact_answers = None
         for name in args.indexes.split(","):
-            index = NeighbourIndex("bench", INDEXES[name]())
+            vectors = INDEXES[name]()
+            index = NeighbourIndex("bench", vectors)
             built, _ = timed(index.load, paths, matrix)
-            times, answers = [], []
-            for q in queries:
-                seconds, found = timed(index.search, q, K)
-                times.append(seconds)
-                answers.append({n.path for n in found})
-            line = f"  {name + ' index':<24} {percentiles(times)}  built in {built:7.2f} s"
-            if exact_answers is None:
-                exact_answers = answers
-            else:
-                pairs = zip(answers, exact_answers, strict=True)
-                recall = np.mean([len(a & e) / K for a, e in pairs])
-                line += f"  recall@10 {recall:.3f}"
-            print(line)
+            print(f"  {name + ' index':<24} built in {built:7.2f} s")
+            widths = [int(w) for w in args.widths.split(",")] if name == "hnsw" else [None]
+            for width in widths:
+                if width:
+                    vectors.expansion_search = width
+                times, answers = [], []
+                for q in queries:
+                    seconds, found = timed(index.search, q, K)
+                    times.append(seconds)
+                    answers.append({n.path for n in found})
+                label = f"  search ef={width}" if width else "  search"
+                line = f"  {label:<24} {percentiles(times)}"
+                if exact_answers is None:
+                    exact_answers = answers
+                else:
+                    pairs = zip(answers, exact_answers, strict=True)
+                    line += f"  recall@10 {np.mean([len(a & e) / K for a, e in pairs]):.3f}"
+                print(line)
             one, _ = timed(index.update, {"arrival.jpg": arrivals[0]})
             burst = sum(timed(index.update, {f"a{i + j}.jpg": arrivals[i + j]
                                              for j in range(min(BATCH, 1000 - i))})[0]

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..hookspecs import hookimpl
 from ..steps import StepSettings
 
-OPTIONS = {"connectivity": 16, "expansion_add": 100, "expansion_search": 256}
+OPTIONS = {"connectivity": 16, "expansion_add": 100, "expansion_search": 512}
 
 
 class HnswIndex:
@@ -23,7 +23,7 @@ class HnswIndex:
         self.id = "hnsw"
         self._connectivity = connectivity
         self._expansion_add = expansion_add
-        self._expansion_search = expansion_search
+        self.expansion_search = expansion_search  # may be changed between searches
         self._graph = None  # made by the first add, when the dimension is known
         self._live = np.zeros(0, dtype=bool)
         self._count = 0
@@ -63,7 +63,7 @@ class HnswIndex:
         k = min(k, self._count)
         if k == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        self._graph.set_ef(max(self._expansion_search, k))
+        self._graph.set_ef(max(self.expansion_search, k))
         keys, distances = self._graph.knn_query(vector, k)
         # hnswlib's inner-product distance is 1 - similarity.
         return keys[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
