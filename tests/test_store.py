@@ -142,6 +142,16 @@ def test_index_updates_one_path_at_a_time(index):
     assert index.size == 0 and index.search(unit(1, 0), k=5) == []
 
 
+def test_replacing_a_vector_after_a_delete_leaves_no_trace_of_the_old_one(index):
+    index.load(["a", "b", "c"], np.stack([unit(1, 0), unit(0, 1), unit(1, 1)]))
+    index.update({"c": None})  # a free slot, then a stored path changes
+    index.update({"a": unit(-1, 0)})
+    assert [n.path for n in index.search(unit(1, 0), k=5)] == ["b", "a"]
+    index.update({"d": unit(1, 0.2), "b": None})  # a new path reuses c's key
+    index.update({"b": unit(0, 1)})
+    assert [n.path for n in index.search(unit(1, 0), k=5)] == ["d", "b", "a"]
+
+
 def test_exact_index_spanning_several_blocks_matches_a_full_scan(monkeypatch):
     from lookalike.pipeline.builtins import exact_index
 

@@ -25,7 +25,11 @@ class HnswIndex:
         self._expansion_add = expansion_add
         self.expansion_search = expansion_search  # may be changed between searches
         self._graph = None  # made by the first add, when the dimension is known
-        self._live = np.zeros(0, dtype=bool)
+        # hnswlib mishandles a label that is re-added while deleted slots exist (the old
+        # vector stays findable), so each stored vector gets a fresh label, never reused.
+        self._label_of = np.full(0, -1, dtype=np.int64)  # key -> label, -1: not stored
+        self._key_of = np.zeros(0, dtype=np.int64)  # label -> key
+        self._next_label = 0
         self._count = 0
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
@@ -39,24 +43,29 @@ class HnswIndex:
                                    ef_construction=self._expansion_add,
                                    allow_replace_deleted=True)
             self._graph.set_num_threads(os.cpu_count() or 1)
-        end = int(keys.max()) + 1
-        if end > len(self._live):
-            live = np.zeros(max(end, 2 * len(self._live)), dtype=bool)
-            live[: len(self._live)] = self._live
-            self._live = live
-        new = int(np.count_nonzero(~self._live[keys]))
-        needed = self._count + new
-        if needed > self._graph.get_max_elements():
-            self._graph.resize_index(max(needed, 2 * self._graph.get_max_elements()))
-        # An existing key is updated in place; a new one may take a deleted key's slot.
-        self._graph.add_items(vectors, keys, replace_deleted=True)
-        self._live[keys] = True
-        self._count = needed
+        self._label_of = _grown(self._label_of, int(keys.max()) + 1, -1)
+        labels = self._label_of[keys]
+        stored = labels >= 0
+        if stored.any():  # replaced in place: a live label is updated by a plain add
+            self._graph.add_items(vectors[stored], labels[stored])
+        new_keys = keys[~stored]
+        if len(new_keys):
+            new_labels = np.arange(self._next_label, self._next_label + len(new_keys))
+            self._next_label += len(new_keys)
+            needed = self._count + len(new_keys)
+            if needed > self._graph.get_max_elements():
+                self._graph.resize_index(max(needed, 2 * self._graph.get_max_elements()))
+            # New labels take the slots of deleted vectors first.
+            self._graph.add_items(vectors[~stored], new_labels, replace_deleted=True)
+            self._label_of[new_keys] = new_labels
+            self._key_of = _grown(self._key_of, self._next_label, 0)
+            self._key_of[new_labels] = new_keys
+            self._count = needed
 
     def remove(self, keys: np.ndarray) -> None:
-        for key in keys:
-            self._graph.mark_deleted(int(key))
-        self._live[keys] = False
+        for label in self._label_of[keys]:
+            self._graph.mark_deleted(int(label))
+        self._label_of[keys] = -1
         self._count -= len(keys)
 
     def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,9 +73,18 @@ class HnswIndex:
         if k == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
         self._graph.set_ef(max(self.expansion_search, k))
-        keys, distances = self._graph.knn_query(vector, k)
+        labels, distances = self._graph.knn_query(vector, k)
         # hnswlib's inner-product distance is 1 - similarity.
-        return keys[0].astype(np.int64), (1.0 - distances[0]).astype(np.float32)
+        return self._key_of[labels[0].astype(np.int64)], (1.0 - distances[0]).astype(np.float32)
+
+
+def _grown(array: np.ndarray, length: int, fill: int) -> np.ndarray:
+    """``array`` with at least ``length`` entries, new ones set to ``fill`` (doubling)."""
+    if length <= len(array):
+        return array
+    grown = np.full(max(length, 2 * len(array)), fill, dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
 
 
 def _build(settings: StepSettings) -> HnswIndex:
