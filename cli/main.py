@@ -57,9 +57,9 @@ def run(log_format, config_option):
     setup_logging(log_format=log_format)
     app = load_app(config_option)
     config = app.config
+    vectors = app.vector_index()
     lock = app.service_lock()
     lock.acquire("run")
-    vectors = app.vector_index()
     store = app.open_store()
     try:
         app.pipeline.warm_up()

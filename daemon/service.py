@@ -22,6 +22,7 @@ from watchdog.events import FileSystemEvent
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.steps import VectorIndex
 from lookalike.store.atomic import write_atomically
+from lookalike.store.index import NeighbourIndex
 from lookalike.store.query import answer_queries, load_index
 from lookalike.store.store import Store
 
@@ -89,6 +90,7 @@ class Service:
         self.watcher = Watcher(settings.images_dir, settings.inbox_dir, self.events,
                                settings.polling)
         self._stop = threading.Event()
+        self._index: NeighbourIndex | None = None  # loaded by run()
         self._changed: set[str] = set()  # paths whose row may differ from the index
         self._snapshot_due = True
         self._last_refresh = 0.0
