@@ -127,6 +127,15 @@ def test_bad_config_is_exit_1_and_usage_errors_exit_2(workspace, run_cli):
     assert run_cli("query").exit_code == 2
     assert run_cli("query", "x.jpg", "-k", "0").exit_code == 2
 
+    workspace.write_config(pipeline={"index": "faiss"}, resnet18={"backend": "tf"})
+    result = run_cli("run")
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        "Error: [pipeline] index 'faiss' is not installed; one of: exact, hnsw"]
+    workspace.write_config(resnet18={"backend": "tf"})
+    result = run_cli("models")
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        "Error: resnet18.backend must be one of onnxruntime, torch"]
+
 
 def test_models_lists_files_with_digests_and_fails_when_one_is_missing(
     workspace, run_cli, model_home
