@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
-from quality import CLASSES, ensure_dataset, first_per_class, read_idx, write_folder
+from quality import CLASSES, add_split_options, split, write_folder
 
 from lookalike.cli.app import App
 from lookalike.daemon.evaluate import same_category_hits
@@ -58,46 +58,40 @@ def run(model: onnxruntime.InferenceSession, pixels: np.ndarray) -> tuple[np.nda
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
-    parser.add_argument("--catalogue", type=int, default=500, help="training images per class")
-    parser.add_argument("--queries", type=int, default=100, help="test images per class")
+    add_split_options(parser)
     args = parser.parse_args()
-    ensure_dataset()
-    train_x = read_idx("train-images-idx3-ubyte.gz")
-    train_y = read_idx("train-labels-idx1-ubyte.gz")
-    test_x, test_y = read_idx("t10k-images-idx3-ubyte.gz"), read_idx("t10k-labels-idx1-ubyte.gz")
-    catalogue = first_per_class(train_y, args.catalogue)
-    queries = first_per_class(test_y, args.queries)
+    catalogue_x, catalogue_y, query_x, query_y = split(args)
     pipeline = App(args.config).pipeline
     pipeline.warm_up()  # exports the float32 model to the cache when it is not there yet
     embedder = pipeline.embedder
     float32_path = embedder.onnx_file
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        items = (write_folder(root / "c", train_x[catalogue], train_y[catalogue])
-                 + write_folder(root / "q", test_x[queries], test_y[queries]))
-        folders = ["c"] * len(catalogue) + ["q"] * len(queries)
+        items = (write_folder(root / "c", catalogue_x, catalogue_y)
+                 + write_folder(root / "q", query_x, query_y))
+        folders = ["c"] * len(catalogue_x) + ["q"] * len(query_x)
         squares = [pipeline.prepare((root / folder / path).read_bytes())[0]
                    for folder, (path, _) in zip(folders, items, strict=True)]
         pixels = embedder.pixels(squares)
         int8_path, optimised = root / "resnet18-int8.onnx", root / "resnet18-optimised.onnx"
         # Batch norms folded into the convolutions first, as ONNX Runtime's guide advises.
         quant_pre_process(str(float32_path), str(optimised))
-        calibration = pixels[np.random.default_rng(0).permutation(len(catalogue))[:200]]
+        calibration = pixels[np.random.default_rng(0).permutation(len(catalogue_x))[:200]]
         quantize_static(str(optimised), str(int8_path), Pixels(calibration),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         float32_vectors, float32_rate = run(session(float32_path), pixels)
         int8_vectors, int8_rate = run(session(int8_path), pixels)
     names = np.array(CLASSES)
-    labels = names[np.concatenate([train_y[catalogue], test_y[queries]])]
-    split = len(catalogue)
+    labels = names[np.concatenate([catalogue_y, query_y])]
+    catalogue_size = len(catalogue_x)
 
     def precision(vectors: np.ndarray) -> float:
-        return same_category_hits(vectors[split:], labels[split:], 10, vectors[:split],
-                                  labels[:split]).mean()
+        return same_category_hits(vectors[catalogue_size:], labels[catalogue_size:], 10,
+                                  vectors[:catalogue_size], labels[:catalogue_size]).mean()
 
     cosine = np.sum(float32_vectors * int8_vectors, axis=1)
-    print(f"model {embedder.id}, {len(catalogue)} catalogue + {len(queries)} query images")
+    print(f"model {embedder.id}, {len(catalogue_x)} catalogue + {len(query_x)} query images")
     print(f"float32  {float32_rate:6.1f} images/s   precision@10 {precision(float32_vectors):.4f}")
     print(f"int8     {int8_rate:6.1f} images/s   precision@10 {precision(int8_vectors):.4f}")
     print(f"int8 / float32 speed {int8_rate / float32_rate:.2f}x; cosine(float32, int8) "

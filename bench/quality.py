@@ -48,6 +48,22 @@ def first_per_class(labels: np.ndarray, per_class: int) -> np.ndarray:
     return np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(len(CLASSES))])
 
 
+def add_split_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--catalogue", type=int, default=500, help="training images per class")
+    parser.add_argument("--queries", type=int, default=100, help="test images per class")
+
+
+def split(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Catalogue images and labels, query images and labels (installs the dataset if needed)."""
+    ensure_dataset()
+    train_x = read_idx("train-images-idx3-ubyte.gz")
+    train_y = read_idx("train-labels-idx1-ubyte.gz")
+    test_x, test_y = read_idx("t10k-images-idx3-ubyte.gz"), read_idx("t10k-labels-idx1-ubyte.gz")
+    catalogue = first_per_class(train_y, args.catalogue)
+    queries = first_per_class(test_y, args.queries)
+    return train_x[catalogue], train_y[catalogue], test_x[queries], test_y[queries]
+
+
 def write_folder(folder: Path, images: np.ndarray, labels: np.ndarray) -> list[tuple[str, str]]:
     items = []
     for i, (pixels, label) in enumerate(zip(images, labels, strict=True)):
@@ -67,22 +83,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=None)
     parser.add_argument("-k", type=int, default=10)
-    parser.add_argument("--catalogue", type=int, default=500, help="training images per class")
-    parser.add_argument("--queries", type=int, default=100, help="test images per class")
+    add_split_options(parser)
     args = parser.parse_args()
-    ensure_dataset()
-    train_x = read_idx("train-images-idx3-ubyte.gz")
-    train_y = read_idx("train-labels-idx1-ubyte.gz")
-    test_x, test_y = read_idx("t10k-images-idx3-ubyte.gz"), read_idx("t10k-labels-idx1-ubyte.gz")
-    catalogue = first_per_class(train_y, args.catalogue)
-    queries = first_per_class(test_y, args.queries)
+    catalogue_x, catalogue_y, query_x, query_y = split(args)
 
     app = App(args.config)
     pipeline = app.pipeline
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        catalogue_items = write_folder(root / "catalogue", train_x[catalogue], train_y[catalogue])
-        query_items = write_folder(root / "queries", test_x[queries], test_y[queries])
+        catalogue_items = write_folder(root / "catalogue", catalogue_x, catalogue_y)
+        query_items = write_folder(root / "queries", query_x, query_y)
         started = time.perf_counter()
         kept, catalogue_vectors, _ = embed_files(pipeline, root / "catalogue", catalogue_items,
                                                  app.config.batch_size)
@@ -93,8 +103,8 @@ def main() -> None:
     query_labels = np.array([label for _, label in kept_queries])
     model = same_category_hits(query_vectors, query_labels, args.k, catalogue_vectors, labels)
     names = np.array(CLASSES)
-    pixels = same_category_hits(unit_rows(test_x[queries]), names[test_y[queries]], args.k,
-                                unit_rows(train_x[catalogue]), names[train_y[catalogue]])
+    pixels = same_category_hits(unit_rows(query_x), names[query_y], args.k,
+                                unit_rows(catalogue_x), names[catalogue_y])
     embedded = len(kept) + len(kept_queries)
     print(f"model: {pipeline.model_id}")
     print(f"catalogue {len(kept)} images, {len(kept_queries)} queries, "
@@ -102,7 +112,7 @@ def main() -> None:
     print(f"precision@{args.k}: pipeline {model.mean():.4f}   raw-pixel cosine {pixels.mean():.4f}")
     for name in CLASSES:
         print(f"  {name:<12} pipeline {model[query_labels == name].mean():.4f}   "
-              f"raw-pixel {pixels[names[test_y[queries]] == name].mean():.4f}")
+              f"raw-pixel {pixels[names[query_y] == name].mean():.4f}")
 
 
 if __name__ == "__main__":
