@@ -29,7 +29,11 @@ def test_repo_config_is_valid_and_matches_the_documented_defaults(steps):
     assert config.database_url == f"sqlite:///{repo_config.parent / 'lookalike.db'}"
     assert config.pipeline["remover"] == "rembg" and config.pipeline["embedder"] == "resnet18"
     assert config.k == 10 and config.settle_seconds == 1.0
-    assert config.tables["resnet18"] == {"weights": "imagenet"}
+    assert config.tables["resnet18"] == {"weights": "imagenet", "backend": "onnxruntime",
+                                         "cache_dir": ""}
+    assert config.pipeline["index"] == "exact"
+    assert config.tables["hnsw"] == {"connectivity": 16, "expansion_add": 100,
+                                     "expansion_search": 512}
 
 
 def test_paths_are_relative_to_the_config_file(tmp_path, steps):
