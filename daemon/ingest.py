@@ -118,8 +118,7 @@ def _ingest_batch(store, pipeline, images_dir, batch, report, should_stop) -> No
             log.info("indexed %s (same content as %s)", facts.path, same.path)
             report.reused += 1
         elif facts.sha256 in first_by_hash:
-            copies.append(facts)
-            report.reused += 1
+            copies.append(facts)  # resolved once the first file of that content is done
         else:
             first_by_hash[facts.sha256] = facts
             to_prepare.append((facts, data_of.pop(facts.path)))
@@ -146,8 +145,8 @@ def _ingest_batch(store, pipeline, images_dir, batch, report, should_stop) -> No
             log.warning("failed %s: %s", facts.path, error_of[facts.sha256])
             done.append(replace(facts, error=error_of[facts.sha256]))
             report.failed += 1
-            report.reused -= 1
             continue
+        report.reused += 1
         log.info("indexed %s (same content as %s)", facts.path, embedded[facts.sha256].path)
         done.append(replace(embedded[facts.sha256], path=facts.path, size=facts.size,
                             mtime_ns=facts.mtime_ns))

@@ -90,11 +90,13 @@ def test_a_file_that_is_not_an_image_is_stored_as_failed_and_not_retried(
     workspace, catalogue, run_cli
 ):
     (workspace.images / "notes.jpg").write_text("shopping list")
-    assert "1 failed" in run_cli("index").output
-    assert "1 unchanged" in run_cli("index").output
+    (workspace.images / "notes-copy.jpg").write_text("shopping list")  # same bytes fail alike
+    assert "0 reused, 0 unchanged, 2 failed" in run_cli("index").output
+    assert "2 unchanged" in run_cli("index").output
     store = Store(f"sqlite:///{workspace.root / 'lookalike.db'}")
     try:
-        assert store.failures() == [("notes.jpg", "not an image Pillow can read")]
+        assert store.failures() == [("notes-copy.jpg", "not an image Pillow can read"),
+                                    ("notes.jpg", "not an image Pillow can read")]
     finally:
         store.close()
 
