@@ -205,12 +205,20 @@ class Store:
                 .order_by(ImageRecord.path).execution_options(yield_per=10_000)
             )
             paths: list[str] = []
-            matrix = np.zeros((0, 0), dtype=np.float32)
+            matrix, late = None, []
             for row, (path, vector) in enumerate(rows):
-                if row == 0:
-                    matrix = np.empty((count, len(vector) // 4), dtype=np.float32)
-                matrix[row] = np.frombuffer(vector, dtype=np.float32)
+                values = np.frombuffer(vector, dtype=np.float32)
+                if row < count:
+                    if matrix is None:
+                        matrix = np.empty((count, len(values)), dtype=np.float32)
+                    matrix[row] = values
+                else:  # committed after the count: SQLite runs each read on its own snapshot
+                    late.append(values)
                 paths.append(path)
+        if late:
+            matrix = np.concatenate([m for m in (matrix, np.stack(late)) if m is not None])
+        if matrix is None:
+            return paths, np.zeros((0, 0), dtype=np.float32)
         return paths, matrix[: len(paths)]
 
     def vectors_of(self, paths: Iterable[str], model: str) -> dict[str, np.ndarray]:

@@ -42,6 +42,19 @@ def test_vectors_are_kept_per_model_and_never_mixed(store):
     assert paths == ["b.jpg"] and vectors.shape == (1, 3)
 
 
+def test_vectors_committed_between_the_count_and_the_read_are_kept(store, monkeypatch):
+    from sqlalchemy.orm import Session
+
+    store.apply([facts("a.jpg", [1, 0]), facts("b.jpg", [0, 1])])
+    # The service commits while `lookalike query` reads: the count is one behind the rows.
+    monkeypatch.setattr(Session, "scalar", lambda self, statement: 1)
+    paths, matrix = store.vectors("m")
+    assert paths == ["a.jpg", "b.jpg"]
+    assert matrix.tolist() == [[1, 0], [0, 1]]
+    monkeypatch.setattr(Session, "scalar", lambda self, statement: 0)
+    assert store.vectors("m")[1].tolist() == [[1, 0], [0, 1]]
+
+
 def test_move_and_move_folder_keep_the_vector(store):
     store.apply([facts("a.jpg", [1, 0]), facts("shoes/b.jpg", [0, 1]),
                  facts("shoes/c.jpg", [1, 1])])
