@@ -22,18 +22,18 @@ import argparse
 import io
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
-from lookalike.pipeline.builtins.exact_index import ExactIndex
-from lookalike.pipeline.builtins.hnsw_index import OPTIONS, HnswIndex
+from lookalike.pipeline.builtins.hnsw_index import OPTIONS
+from lookalike.pipeline.plugins import collect_steps, plugin_manager
 from lookalike.store.index import NeighbourIndex
 
 K = 10
 DIMENSION = 512
 BATCH = 16  # the service's default [daemon] batch_size
-INDEXES = {"exact": ExactIndex, "hnsw": lambda: HnswIndex(**OPTIONS)}
 
 
 def percentiles(seconds: list[float]) -> str:
@@ -71,6 +71,7 @@ def main() -> None:
                         help="hnsw search widths (expansion_search) to measure, one graph")
     parser.add_argument("--config", default=None)
     args = parser.parse_args()
+    indexes = collect_steps(plugin_manager())["index"]
     rng = np.random.default_rng(0)
     centres = np.abs(rng.standard_normal((2000, DIMENSION), dtype=np.float32)) ** 2
     queries = clustered_vectors(args.queries, centres, rng)
@@ -87,7 +88,7 @@ def main() -> None:
         del sklearn
         exact_answers = None
         for name in args.indexes.split(","):
-            vectors = INDEXES[name]()
+            vectors = indexes[name].build({}, Path.cwd())  # as the service builds it
             index = NeighbourIndex("bench", vectors)
             built, _ = timed(index.load, paths, matrix)
             print(f"  {name + ' index':<24} built in {built:7.2f} s")
