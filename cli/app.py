@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
-from lookalike.daemon.lock import ServiceLock, lock_path
+from lookalike.daemon.lock import ServiceLock, lock_path, read_holder
 from lookalike.pipeline.errors import ConfigError
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.plugins import StepPlugin, collect_steps, plugin_manager
@@ -43,6 +44,23 @@ class App:
 
     def open_store(self) -> Store:
         return Store(self.config.database_url)
+
+    def status(self, store: Store) -> dict[str, Any]:
+        """What `lookalike status` and the UI report: counts, last refresh, the service."""
+        counts = store.counts()
+        report = {
+            "database": self.config.database_url,
+            "indexed": sum(c["indexed"] for c in counts.values()),
+            "failed": sum(c["failed"] for c in counts.values()),
+            "models": {model: c["indexed"] for model, c in counts.items() if c["indexed"]},
+            "index_size": int(store.get_meta("index_size") or 0),
+            "last_refresh": store.get_meta("last_refresh"),
+            "service": read_holder(self.service_lock().path),
+        }
+        if report["service"] is not None:
+            report["service"]["queue"] = int(store.get_meta("service_queue") or 0)
+            report["service"]["last_problem"] = store.get_meta("service_last_problem")
+        return report
 
     def service_lock(self) -> ServiceLock:
         return ServiceLock(lock_path(self.config.database_url, self.config.base_dir))

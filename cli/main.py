@@ -148,6 +148,30 @@ def query(images, k, as_json, config_option):
             )
 
 
+@cli.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True,
+              help="Port on 127.0.0.1 to serve the interface on.")
+@config_option
+def ui(port, config_option):
+    """Serve the visual interface on http://127.0.0.1:PORT (query by photo or catalogue item)."""
+    import os
+    import sys
+
+    from .config import CONFIG_ENV
+
+    app = load_app(config_option)
+    for model_file in app.pipeline.model_files():
+        model_file.required(f"{model_file.step} model file")
+    click.echo(f"lookalike ui: http://127.0.0.1:{port} (Ctrl-C stops it)", err=True)
+    # Streamlit takes over this process: its server handles the signals and the browser tabs.
+    os.execve(sys.executable, [
+        sys.executable, "-m", "streamlit", "run", str(Path(__file__).with_name("ui.py")),
+        "--server.address=127.0.0.1", f"--server.port={port}", "--server.headless=true",
+        "--server.fileWatcherType=none", "--browser.gatherUsageStats=false",
+        "--client.toolbarMode=viewer",
+    ], {**os.environ, CONFIG_ENV: str(app.config.path)})
+
+
 @cli.command("eval")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("-k", type=click.IntRange(min=1), default=10, show_default=True,
@@ -192,24 +216,10 @@ def evaluate(folder, k, as_json, config_option):
 @config_option
 def status(as_json, config_option):
     """Counts of indexed and failed images, index size, last refresh, and the service."""
-    from lookalike.daemon.lock import read_holder
-
     app = load_app(config_option)
     store = app.open_store()
     try:
-        counts = store.counts()
-        report = {
-            "database": app.config.database_url,
-            "indexed": sum(c["indexed"] for c in counts.values()),
-            "failed": sum(c["failed"] for c in counts.values()),
-            "models": {model: c["indexed"] for model, c in counts.items() if c["indexed"]},
-            "index_size": int(store.get_meta("index_size") or 0),
-            "last_refresh": store.get_meta("last_refresh"),
-            "service": read_holder(app.service_lock().path),
-        }
-        if report["service"] is not None:
-            report["service"]["queue"] = int(store.get_meta("service_queue") or 0)
-            report["service"]["last_problem"] = store.get_meta("service_last_problem")
+        report = app.status(store)
     finally:
         store.close()
     if as_json:

@@ -32,6 +32,9 @@ class NeighbourIndex:
     def size(self) -> int:
         return len(self._key_of)
 
+    def paths(self) -> list[str]:
+        return list(self._key_of)
+
     def load(self, paths: list[str], matrix: np.ndarray) -> None:
         """Fill an empty index with many vectors at once (no per-path copies)."""
         assert not self._key_of, "load fills an empty index"

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
+
 from lookalike.pipeline.errors import ImageError
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.steps import VectorIndex
@@ -35,15 +37,25 @@ def publish_snapshot(store: Store, model: str, snapshot_path: Path) -> int:
 
 
 def answer_queries(
-    pipeline: Pipeline, index: NeighbourIndex, queries: Sequence[tuple[str, bytes]], k: int
+    pipeline: Pipeline,
+    index: NeighbourIndex,
+    queries: Sequence[tuple[str, bytes]],
+    k: int,
+    seen: list[Image.Image | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One answer per (name, bytes): the k nearest catalogue images, or an "error" field."""
+    """One answer per (name, bytes): the k nearest catalogue images, or an "error" field.
+
+    ``seen``, when given, receives per query the square image the embedder saw (None where the
+    image could not be read), so a viewer can tell a bad cut-out from a bad match."""
     prepared, errors = [], {}
     for position, (_, data) in enumerate(queries):
         try:
             prepared.append((position, pipeline.prepare(data)[0]))
         except ImageError as exc:
             errors[position] = str(exc)
+    if seen is not None:
+        squares = dict(prepared)
+        seen.extend(squares.get(position) for position in range(len(queries)))
     vectors = pipeline.embed([image for _, image in prepared])
     found = {
         position: index.search(vector, k)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 from sqlalchemy import create_engine, delete, event, func, inspect, select, update
@@ -228,6 +229,48 @@ class Store:
         with self._session() as session:
             return {path: np.frombuffer(vector, dtype=np.float32)
                     for path, vector in _rows_where(session, query, ImageRecord.path, paths)}
+
+    def catalogue_version(self, model: str) -> tuple[int, datetime | None]:
+        """How many vectors of ``model`` are indexed and when the newest was written: any
+        change to them changes this pair (a row written sets its time, a removal lowers the
+        count), so a reader can tell cheaply whether to look closer."""
+        with self._session() as session:
+            count, newest = session.execute(
+                select(func.count(), func.max(ImageRecord.updated_at))
+                .where(ImageRecord.model == model, ImageRecord.status == INDEXED)
+            ).one()
+        return count, newest
+
+    def indexed_paths(self, model: str, contains: str = "", offset: int = 0,
+                      limit: int | None = None) -> list[str]:
+        """The indexed paths of ``model`` that contain ``contains``, in path order, ``limit``
+        of them from ``offset``: a catalogue of millions is browsed a page at a time."""
+        with self._session() as session:
+            return list(session.scalars(
+                select(ImageRecord.path).where(*self._indexed(model, contains))
+                .order_by(ImageRecord.path).offset(offset).limit(limit)))
+
+    def count_indexed(self, model: str, contains: str = "") -> int:
+        with self._session() as session:
+            return session.scalar(select(func.count()).where(*self._indexed(model, contains)))
+
+    @staticmethod
+    def _indexed(model: str, contains: str) -> tuple:
+        where = (ImageRecord.model == model, ImageRecord.status == INDEXED)
+        if contains:
+            where += (ImageRecord.path.contains(contains, autoescape=True),)
+        return where
+
+    def vectors_written_since(self, model: str, since: datetime | None) -> dict[str, np.ndarray]:
+        """The indexed vector of ``model`` of each row written at or after ``since`` (of every
+        row when None)."""
+        query = select(ImageRecord.path, ImageRecord.vector).where(
+            ImageRecord.model == model, ImageRecord.status == INDEXED)
+        if since is not None:
+            query = query.where(ImageRecord.updated_at >= since)
+        with self._session() as session:
+            return {path: np.frombuffer(vector, dtype=np.float32)
+                    for path, vector in session.execute(query)}
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Row counts by model and status: {model or "": {"indexed": n, "failed": m}}."""

@@ -1,0 +1,223 @@
+"""The Streamlit app that `lookalike ui` serves: query the live catalogue by photo or by item.
+
+Streamlit runs this file from the top on every interaction; what must outlive one run (the
+pipeline, the store, the index that follows it) is built once per process by cache_resource.
+The config comes from $LOOKALIKE_CONFIG, which `lookalike ui` sets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+from datetime import datetime
+from pathlib import Path
+
+import streamlit as st
+
+from lookalike.cli.app import App
+from lookalike.pipeline.errors import ImageError, LookalikeError
+from lookalike.pipeline.pipeline import Pipeline
+from lookalike.store.follow import FollowedIndex
+from lookalike.store.query import EMPTY_INDEX, answer_queries
+
+REFRESH_SECONDS = 5  # how often the catalogue panels look for new, changed and removed images
+PAGE_SIZE = 24
+GRID_COLUMNS = 6
+THUMBNAIL_SIDE = 256
+FAILURES_SHOWN = 200
+
+
+@st.cache_resource(show_spinner="Loading the models and the catalogue…")
+def open_catalogue() -> tuple[App, FollowedIndex]:
+    app = App(None)
+    app.pipeline.warm_up()
+    store = app.open_store()
+    return app, FollowedIndex(store, app.pipeline.model_id, app.vector_index())
+
+
+def thumbnail(pipeline: Pipeline, data: bytes) -> bytes | None:
+    """A small JPEG of the image as the pipeline's decoder reads it (orientation applied);
+    None when it cannot be read."""
+    try:
+        image = pipeline.decoder.decode(data, THUMBNAIL_SIDE)
+    except ImageError:
+        return None
+    image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()
+
+
+@st.cache_data(max_entries=5000, show_spinner=False)
+def catalogue_thumbnail(_pipeline: Pipeline, path: Path, mtime_ns: int) -> bytes | None:
+    """The thumbnail of a catalogue file, cached until the file changes."""
+    try:
+        return thumbnail(_pipeline, path.read_bytes())
+    except OSError:
+        return None
+
+
+def show_catalogue_image(app: App, path: str, **image_options) -> None:
+    file = app.config.images_dir / path
+    try:
+        image = catalogue_thumbnail(app.pipeline, file, file.stat().st_mtime_ns)
+    except OSError:
+        image = None
+    if image is None:
+        st.caption("(file missing or unreadable)")
+    else:
+        st.image(image, **image_options)
+
+
+def choose_query(name: str, data: bytes, item: str | None = None) -> None:
+    """Make (name, data) the query; ``item`` is its catalogue path when it came from there."""
+    st.session_state.query = {"name": name, "data": data, "item": item}
+
+
+def use_upload() -> None:
+    upload = st.session_state.upload
+    if upload is None:
+        st.session_state.pop("query", None)
+    else:
+        choose_query(upload.name, upload.getvalue())
+
+
+def use_catalogue_item(app: App, path: str) -> None:
+    try:
+        choose_query(path, (app.config.images_dir / path).read_bytes(), item=path)
+    except OSError as exc:
+        st.session_state.query_problem = f"cannot read {path}: {exc.strerror}"
+
+
+def answer_for(app: App, followed: FollowedIndex, query: dict, k: int):
+    """The answer to the query and the square the model saw, asked again only when the query,
+    k or the catalogue changed."""
+    with followed.lock:
+        followed.refresh()
+        key = (query["name"], hashlib.sha256(query["data"]).hexdigest(), k, followed.version)
+        if st.session_state.get("answer_key") != key:
+            seen: list = []
+            answer = answer_queries(app.pipeline, followed.index,
+                                    [(query["name"], query["data"])], k, seen)[0]
+            st.session_state.answer, st.session_state.answer_key = (answer, seen[0]), key
+    return st.session_state.answer
+
+
+def query_panel(app: App, followed: FollowedIndex) -> None:
+    upload_column, k_column = st.columns([4, 1])
+    with upload_column:
+        st.file_uploader("Upload a product photo", key="upload", on_change=use_upload)
+    with k_column:
+        k = st.number_input("Lookalikes", min_value=1, max_value=200, value=app.config.k)
+    if problem := st.session_state.pop("query_problem", None):
+        st.error(problem)
+    query = st.session_state.get("query")
+    if query is None:
+        st.info("Upload a photo, or press **Find lookalikes** under a catalogue image below.")
+        return
+    answer, seen = answer_for(app, followed, query, k)
+    query_column, results_column = st.columns([1, 4])
+    with query_column:
+        st.markdown("**Query**")
+        original = thumbnail(app.pipeline, query["data"])
+        if original is not None:
+            st.image(original, caption=query["name"], alt=f"query: {query['name']}")
+        if seen is not None:
+            st.image(seen, caption="What the model saw: background removed, padded",
+                     alt="what the model saw")
+    with results_column:
+        if "error" in answer:
+            st.error(f"{query['name']}: {answer['error']}")
+            return
+        st.markdown(f"**{len(answer['neighbours'])} lookalikes** among "
+                    f"{answer['index_size']:,} images")
+        neighbours = answer["neighbours"]
+        for start in range(0, len(neighbours), GRID_COLUMNS):
+            for column, neighbour in zip(st.columns(GRID_COLUMNS),
+                                         neighbours[start:start + GRID_COLUMNS], strict=False):
+                with column:
+                    rank, path = neighbour["rank"], neighbour["path"]
+                    show_catalogue_image(app, path, alt=f"rank {rank}: {path}")
+                    itself = " (the query itself)" if path == query["item"] else ""
+                    st.markdown(f"**#{rank}** · similarity {neighbour['similarity']:.3f}"
+                                f"{itself}  \n`{path}`")
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def catalogue_status(app: App, followed: FollowedIndex) -> None:
+    with followed.lock:
+        followed.refresh()
+        searched = followed.index.size
+    report = app.status(followed.store)
+    st.metric("Images searched", f"{searched:,}")
+    st.metric("Failed files", f"{report['failed']:,}")
+    st.markdown(f"**Model** `{app.pipeline.model_id}`")
+    others = sum(n for model, n in report["models"].items() if model != app.pipeline.model_id)
+    if others:
+        st.caption(f"{others:,} images were embedded by another model; the service re-embeds "
+                   "them with this one.")
+    st.markdown(f"**Last refresh** {report['last_refresh'] or 'never'}")
+    service = report["service"]
+    if service is None:
+        st.markdown("**Service** not running: new images are indexed by `lookalike run`")
+    else:
+        st.markdown(f"**Service** running (pid {service.get('pid')}), "
+                    f"{service['queue']:,} file(s) waiting")
+    st.caption(f"Checked at {datetime.now().strftime('%H:%M:%S')}, every {REFRESH_SECONDS} s")
+    if report["failed"]:
+        with st.expander(f"Failed files ({report['failed']:,})"):
+            failures = followed.store.failures(limit=FAILURES_SHOWN)
+            st.dataframe({"path": [path for path, _ in failures],
+                          "error": [error for _, error in failures]}, hide_index=True)
+            if report["failed"] > FAILURES_SHOWN:
+                st.caption(f"the first {FAILURES_SHOWN} by path")
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def catalogue_browser(app: App, followed: FollowedIndex) -> None:
+    filter_column, page_column = st.columns([4, 1])
+    with filter_column:
+        contains = st.text_input("Path contains", key="contains")
+    total = followed.store.count_indexed(followed.model, contains)
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    st.session_state.page = min(st.session_state.get("page", 1), pages)
+    with page_column:
+        page = st.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, key="page")
+    paths = followed.store.indexed_paths(followed.model, contains, (page - 1) * PAGE_SIZE,
+                                         PAGE_SIZE)
+    st.caption(f"{total:,} images" + (f" whose path contains “{contains}”" if contains else ""))
+    for start in range(0, len(paths), GRID_COLUMNS):
+        for column, path in zip(st.columns(GRID_COLUMNS), paths[start:start + GRID_COLUMNS],
+                                strict=False):
+            with column:
+                show_catalogue_image(app, path, alt=path)
+                st.caption(path)
+                if st.button("Find lookalikes", key=f"find {path}"):
+                    use_catalogue_item(app, path)
+                    st.rerun()
+
+
+def main() -> None:
+    st.set_page_config(page_title="lookalike", layout="wide")
+    try:
+        app, followed = open_catalogue()
+    except LookalikeError as exc:
+        st.error(str(exc))
+        st.stop()
+    st.title("lookalike")
+    with st.sidebar:
+        st.header("Catalogue")
+        st.caption(f"{app.config.images_dir}  \nconfig {os.environ.get('LOOKALIKE_CONFIG')}")
+        catalogue_status(app, followed)
+    if followed.index.size == 0:
+        st.warning(f"{EMPTY_INDEX}: start the service (`lookalike run`) or run "
+                   "`lookalike index`; this page picks the images up as they are indexed.")
+    query_panel(app, followed)
+    st.divider()
+    st.subheader("Catalogue")
+    catalogue_browser(app, followed)
+
+
+main()
