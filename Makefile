@@ -2,8 +2,9 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup run test lint
+.PHONY: setup run test lint browser
 
 $(BIN)/lookalike: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,9 +17,15 @@ setup: $(BIN)/lookalike
 run: setup
 	$(BIN)/lookalike run
 
-test: setup
+test: setup browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 lint: setup
 	$(BIN)/ruff check .
+
+# The UI tests drive Debian's Chromium through its ChromeDriver.
+browser:
+	@[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }

@@ -155,6 +155,7 @@ def query(images, k, as_json, config_option):
 def ui(port, config_option):
     """Serve the visual interface on http://127.0.0.1:PORT (query by photo or catalogue item)."""
     import os
+    import socket
     import sys
 
     from .config import CONFIG_ENV
@@ -162,6 +163,14 @@ def ui(port, config_option):
     app = load_app(config_option)
     for model_file in app.pipeline.model_files():
         model_file.required(f"{model_file.step} model file")
+    with socket.socket() as probe:  # Streamlit's own message for this is easy to miss
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot serve on 127.0.0.1:{port}: {exc.strerror}; choose another --port"
+            ) from None
     click.echo(f"lookalike ui: http://127.0.0.1:{port} (Ctrl-C stops it)", err=True)
     # Streamlit takes over this process: its server handles the signals and the browser tabs.
     os.execve(sys.executable, [

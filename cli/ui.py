@@ -168,9 +168,8 @@ def catalogue_status(app: App, followed: FollowedIndex) -> None:
     st.caption(f"Checked at {datetime.now().strftime('%H:%M:%S')}, every {REFRESH_SECONDS} s")
     if report["failed"]:
         with st.expander(f"Failed files ({report['failed']:,})"):
-            failures = followed.store.failures(limit=FAILURES_SHOWN)
-            st.dataframe({"path": [path for path, _ in failures],
-                          "error": [error for _, error in failures]}, hide_index=True)
+            for path, error in followed.store.failures(limit=FAILURES_SHOWN):
+                st.markdown(f"`{path}`: {error}")
             if report["failed"] > FAILURES_SHOWN:
                 st.caption(f"the first {FAILURES_SHOWN} by path")
 

@@ -196,3 +196,34 @@ def test_approximate_index_finds_the_exact_neighbours_of_a_clustered_catalogue()
         for q in vectors[:100]
     ]
     assert sum(hits) / 1000 >= 0.95
+
+
+@pytest.mark.parametrize("index_name", sorted(INDEXES))
+def test_a_followed_index_applies_what_another_writer_changed(store, tmp_path, index_name):
+    from lookalike.store.follow import FollowedIndex
+
+    def found(vector) -> list[str]:
+        return [n.path for n in followed.index.search(unit(*vector), k=5)]
+
+    store.apply([facts("a.jpg", unit(1, 0)), facts("b.jpg", unit(0, 1))])
+    writer = Store(f"sqlite:///{tmp_path / 'test.db'}")  # the service, as the UI sees it
+    try:
+        followed = FollowedIndex(store, "m", INDEXES[index_name]())
+        assert followed.index.size == 2 and not followed.refresh()
+        writer.apply([facts("c.jpg", unit(1, 0.1)), facts("a.jpg", unit(0, 1))])  # new, changed
+        assert followed.refresh()
+        assert found((1, 0))[0] == "c.jpg"
+        assert followed.index.search(unit(0, 1), k=1)[0].similarity == pytest.approx(1)
+        writer.move("c.jpg", "shoes/c.jpg")
+        assert followed.refresh() and "c.jpg" not in found((1, 0))
+        assert found((1, 0))[0] == "shoes/c.jpg"
+        # One removal and one arrival leave the count as it was.
+        writer.apply([facts("d.jpg", unit(-1, 0))], gone=["b.jpg"])
+        assert followed.refresh()
+        assert sorted(followed.index.paths()) == ["a.jpg", "d.jpg", "shoes/c.jpg"]
+        writer.apply([ImageFacts("a.jpg", "x", 1, 1, error="not an image")])  # now unreadable
+        assert followed.refresh() and sorted(followed.index.paths()) == ["d.jpg", "shoes/c.jpg"]
+        writer.apply([facts("e.jpg", unit(1, 1), model="other")])  # another model's vector
+        assert not followed.refresh()
+    finally:
+        writer.close()

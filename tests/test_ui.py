@@ -1,0 +1,198 @@
+"""`lookalike ui` in a real browser: Debian's Chromium, headless, driven by Selenium."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from builders import cropped_query, product_photo
+from running import LOOKALIKE, TIMEOUT, lookalike
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class RunningUI:
+    """``lookalike ui`` on a free port; its output in ``ui.log``."""
+
+    def __init__(self, workspace):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = workspace.root / "ui.log"
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(
+                [LOOKALIKE, "ui", "--port", str(self.port), "--config", str(workspace.config)],
+                stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while not self.healthy():
+            assert self.process.poll() is None, f"ui exited:\n{self.log_path.read_text()}"
+            assert time.monotonic() < deadline, "ui did not start"
+            time.sleep(0.3)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as response:
+                return response.read() == b"ok"
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def ui(workspace):
+    running = RunningUI(workspace)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), (
+        "Debian's chromium and chromium-driver are needed (.ci/run installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    # Headless, and nothing that would reach for the network this machine does not have.
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}",
+                 "--window-size=1600,1300"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+def wait_for(browser, condition, what: str, timeout: float = TIMEOUT):
+    try:
+        return WebDriverWait(browser, timeout, poll_frequency=0.25).until(
+            lambda driver: condition(driver))
+    except WebDriverException:
+        pytest.fail(f"the page never showed {what}; it shows:\n"
+                    + browser.find_element(By.TAG_NAME, "body").text[:3000])
+
+
+def image_alts(driver) -> list[str]:
+    """The alt text of every image on the page: the app names each image by its path."""
+    try:
+        return [img.get_attribute("alt") or "" for img in driver.find_elements(By.TAG_NAME, "img")]
+    except WebDriverException:  # the page re-rendered under us; look again
+        return []
+
+
+def ranked_first(driver) -> str | None:
+    first = [alt for alt in image_alts(driver) if alt.startswith("rank 1: ")]
+    return first[0].removeprefix("rank 1: ") if first else None
+
+
+def upload(browser, path: Path) -> None:
+    browser.find_element(By.CSS_SELECTOR, ".st-key-upload input[type=file]").send_keys(str(path))
+
+
+@pytest.fixture
+def indexed(workspace, catalogue):
+    """The test catalogue, one file that is not an image, indexed by `lookalike index`."""
+    workspace.add_catalogue(catalogue)
+    (workspace.images / "notes.jpg").write_text("not a photo")
+    result = lookalike(workspace, "index")
+    assert result.returncode == 0, result.stderr
+    return workspace
+
+
+@pytest.mark.slow
+def test_an_uploaded_photo_shows_its_catalogue_item_first(indexed, ui, browser, tmp_path):
+    query = tmp_path / "shopper.jpg"
+    cropped_query(product_photo(5)).save(query)
+    browser.get(ui.url)
+    wait_for(browser, lambda d: "item05.jpg" in image_alts(d), "the catalogue")
+    upload(browser, query)
+    assert wait_for(browser, ranked_first, "a ranked answer") == "item05.jpg"
+    alts = image_alts(browser)
+    assert "what the model saw" in alts and "query: shopper.jpg" in alts
+    assert len([alt for alt in alts if alt.startswith("rank ")]) == 10  # [query] k
+    page = browser.find_element(By.TAG_NAME, "body").text
+    assert "#1 · similarity" in page and "Images searched\n12" in page
+    # The failed file and its error, as the store has them.
+    assert "Failed files\n1" in page
+    browser.find_element(By.XPATH, "//summary[contains(., 'Failed files (1)')]").click()
+    wait_for(browser, lambda d: "notes.jpg: not an image Pillow can read" in d.find_element(
+        By.TAG_NAME, "body").text, "the failed file's error")
+    screenshot = tmp_path / "ui-upload.png"
+    assert browser.save_screenshot(str(screenshot))
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A file that is not a photo gets its one-line error; the page keeps working.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    upload(browser, notes)
+    wait_for(browser, lambda d: "notes.txt: not an image Pillow can read" in d.find_element(
+        By.TAG_NAME, "body").text, "the upload's error")
+    assert ranked_first(browser) is None
+
+
+@pytest.mark.slow
+def test_a_catalogue_item_and_a_new_arrival_are_found_without_a_restart(
+        indexed, ui, browser, catalogue, tmp_path):
+    browser.get(ui.url)
+    wait_for(browser, lambda d: "item03.jpg" in image_alts(d), "the catalogue")
+    browser.find_element(By.CSS_SELECTOR, ".st-key-find-item03-jpg button").click()
+    assert wait_for(browser, ranked_first, "a ranked answer") == "item03.jpg"
+    assert "(the query itself)" in browser.find_element(By.TAG_NAME, "body").text
+
+    product_photo(12).save(indexed.images / "new-arrival.jpg", quality=92)
+    result = lookalike(indexed, "index")  # the store changes under the running app
+    assert result.returncode == 0, result.stderr
+    wait_for(browser, lambda d: "new-arrival.jpg" in image_alts(d), "the new arrival")
+    assert "Images searched\n13" in browser.find_element(By.TAG_NAME, "body").text
+    query = tmp_path / "new-arrival-photo.jpg"
+    cropped_query(product_photo(12)).save(query)
+    upload(browser, query)
+    assert wait_for(browser, lambda d: ranked_first(d) == "new-arrival.jpg" or None,
+                    "the new arrival ranked first")
+    browser.save_screenshot(str(tmp_path / "ui-new-arrival.png"))
+
+
+def test_ui_serves_on_loopback_only_with_the_chosen_config(workspace, run_cli, monkeypatch):
+    started = []
+    monkeypatch.setattr(os, "execve", lambda *call: started.append(call))
+    result = run_cli("ui", "--port", str(free_port()))
+    assert result.exit_code == 0, result.output
+    [(_, argv, env)] = started
+    assert argv[1:4] == ["-m", "streamlit", "run"] and Path(argv[4]).name == "ui.py"
+    assert "--server.address=127.0.0.1" in argv and "--browser.gatherUsageStats=false" in argv
+    assert env["LOOKALIKE_CONFIG"] == str(workspace.config)
+
+
+def test_ui_refuses_a_missing_model_or_a_busy_port_in_one_line(workspace, run_cli, monkeypatch):
+    monkeypatch.setattr(os, "execve", lambda *call: pytest.fail("Streamlit was started"))
+    workspace.write_config(resnet18={"weights": "imagenet"})
+    result = run_cli("ui")
+    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert "resnet18 model file not found at" in result.output
+
+    workspace.write_config()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("ui", "--port", str(port))
+    assert result.exit_code == 1 and result.output.strip() == (
+        f"Error: cannot serve on 127.0.0.1:{port}: Address already in use; choose another --port")
+    assert run_cli("ui", "--port", "0").exit_code == 2
