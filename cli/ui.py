@@ -96,7 +96,7 @@ def answer_for(app: App, followed: FollowedIndex, query: dict, k: int):
     k or the catalogue changed."""
     with followed.lock:
         followed.refresh()
-        key = (query["name"], hashlib.sha256(query["data"]).hexdigest(), k, followed.version)
+        key = (query["name"], hashlib.sha256(query["data"]).hexdigest(), k, followed.generation)
         if st.session_state.get("answer_key") != key:
             seen: list = []
             answer = answer_queries(app.pipeline, followed.index,
@@ -179,7 +179,11 @@ def catalogue_browser(app: App, followed: FollowedIndex) -> None:
     filter_column, page_column = st.columns([4, 1])
     with filter_column:
         contains = st.text_input("Path contains", key="contains")
-    total = followed.store.count_indexed(followed.model, contains)
+    with followed.lock:
+        followed.refresh()
+        total = followed.index.size
+    if contains:
+        total = followed.store.count_indexed(followed.model, contains)
     pages = max(1, math.ceil(total / PAGE_SIZE))
     st.session_state.page = min(st.session_state.get("page", 1), pages)
     with page_column:

@@ -19,20 +19,21 @@ class FollowedIndex:
         self.store, self.model = store, model
         # Hold while searching or refreshing: the index is shared by every reader thread.
         self.lock = threading.Lock()
-        self.version = store.catalogue_version(model)
+        self.generation = store.generation()  # of the store, as the index holds it
         self.index = load_index(store, model, vectors)
 
     def refresh(self) -> bool:
         """Apply what the store changed since the last look; True when anything did.
 
-        Rows written since the last look are re-read (a read that overlaps a write sees it
-        again next time, harmlessly); paths the store no longer indexes are forgotten."""
-        version = self.store.catalogue_version(self.model)
-        if version == self.version:
+        Rows written since are re-read (one written while this reads is read again next time,
+        harmlessly). Only when the index then holds more paths than the store indexes (a file
+        deleted or moved) are all paths compared."""
+        generation = self.store.generation()
+        if generation == self.generation:
             return False
-        present = set(self.store.indexed_paths(self.model))
-        changes = {path: None for path in self.index.paths() if path not in present}
-        changes.update(self.store.vectors_written_since(self.model, self.version[1]))
-        self.index.update(changes)
-        self.version = version
+        self.index.update(self.store.written_since(self.model, self.generation))
+        if self.index.size != self.store.count_indexed(self.model):
+            present = set(self.store.indexed_paths(self.model))
+            self.index.update({path: None for path in self.index.paths() if path not in present})
+        self.generation = generation
         return True

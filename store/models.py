@@ -23,7 +23,11 @@ class ImageRecord(Base):
     """An image file under images_dir: its content hash, stat, and vector or error."""
 
     __tablename__ = "images"
-    __table_args__ = (Index("ix_images_sha256_model", "sha256", "model"),)
+    __table_args__ = (
+        Index("ix_images_sha256_model", "sha256", "model"),
+        # Covers counting, listing and browsing one model's indexed paths without the vectors.
+        Index("ix_images_model_status_path", "model", "status", "path"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     path: Mapped[str] = mapped_column(unique=True)  # POSIX, relative to images_dir
@@ -33,6 +37,9 @@ class ImageRecord(Base):
     width: Mapped[int | None]
     height: Mapped[int | None]
     model: Mapped[str | None] = mapped_column(index=True)
+    # The store's write generation when this row was last written: readers that follow the
+    # store (the UI) re-read only rows newer than what they hold, without trusting clocks.
+    generation: Mapped[int] = mapped_column(default=0, server_default="0", index=True)
     vector: Mapped[bytes | None] = mapped_column(LargeBinary)
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None]
@@ -41,7 +48,7 @@ class ImageRecord(Base):
 
 
 class Meta(Base):
-    """Store-wide facts: schema version, last index refresh."""
+    """Store-wide facts: schema version, write generation, last index refresh."""
 
     __tablename__ = "meta"
 

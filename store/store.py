@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, inspect, select, update
+from sqlalchemy import create_engine, delete, event, func, inspect, select, text, update
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -16,7 +15,7 @@ from lookalike.pipeline.errors import LookalikeError
 
 from .models import FAILED, INDEXED, Base, ImageRecord, Meta
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: images.generation
 
 
 class StoreError(LookalikeError):
@@ -69,6 +68,7 @@ def _rows_where(session: Session, query, column, values: Iterable[str]) -> list:
 class Store:
     def __init__(self, url: str):
         self.url = url
+        self._counts: tuple[int, dict] = (-1, {})  # (generation, counts) of the last count
         self.engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -95,6 +95,17 @@ class Store:
                 f"database {self.engine.url} has schema {version}, newer than this lookalike "
                 f"understands ({SCHEMA_VERSION}): upgrade lookalike"
             )
+        elif int(version) == 1:
+            self._upgrade_from_1()
+
+    def _upgrade_from_1(self) -> None:
+        """Schema 1 had no write generation: add it (every row at 0) and its indexes."""
+        with self._session() as session:
+            session.execute(text(
+                "ALTER TABLE images ADD COLUMN generation INTEGER NOT NULL DEFAULT 0"))
+            for index in ImageRecord.__table__.indexes:
+                index.create(session.connection(), checkfirst=True)
+            session.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -103,6 +114,17 @@ class Store:
     def _session(self) -> Iterator[Session]:
         with Session(self.engine) as session, session.begin():
             yield session
+
+    def generation(self) -> int:
+        """How many write transactions changed the images: equal numbers, equal catalogue."""
+        return int(self.get_meta("generation") or 0)
+
+    @staticmethod
+    def _next_generation(session: Session) -> int:
+        row = session.get(Meta, "generation")
+        generation = int(row.value) + 1 if row else 1
+        session.merge(Meta(key="generation", value=str(generation)))
+        return generation
 
     def get_meta(self, key: str) -> str | None:
         with self._session() as session:
@@ -140,8 +162,11 @@ class Store:
     def apply(self, facts: Iterable[ImageFacts], gone: Iterable[str] = ()) -> int:
         """Insert or replace the row of each file and delete the rows of ``gone``, in one
         transaction; returns how many rows were deleted."""
-        facts = list(facts)
+        facts, gone = list(facts), list(gone)
+        if not facts and not gone:
+            return 0
         with self._session() as session:
+            generation = self._next_generation(session)
             existing = {row.path: row for (row,) in _rows_where(
                 session, select(ImageRecord), ImageRecord.path, [f.path for f in facts])}
             for item in facts:
@@ -153,7 +178,7 @@ class Store:
                 row.width, row.height, row.model = item.width, item.height, item.model
                 row.vector, row.error = item.vector, item.error
                 row.status = FAILED if item.error is not None else INDEXED
-            gone = list(gone)
+                row.generation = generation
             if not gone:
                 return 0
             return session.execute(delete(ImageRecord).where(ImageRecord.path.in_(gone))).rowcount
@@ -167,9 +192,11 @@ class Store:
     def move(self, source: str, destination: str) -> bool:
         """Give the row of ``source`` the path ``destination``; False when there is none."""
         with self._session() as session:
+            generation = self._next_generation(session)
             session.execute(delete(ImageRecord).where(ImageRecord.path == destination))
             result = session.execute(
-                update(ImageRecord).where(ImageRecord.path == source).values(path=destination)
+                update(ImageRecord).where(ImageRecord.path == source)
+                .values(path=destination, generation=generation)
             )
             return result.rowcount > 0
 
@@ -177,6 +204,7 @@ class Store:
         """Move every row under folder ``source`` to folder ``destination``; returns the
         (old, new) path of each row moved."""
         with self._session() as session:
+            generation = self._next_generation(session)
             prefix = source + "/"
             rows = session.execute(
                 select(ImageRecord.id, ImageRecord.path).where(
@@ -188,7 +216,8 @@ class Store:
                 new_path = destination + "/" + path[len(prefix):]
                 session.execute(delete(ImageRecord).where(ImageRecord.path == new_path))
                 session.execute(
-                    update(ImageRecord).where(ImageRecord.id == row_id).values(path=new_path)
+                    update(ImageRecord).where(ImageRecord.id == row_id)
+                    .values(path=new_path, generation=generation)
                 )
                 moved.append((path, new_path))
             return moved
@@ -230,17 +259,6 @@ class Store:
             return {path: np.frombuffer(vector, dtype=np.float32)
                     for path, vector in _rows_where(session, query, ImageRecord.path, paths)}
 
-    def catalogue_version(self, model: str) -> tuple[int, datetime | None]:
-        """How many vectors of ``model`` are indexed and when the newest was written: any
-        change to them changes this pair (a row written sets its time, a removal lowers the
-        count), so a reader can tell cheaply whether to look closer."""
-        with self._session() as session:
-            count, newest = session.execute(
-                select(func.count(), func.max(ImageRecord.updated_at))
-                .where(ImageRecord.model == model, ImageRecord.status == INDEXED)
-            ).one()
-        return count, newest
-
     def indexed_paths(self, model: str, contains: str = "", offset: int = 0,
                       limit: int | None = None) -> list[str]:
         """The indexed paths of ``model`` that contain ``contains``, in path order, ``limit``
@@ -261,19 +279,24 @@ class Store:
             where += (ImageRecord.path.contains(contains, autoescape=True),)
         return where
 
-    def vectors_written_since(self, model: str, since: datetime | None) -> dict[str, np.ndarray]:
-        """The indexed vector of ``model`` of each row written at or after ``since`` (of every
-        row when None)."""
-        query = select(ImageRecord.path, ImageRecord.vector).where(
-            ImageRecord.model == model, ImageRecord.status == INDEXED)
-        if since is not None:
-            query = query.where(ImageRecord.updated_at >= since)
+    def written_since(self, model: str, generation: int) -> dict[str, np.ndarray | None]:
+        """Each row written after ``generation``: its vector where it is indexed by ``model``,
+        else None (failed, or another model's)."""
+        query = select(ImageRecord.path, ImageRecord.model, ImageRecord.status,
+                       ImageRecord.vector).where(ImageRecord.generation > generation)
         with self._session() as session:
             return {path: np.frombuffer(vector, dtype=np.float32)
-                    for path, vector in session.execute(query)}
+                    if row_model == model and status == INDEXED else None
+                    for path, row_model, status, vector in session.execute(query)}
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Row counts by model and status: {model or "": {"indexed": n, "failed": m}}."""
+        """Row counts by model and status: {model or "": {"indexed": n, "failed": m}}.
+
+        Kept until the next write, as the UI asks every few seconds and a count of millions
+        of rows takes a noticeable fraction of a second."""
+        generation = self.generation()
+        if self._counts[0] == generation:
+            return self._counts[1]
         with self._session() as session:
             rows = session.execute(
                 select(ImageRecord.model, ImageRecord.status, func.count())
@@ -282,6 +305,7 @@ class Store:
         counts: dict[str, dict[str, int]] = {}
         for model, status, count in rows:
             counts.setdefault(model or "", {INDEXED: 0, FAILED: 0})[status] = count
+        self._counts = (generation, counts)
         return counts
 
     def failures(self, limit: int = 20) -> list[tuple[str, str]]:

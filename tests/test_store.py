@@ -99,6 +99,30 @@ def test_a_database_from_a_newer_lookalike_is_refused(store, tmp_path):
         Store(f"sqlite:///{tmp_path / 'test.db'}")
 
 
+def test_a_schema_1_database_is_upgraded_in_place_keeping_its_rows(store, tmp_path):
+    store.apply([facts("a.jpg", [1, 0])])
+    store.close()
+    connection = sqlite3.connect(tmp_path / "test.db")  # as lookalike 0.1 left it
+    connection.executescript("""
+        DROP INDEX ix_images_generation; DROP INDEX ix_images_model_status_path;
+        ALTER TABLE images DROP COLUMN generation;
+        UPDATE meta SET value = '1' WHERE key = 'schema_version';""")
+    connection.close()
+    upgraded = Store(f"sqlite:///{tmp_path / 'test.db'}")
+    try:
+        assert upgraded.get_meta("schema_version") == "2"
+        assert upgraded.vectors_of(["a.jpg"], "m")["a.jpg"].tolist() == [1, 0]
+        upgraded.apply([facts("b.jpg", [0, 1])])
+        assert list(upgraded.written_since("m", 0)) == ["b.jpg"]
+    finally:
+        upgraded.close()
+    connection = sqlite3.connect(tmp_path / "test.db")
+    indexes = {name for (name,) in connection.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    connection.close()
+    assert {"ix_images_generation", "ix_images_model_status_path"} <= indexes
+
+
 def test_snapshot_round_trip(tmp_path):
     vectors = np.eye(3, dtype=np.float32)
     write_snapshot(tmp_path / "v.pkl", ["a", "b", "c"], vectors, "model-x")
@@ -210,6 +234,8 @@ def test_a_followed_index_applies_what_another_writer_changed(store, tmp_path, i
     try:
         followed = FollowedIndex(store, "m", INDEXES[index_name]())
         assert followed.index.size == 2 and not followed.refresh()
+        writer.apply([facts("b.jpg", unit(0, 1))])  # written again, unchanged
+        assert followed.refresh() and followed.index.size == 2
         writer.apply([facts("c.jpg", unit(1, 0.1)), facts("a.jpg", unit(0, 1))])  # new, changed
         assert followed.refresh()
         assert found((1, 0))[0] == "c.jpg"
@@ -224,6 +250,8 @@ def test_a_followed_index_applies_what_another_writer_changed(store, tmp_path, i
         writer.apply([ImageFacts("a.jpg", "x", 1, 1, error="not an image")])  # now unreadable
         assert followed.refresh() and sorted(followed.index.paths()) == ["d.jpg", "shoes/c.jpg"]
         writer.apply([facts("e.jpg", unit(1, 1), model="other")])  # another model's vector
+        followed.refresh()
+        assert sorted(followed.index.paths()) == ["d.jpg", "shoes/c.jpg"]
         assert not followed.refresh()
     finally:
         writer.close()
