@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -82,24 +86,42 @@ def browser(tmp_path):
 
 def wait_for(browser, condition, what: str, timeout: float = TIMEOUT):
     try:
-        return WebDriverWait(browser, timeout, poll_frequency=0.25).until(
-            lambda driver: condition(driver))
+        # A panel that re-renders while it is read leaves stale elements: look again.
+        return WebDriverWait(browser, timeout, poll_frequency=0.25, ignored_exceptions=(
+            NoSuchElementException, StaleElementReferenceException)).until(condition)
     except WebDriverException:
         pytest.fail(f"the page never showed {what}; it shows:\n"
-                    + browser.find_element(By.TAG_NAME, "body").text[:3000])
+                    + body_text(browser)[:3000])
 
 
 def image_alts(driver) -> list[str]:
     """The alt text of every image on the page: the app names each image by its path."""
     try:
         return [img.get_attribute("alt") or "" for img in driver.find_elements(By.TAG_NAME, "img")]
-    except WebDriverException:  # the page re-rendered under us; look again
+    except StaleElementReferenceException:  # the page re-rendered while read; look again
         return []
 
 
 def ranked_first(driver) -> str | None:
     first = [alt for alt in image_alts(driver) if alt.startswith("rank 1: ")]
     return first[0].removeprefix("rank 1: ") if first else None
+
+
+def click(browser, by: str, selector: str, what: str) -> None:
+    """Click the element, looking it up again if the panel it is in re-renders meanwhile
+    (the catalogue panels refresh every few seconds)."""
+    def clicked(driver) -> bool:
+        try:
+            driver.find_element(by, selector).click()
+            return True
+        except WebDriverException:
+            return False
+
+    wait_for(browser, clicked, what)
+
+
+def body_text(driver) -> str:
+    return driver.find_element(By.TAG_NAME, "body").text
 
 
 def upload(browser, path: Path) -> None:
@@ -127,13 +149,13 @@ def test_an_uploaded_photo_shows_its_catalogue_item_first(indexed, ui, browser, 
     alts = image_alts(browser)
     assert "what the model saw" in alts and "query: shopper.jpg" in alts
     assert len([alt for alt in alts if alt.startswith("rank ")]) == 10  # [query] k
-    page = browser.find_element(By.TAG_NAME, "body").text
+    page = body_text(browser)
     assert "#1 · similarity" in page and "Images searched\n12" in page
     # The failed file and its error, as the store has them.
     assert "Failed files\n1" in page
-    browser.find_element(By.XPATH, "//summary[contains(., 'Failed files (1)')]").click()
-    wait_for(browser, lambda d: "notes.jpg: not an image Pillow can read" in d.find_element(
-        By.TAG_NAME, "body").text, "the failed file's error")
+    click(browser, By.XPATH, "//summary[contains(., 'Failed files (1)')]", "the failed files")
+    wait_for(browser, lambda d: "notes.jpg: not an image Pillow can read" in body_text(d),
+             "the failed file's error")
     screenshot = tmp_path / "ui-upload.png"
     assert browser.save_screenshot(str(screenshot))
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -142,8 +164,8 @@ def test_an_uploaded_photo_shows_its_catalogue_item_first(indexed, ui, browser, 
     notes = tmp_path / "notes.txt"
     notes.write_text("not a photo")
     upload(browser, notes)
-    wait_for(browser, lambda d: "notes.txt: not an image Pillow can read" in d.find_element(
-        By.TAG_NAME, "body").text, "the upload's error")
+    wait_for(browser, lambda d: "notes.txt: not an image Pillow can read" in body_text(d),
+             "the upload's error")
     assert ranked_first(browser) is None
 
 
@@ -152,15 +174,15 @@ def test_a_catalogue_item_and_a_new_arrival_are_found_without_a_restart(
         indexed, ui, browser, catalogue, tmp_path):
     browser.get(ui.url)
     wait_for(browser, lambda d: "item03.jpg" in image_alts(d), "the catalogue")
-    browser.find_element(By.CSS_SELECTOR, ".st-key-find-item03-jpg button").click()
+    click(browser, By.CSS_SELECTOR, ".st-key-find-item03-jpg button", "item03's button")
     assert wait_for(browser, ranked_first, "a ranked answer") == "item03.jpg"
-    assert "(the query itself)" in browser.find_element(By.TAG_NAME, "body").text
+    assert "(the query itself)" in body_text(browser)
 
     product_photo(12).save(indexed.images / "new-arrival.jpg", quality=92)
     result = lookalike(indexed, "index")  # the store changes under the running app
     assert result.returncode == 0, result.stderr
     wait_for(browser, lambda d: "new-arrival.jpg" in image_alts(d), "the new arrival")
-    assert "Images searched\n13" in browser.find_element(By.TAG_NAME, "body").text
+    wait_for(browser, lambda d: "Images searched\n13" in body_text(d), "the new count")
     query = tmp_path / "new-arrival-photo.jpg"
     cropped_query(product_photo(12)).save(query)
     upload(browser, query)
