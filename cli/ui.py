@@ -123,16 +123,17 @@ def query_panel(app: App, followed: FollowedIndex) -> None:
         st.markdown("**Query**")
         original = thumbnail(app.pipeline, query["data"])
         if original is not None:
-            st.image(original, caption=query["name"], alt=f"query: {query['name']}")
+            st.image(original, caption=query["name"], alt=f"query: {query['name']}",
+                     width="stretch")
         if seen is not None:
             st.image(seen, caption="What the model saw: background removed, padded",
-                     alt="what the model saw")
+                     alt="what the model saw", width="stretch")
     with results_column:
         if "error" in answer:
             st.error(f"{query['name']}: {answer['error']}")
             return
         st.markdown(f"**{len(answer['neighbours'])} lookalikes** among "
-                    f"{answer['index_size']:,} images")
+                    f"{answer['index_size']:,} images (rank · cosine similarity, path)")
         neighbours = answer["neighbours"]
         for start in range(0, len(neighbours), GRID_COLUMNS):
             for column, neighbour in zip(st.columns(GRID_COLUMNS),
@@ -141,8 +142,8 @@ def query_panel(app: App, followed: FollowedIndex) -> None:
                     rank, path = neighbour["rank"], neighbour["path"]
                     show_catalogue_image(app, path, alt=f"rank {rank}: {path}")
                     itself = " (the query itself)" if path == query["item"] else ""
-                    st.markdown(f"**#{rank}** · similarity {neighbour['similarity']:.3f}"
-                                f"{itself}  \n`{path}`")
+                    st.markdown(f"**#{rank}** · {neighbour['similarity']:.3f}{itself}  \n"
+                                f"`{path}`")
 
 
 @st.fragment(run_every=REFRESH_SECONDS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import time
@@ -150,7 +151,8 @@ def test_an_uploaded_photo_shows_its_catalogue_item_first(indexed, ui, browser, 
     assert "what the model saw" in alts and "query: shopper.jpg" in alts
     assert len([alt for alt in alts if alt.startswith("rank ")]) == 10  # [query] k
     page = body_text(browser)
-    assert "#1 · similarity" in page and "Images searched\n12" in page
+    assert re.search(r"#1 · 0\.9\d\d\nitem05\.jpg", page), page  # rank, similarity, path
+    assert "Images searched\n12" in page
     # The failed file and its error, as the store has them.
     assert "Failed files\n1" in page
     click(browser, By.XPATH, "//summary[contains(., 'Failed files (1)')]", "the failed files")
