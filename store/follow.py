@@ -26,13 +26,13 @@ class FollowedIndex:
         """Apply what the store changed since the last look; True when anything did.
 
         Rows written since are re-read (one written while this reads is read again next time,
-        harmlessly). Only when the index then holds more paths than the store indexes (a file
-        deleted or moved) are all paths compared."""
+        harmlessly). Only after a path left the store (a file deleted or moved away) are all
+        paths compared."""
         generation = self.store.generation()
         if generation == self.generation:
             return False
         self.index.update(self.store.written_since(self.model, self.generation))
-        if self.index.size != self.store.count_indexed(self.model):
+        if self.store.last_removal() > self.generation:
             present = set(self.store.indexed_paths(self.model))
             self.index.update({path: None for path in self.index.paths() if path not in present})
         self.generation = generation

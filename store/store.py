@@ -119,6 +119,15 @@ class Store:
         """How many write transactions changed the images: equal numbers, equal catalogue."""
         return int(self.get_meta("generation") or 0)
 
+    def last_removal(self) -> int:
+        """The generation of the last write that took a path out of the store (deleted, or
+        moved away), so readers compare every path only after one."""
+        return int(self.get_meta("last_removal") or 0)
+
+    @staticmethod
+    def _removed(session: Session, generation: int) -> None:
+        session.merge(Meta(key="last_removal", value=str(generation)))
+
     @staticmethod
     def _next_generation(session: Session) -> int:
         row = session.get(Meta, "generation")
@@ -181,7 +190,11 @@ class Store:
                 row.generation = generation
             if not gone:
                 return 0
-            return session.execute(delete(ImageRecord).where(ImageRecord.path.in_(gone))).rowcount
+            deleted = session.execute(
+                delete(ImageRecord).where(ImageRecord.path.in_(gone))).rowcount
+            if deleted:
+                self._removed(session, generation)
+            return deleted
 
     def paths_under(self, folder: str) -> list[str]:
         """Stored paths inside ``folder`` (not those of a folder that merely starts alike)."""
@@ -198,6 +211,8 @@ class Store:
                 update(ImageRecord).where(ImageRecord.path == source)
                 .values(path=destination, generation=generation)
             )
+            if result.rowcount:
+                self._removed(session, generation)
             return result.rowcount > 0
 
     def move_folder(self, source: str, destination: str) -> list[tuple[str, str]]:
@@ -220,6 +235,8 @@ class Store:
                     .values(path=new_path, generation=generation)
                 )
                 moved.append((path, new_path))
+            if moved:
+                self._removed(session, generation)
             return moved
 
     def vectors(self, model: str) -> tuple[list[str], np.ndarray]:

@@ -249,9 +249,11 @@ def test_a_followed_index_applies_what_another_writer_changed(store, tmp_path, i
         assert sorted(followed.index.paths()) == ["a.jpg", "d.jpg", "shoes/c.jpg"]
         writer.apply([ImageFacts("a.jpg", "x", 1, 1, error="not an image")])  # now unreadable
         assert followed.refresh() and sorted(followed.index.paths()) == ["d.jpg", "shoes/c.jpg"]
+        writer.move_folder("shoes", "bags")
+        assert followed.refresh() and sorted(followed.index.paths()) == ["bags/c.jpg", "d.jpg"]
         writer.apply([facts("e.jpg", unit(1, 1), model="other")])  # another model's vector
         followed.refresh()
-        assert sorted(followed.index.paths()) == ["d.jpg", "shoes/c.jpg"]
+        assert sorted(followed.index.paths()) == ["bags/c.jpg", "d.jpg"]
         assert not followed.refresh()
     finally:
         writer.close()
