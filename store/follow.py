@@ -25,15 +25,17 @@ class FollowedIndex:
     def refresh(self) -> bool:
         """Apply what the store changed since the last look; True when anything did.
 
-        Rows written since are re-read (one written while this reads is read again next time,
-        harmlessly). Only after a path left the store (a file deleted or moved away) are all
-        paths compared."""
+        Paths removed and rows written since are read back (one changed while this reads is
+        read again next time, harmlessly). A reader so far behind that the store no longer
+        logs its removals compares every path instead."""
         generation = self.store.generation()
         if generation == self.generation:
             return False
-        self.index.update(self.store.written_since(self.model, self.generation))
-        if self.store.last_removal() > self.generation:
+        removed = self.store.removed_since(self.generation)
+        if removed is None:
             present = set(self.store.indexed_paths(self.model))
-            self.index.update({path: None for path in self.index.paths() if path not in present})
+            removed = [path for path in self.index.paths() if path not in present]
+        self.index.update(dict.fromkeys(removed))
+        self.index.update(self.store.written_since(self.model, self.generation))
         self.generation = generation
         return True

@@ -54,3 +54,14 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(primary_key=True)
     value: Mapped[str]
+
+
+class Removal(Base):
+    """A path taken out of ``images`` (deleted, or moved away) at a write generation: readers
+    that follow the store forget exactly these. Only recent generations are kept."""
+
+    __tablename__ = "removals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation: Mapped[int] = mapped_column(index=True)
+    path: Mapped[str]

@@ -7,15 +7,27 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import create_engine, delete, event, func, inspect, select, text, update
+from sqlalchemy import (
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    inspect,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import Session
 
 from lookalike.pipeline.errors import LookalikeError
 
-from .models import FAILED, INDEXED, Base, ImageRecord, Meta
+from .models import FAILED, INDEXED, Base, ImageRecord, Meta, Removal
 
-SCHEMA_VERSION = 2  # 2: images.generation
+SCHEMA_VERSION = 2  # 2: images.generation, removals
+# Write generations whose removals stay logged: a reader further behind compares every path.
+REMOVALS_KEPT = 10_000
 
 
 class StoreError(LookalikeError):
@@ -119,14 +131,24 @@ class Store:
         """How many write transactions changed the images: equal numbers, equal catalogue."""
         return int(self.get_meta("generation") or 0)
 
-    def last_removal(self) -> int:
-        """The generation of the last write that took a path out of the store (deleted, or
-        moved away), so readers compare every path only after one."""
-        return int(self.get_meta("last_removal") or 0)
+    def removed_since(self, generation: int) -> list[str] | None:
+        """Paths taken out of the store by writes after ``generation``; None when the log of
+        removals no longer reaches back that far (compare every path instead)."""
+        with self._session() as session:
+            complete_from = session.get(Meta, "removals_from")
+            if complete_from and generation + 1 < int(complete_from.value):
+                return None
+            return list(session.scalars(
+                select(Removal.path).where(Removal.generation > generation)))
 
     @staticmethod
-    def _removed(session: Session, generation: int) -> None:
-        session.merge(Meta(key="last_removal", value=str(generation)))
+    def _removed(session: Session, generation: int, paths: list[str]) -> None:
+        """Log ``paths`` as removed by this write; forget removals too old to be asked for."""
+        session.execute(insert(Removal), [{"generation": generation, "path": path}
+                                          for path in paths])
+        oldest_kept = generation - REMOVALS_KEPT + 1
+        session.execute(delete(Removal).where(Removal.generation < oldest_kept))
+        session.merge(Meta(key="removals_from", value=str(oldest_kept)))
 
     @staticmethod
     def _next_generation(session: Session) -> int:
@@ -193,7 +215,7 @@ class Store:
             deleted = session.execute(
                 delete(ImageRecord).where(ImageRecord.path.in_(gone))).rowcount
             if deleted:
-                self._removed(session, generation)
+                self._removed(session, generation, gone)
             return deleted
 
     def paths_under(self, folder: str) -> list[str]:
@@ -212,7 +234,7 @@ class Store:
                 .values(path=destination, generation=generation)
             )
             if result.rowcount:
-                self._removed(session, generation)
+                self._removed(session, generation, [source])
             return result.rowcount > 0
 
     def move_folder(self, source: str, destination: str) -> list[tuple[str, str]]:
@@ -236,7 +258,7 @@ class Store:
                 )
                 moved.append((path, new_path))
             if moved:
-                self._removed(session, generation)
+                self._removed(session, generation, [old for old, _ in moved])
             return moved
 
     def vectors(self, model: str) -> tuple[list[str], np.ndarray]:

@@ -99,6 +99,22 @@ def test_a_database_from_a_newer_lookalike_is_refused(store, tmp_path):
         Store(f"sqlite:///{tmp_path / 'test.db'}")
 
 
+def test_a_reader_behind_the_log_of_removals_compares_every_path(store, tmp_path, monkeypatch):
+    from lookalike.store import store as store_module
+    from lookalike.store.follow import FollowedIndex
+
+    monkeypatch.setattr(store_module, "REMOVALS_KEPT", 2)
+    store.apply([facts("a.jpg", unit(1, 0)), facts("b.jpg", unit(0, 1))])
+    followed = FollowedIndex(store, "m", ExactIndex())
+    store.apply([], gone=["a.jpg"])
+    store.apply([facts("c.jpg", unit(1, 1))])
+    assert store.removed_since(followed.generation) == ["a.jpg"]
+    store.move("c.jpg", "d.jpg")  # three writes on: a.jpg's removal is no longer logged
+    assert store.removed_since(followed.generation) is None
+    assert followed.refresh() and sorted(followed.index.paths()) == ["b.jpg", "d.jpg"]
+    assert store.removed_since(followed.generation) == []
+
+
 def test_a_schema_1_database_is_upgraded_in_place_keeping_its_rows(store, tmp_path):
     store.apply([facts("a.jpg", [1, 0])])
     store.close()
