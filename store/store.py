@@ -111,7 +111,8 @@ class Store:
             self._upgrade_from_1()
 
     def _upgrade_from_1(self) -> None:
-        """Schema 1 had no write generation: add it (every row at 0) and its indexes."""
+        """Schema 1 had no write generation: add it (every row at 0) and its indexes (the new
+        removals table, create_all has already made)."""
         with self._session() as session:
             session.execute(text(
                 "ALTER TABLE images ADD COLUMN generation INTEGER NOT NULL DEFAULT 0"))
@@ -228,13 +229,15 @@ class Store:
         """Give the row of ``source`` the path ``destination``; False when there is none."""
         with self._session() as session:
             generation = self._next_generation(session)
-            session.execute(delete(ImageRecord).where(ImageRecord.path == destination))
+            replaced = session.execute(
+                delete(ImageRecord).where(ImageRecord.path == destination)).rowcount
             result = session.execute(
                 update(ImageRecord).where(ImageRecord.path == source)
                 .values(path=destination, generation=generation)
             )
-            if result.rowcount:
-                self._removed(session, generation, [source])
+            if result.rowcount or replaced:
+                # A destination written again by this move is read back after its removal.
+                self._removed(session, generation, [source, destination])
             return result.rowcount > 0
 
     def move_folder(self, source: str, destination: str) -> list[tuple[str, str]]:

@@ -265,6 +265,10 @@ def test_a_followed_index_applies_what_another_writer_changed(store, tmp_path, i
         assert sorted(followed.index.paths()) == ["a.jpg", "d.jpg", "shoes/c.jpg"]
         writer.apply([ImageFacts("a.jpg", "x", 1, 1, error="not an image")])  # now unreadable
         assert followed.refresh() and sorted(followed.index.paths()) == ["d.jpg", "shoes/c.jpg"]
+        writer.apply([facts("x.jpg", unit(0, 1))])
+        assert followed.refresh()
+        writer.move("never-stored.jpg", "x.jpg")  # x.jpg's row goes, nothing takes its place
+        assert followed.refresh() and "x.jpg" not in followed.index.paths()
         writer.move_folder("shoes", "bags")
         assert followed.refresh() and sorted(followed.index.paths()) == ["bags/c.jpg", "d.jpg"]
         writer.apply([facts("e.jpg", unit(1, 1), model="other")])  # another model's vector
