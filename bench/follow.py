@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from memory import fill
+from memory import fill, unit_vectors
 
 from lookalike.cli.app import App
 from lookalike.store.follow import FollowedIndex
@@ -31,9 +31,7 @@ def timed(function, *args) -> float:
 
 
 def new_images(model: str, names: list[str]) -> list[ImageFacts]:
-    rng = np.random.default_rng(len(names))
-    vectors = np.abs(rng.standard_normal((len(names), 512), dtype=np.float32))
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = unit_vectors(np.random.default_rng(len(names)), len(names))
     return [ImageFacts(name, name.ljust(64, "0"), 1, 1, 1, 1, model, vector.tobytes())
             for name, vector in zip(names, vectors, strict=True)]
 

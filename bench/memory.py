@@ -32,13 +32,18 @@ def status_mb(field: str) -> float:
     raise KeyError(field)
 
 
+def unit_vectors(rng: np.random.Generator, rows: int) -> np.ndarray:
+    """Non-negative 512-d unit vectors, like ResNet features after ReLU."""
+    vectors = np.abs(rng.standard_normal((rows, 512), dtype=np.float32))
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
 def fill(database: Path, model: str, count: int) -> None:
     store = Store(f"sqlite:///{database}")
     rng = np.random.default_rng(0)
     for start in range(0, count, 10_000):
         rows = min(10_000, count - start)
-        vectors = np.abs(rng.standard_normal((rows, 512), dtype=np.float32))
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = unit_vectors(rng, rows)
         store.apply(ImageFacts(f"{start + i:07d}.jpg", f"{start + i:064x}", 1, 1, 1, 1, model,
                                vectors[i].tobytes()) for i in range(rows))
     store.close()

@@ -71,22 +71,25 @@ def show_catalogue_image(app: App, path: str, **image_options) -> None:
         st.image(image, **image_options)
 
 
-def choose_query(name: str, data: bytes, item: str | None = None) -> None:
-    """Make (name, data) the query; ``item`` is its catalogue path when it came from there."""
-    st.session_state.query = {"name": name, "data": data, "item": item}
+def choose_query(pipeline: Pipeline, name: str, data: bytes, item: str | None = None) -> None:
+    """Make (name, data) the query; ``item`` is its catalogue path when it came from there.
+    Its digest and thumbnail are made here once, not on every rerun of the page."""
+    st.session_state.query = {"name": name, "data": data, "item": item,
+                              "digest": hashlib.sha256(data).hexdigest(),
+                              "thumbnail": thumbnail(pipeline, data)}
 
 
-def use_upload() -> None:
+def use_upload(pipeline: Pipeline) -> None:
     upload = st.session_state.upload
     if upload is None:
         st.session_state.pop("query", None)
     else:
-        choose_query(upload.name, upload.getvalue())
+        choose_query(pipeline, upload.name, upload.getvalue())
 
 
 def use_catalogue_item(app: App, path: str) -> None:
     try:
-        choose_query(path, (app.config.images_dir / path).read_bytes(), item=path)
+        choose_query(app.pipeline, path, (app.config.images_dir / path).read_bytes(), item=path)
     except OSError as exc:
         st.session_state.query_problem = f"cannot read {path}: {exc.strerror}"
 
@@ -96,7 +99,7 @@ def answer_for(app: App, followed: FollowedIndex, query: dict, k: int):
     k or the catalogue changed."""
     with followed.lock:
         followed.refresh()
-        key = (query["name"], hashlib.sha256(query["data"]).hexdigest(), k, followed.generation)
+        key = (query["name"], query["digest"], k, followed.generation)
         if st.session_state.get("answer_key") != key:
             seen: list = []
             answer = answer_queries(app.pipeline, followed.index,
@@ -108,7 +111,8 @@ def answer_for(app: App, followed: FollowedIndex, query: dict, k: int):
 def query_panel(app: App, followed: FollowedIndex) -> None:
     upload_column, k_column = st.columns([4, 1])
     with upload_column:
-        st.file_uploader("Upload a product photo", key="upload", on_change=use_upload)
+        st.file_uploader("Upload a product photo", key="upload", on_change=use_upload,
+                         args=(app.pipeline,))
     with k_column:
         k = st.number_input("Lookalikes", min_value=1, max_value=200, value=app.config.k)
     if problem := st.session_state.pop("query_problem", None):
@@ -121,9 +125,8 @@ def query_panel(app: App, followed: FollowedIndex) -> None:
     query_column, results_column = st.columns([1, 4])
     with query_column:
         st.markdown("**Query**")
-        original = thumbnail(app.pipeline, query["data"])
-        if original is not None:
-            st.image(original, caption=query["name"], alt=f"query: {query['name']}",
+        if query["thumbnail"] is not None:
+            st.image(query["thumbnail"], caption=query["name"], alt=f"query: {query['name']}",
                      width="stretch")
         if seen is not None:
             st.image(seen, caption="What the model saw: background removed, padded",

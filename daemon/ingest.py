@@ -35,10 +35,6 @@ class IngestReport:
     # the caller processes them again once they settle.
     busy: list[str] = field(default_factory=list)
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.embedded or self.reused or self.failed or self.removed)
-
     def __str__(self) -> str:
         return (
             f"{self.embedded} embedded, {self.reused} reused, {self.unchanged} unchanged, "

@@ -22,8 +22,8 @@ from watchdog.events import FileSystemEvent
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.steps import VectorIndex
 from lookalike.store.atomic import write_atomically
-from lookalike.store.index import NeighbourIndex
-from lookalike.store.query import answer_queries, load_index
+from lookalike.store.follow import FollowedIndex
+from lookalike.store.query import answer_queries
 from lookalike.store.store import Store
 
 from .files import ANSWER_SUFFIX, is_candidate, regular_file_inside, relative_path, scan
@@ -90,8 +90,7 @@ class Service:
         self.watcher = Watcher(settings.images_dir, settings.inbox_dir, self.events,
                                settings.polling)
         self._stop = threading.Event()
-        self._index: NeighbourIndex | None = None  # loaded by run()
-        self._changed: set[str] = set()  # paths whose row may differ from the index
+        self._index: FollowedIndex | None = None  # loaded by run()
         self._snapshot_due = True
         self._last_refresh = 0.0
         self._snapshots = SnapshotWriter(store, pipeline.model_id, settings.snapshot,
@@ -121,8 +120,8 @@ class Service:
         try:
             # Queries are answered from what the store holds while the backlog is worked off.
             started = time.monotonic()
-            self._index = load_index(self.store, self.pipeline.model_id, self._vectors)
-            log.info("index loaded: %d images in %.1f s (%s)", self._index.size,
+            self._index = FollowedIndex(self.store, self.pipeline.model_id, self._vectors)
+            log.info("index loaded: %d images in %.1f s (%s)", self._index.index.size,
                      time.monotonic() - started, self._vectors.id)
             backlog, current = stale_paths(self.store, settings.images_dir,
                                            self.pipeline.model_id)
@@ -187,13 +186,12 @@ class Service:
         if present or gone:
             report = ingest(self.store, self.pipeline, images_dir, present + gone,
                             self.settings.batch_size, should_stop=self._stop.is_set)
-            if report.changed:
-                self._changed.update(present + gone)
             for path in report.busy:
                 self._touch(images_dir / path)
         if self._backlog.advance(len(batch)):
             log.info("reconciled %s", images_dir)
-        self._update_index()
+        if self._index.refresh():  # what this batch and any moves wrote to the store
+            self._snapshot_due = True
         if queries and not self._stop.is_set():
             self._answer(queries)
         if self._snapshot_due and (idle or overdue):
@@ -213,15 +211,6 @@ class Service:
             self._touch(self.settings.inbox_dir / name)
         level = logging.INFO if paths or reason != "periodic" else logging.DEBUG
         log.log(level, "rescan (%s): %d file(s) changed", reason, len(paths))
-
-    def _update_index(self) -> None:
-        """Bring the index in line with the store for the paths that changed."""
-        if not self._changed:
-            return
-        vectors = self.store.vectors_of(self._changed, self.pipeline.model_id)
-        self._index.update({path: vectors.get(path) for path in self._changed})
-        self._changed.clear()
-        self._snapshot_due = True
 
     def _publish_status(self) -> None:
         """Queue length and last problem, for `lookalike status`; written when they change."""
@@ -264,8 +253,6 @@ class Service:
         else:
             moved = [(source, destination)] if (is_candidate(destination)
                                                 and self.store.move(source, destination)) else []
-        for pair in moved:
-            self._changed.update(pair)
         if moved:
             log.info("moved %s -> %s", source, destination)
         return bool(moved)
@@ -298,7 +285,8 @@ class Service:
         if not queries:
             return
         answers = answer_queries(
-            self.pipeline, self._index, [(p.name, data) for p, data in queries], self.settings.k
+            self.pipeline, self._index.index, [(p.name, data) for p, data in queries],
+            self.settings.k,
         )
         for (path, _), answer in zip(queries, answers, strict=True):
             try:

@@ -1,7 +1,7 @@
 """A neighbour index kept in step with a store that another process writes.
 
-A long-lived reader (the UI) loads the index once, then asks the store after each interval
-whether anything changed and applies only that, as the service does with what it ingests.
+The service (after each batch it writes) and the UI (every few seconds, while the service
+writes) load the index once, then ask the store whether anything changed and apply only that.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from .store import Store
 class FollowedIndex:
     def __init__(self, store: Store, model: str, vectors: VectorIndex):
         self.store, self.model = store, model
-        # Hold while searching or refreshing: the index is shared by every reader thread.
+        # Held by the UI while searching or refreshing: its page threads share the index.
         self.lock = threading.Lock()
         self.generation = store.generation()  # of the store, as the index holds it
         self.index = load_index(store, model, vectors)

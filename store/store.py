@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import (
@@ -80,7 +81,7 @@ def _rows_where(session: Session, query, column, values: Iterable[str]) -> list:
 class Store:
     def __init__(self, url: str):
         self.url = url
-        self._counts: tuple[int, dict] = (-1, {})  # (generation, counts) of the last count
+        self._kept: dict[tuple, tuple[int, Any]] = {}  # key -> (generation, value)
         self.engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -293,14 +294,6 @@ class Store:
             return paths, np.zeros((0, 0), dtype=np.float32)
         return paths, matrix[: len(paths)]
 
-    def vectors_of(self, paths: Iterable[str], model: str) -> dict[str, np.ndarray]:
-        """The indexed vector of each of ``paths`` that has one of ``model``."""
-        query = select(ImageRecord.path, ImageRecord.vector).where(
-            ImageRecord.model == model, ImageRecord.status == INDEXED)
-        with self._session() as session:
-            return {path: np.frombuffer(vector, dtype=np.float32)
-                    for path, vector in _rows_where(session, query, ImageRecord.path, paths)}
-
     def indexed_paths(self, model: str, contains: str = "", offset: int = 0,
                       limit: int | None = None) -> list[str]:
         """The indexed paths of ``model`` that contain ``contains``, in path order, ``limit``
@@ -331,14 +324,21 @@ class Store:
                     if row_model == model and status == INDEXED else None
                     for path, row_model, status, vector in session.execute(query)}
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Row counts by model and status: {model or "": {"indexed": n, "failed": m}}.
-
-        Kept until the next write, as the UI asks every few seconds and a count of millions
-        of rows takes a noticeable fraction of a second."""
+    def _kept_until_next_write(self, key: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()``, reused until the store is written again: the UI asks for counts and
+        failures every few seconds, and scanning millions of rows takes a noticeable fraction
+        of a second."""
         generation = self.generation()
-        if self._counts[0] == generation:
-            return self._counts[1]
+        kept = self._kept.get(key)
+        if kept is None or kept[0] != generation:
+            kept = self._kept[key] = (generation, compute())
+        return kept[1]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Row counts by model and status: {model or "": {"indexed": n, "failed": m}}."""
+        return self._kept_until_next_write(("counts",), self._count_rows)
+
+    def _count_rows(self) -> dict[str, dict[str, int]]:
         with self._session() as session:
             rows = session.execute(
                 select(ImageRecord.model, ImageRecord.status, func.count())
@@ -347,10 +347,13 @@ class Store:
         counts: dict[str, dict[str, int]] = {}
         for model, status, count in rows:
             counts.setdefault(model or "", {INDEXED: 0, FAILED: 0})[status] = count
-        self._counts = (generation, counts)
         return counts
 
     def failures(self, limit: int = 20) -> list[tuple[str, str]]:
+        """The first ``limit`` failed files by path, with their errors."""
+        return self._kept_until_next_write(("failures", limit), lambda: self._failed_rows(limit))
+
+    def _failed_rows(self, limit: int) -> list[tuple[str, str]]:
         with self._session() as session:
             rows = session.execute(
                 select(ImageRecord.path, ImageRecord.error)

@@ -17,19 +17,17 @@ LOOKALIKE = str(Path(sys.executable).parent / "lookalike")
 TIMEOUT = 120
 
 
-class RunningService:
-    """``lookalike run`` on a workspace, its log in ``service.log``."""
+class RunningCommand:
+    """``lookalike COMMAND`` on a workspace as a subprocess, its output in ``log_name``."""
 
-    def __init__(self, workspace, wait: bool = True, args: tuple[str, ...] = ()):
+    def __init__(self, workspace, command: str, args: tuple[str, ...], log_name: str):
         self.workspace = workspace
-        self.log_path = workspace.root / "service.log"
+        self.log_path = workspace.root / log_name
         self.log_file = open(self.log_path, "a")  # noqa: SIM115 - lives as long as the process
         self.process = subprocess.Popen(
-            [LOOKALIKE, "run", "--config", str(workspace.config), *args],
+            [LOOKALIKE, command, "--config", str(workspace.config), *args],
             stdout=self.log_file, stderr=subprocess.STDOUT,
         )
-        if wait:
-            self.wait_for(lambda: "watching" in self.log(), "the service to start")
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -39,7 +37,7 @@ class RunningService:
         while time.monotonic() < deadline:
             if condition():
                 return
-            assert self.process.poll() is None, f"service exited:\n{self.log()}"
+            assert self.process.poll() is None, f"lookalike exited:\n{self.log()}"
             time.sleep(0.2)
         pytest.fail(f"timed out waiting for {what}; log:\n{self.log()[-5000:]}")
 
@@ -55,6 +53,15 @@ class RunningService:
             self.process.kill()
         self.process.wait()
         self.log_file.close()
+
+
+class RunningService(RunningCommand):
+    """``lookalike run`` on a workspace, its log in ``service.log``."""
+
+    def __init__(self, workspace, wait: bool = True, args: tuple[str, ...] = ()):
+        super().__init__(workspace, "run", args, "service.log")
+        if wait:
+            self.wait_for(lambda: "watching" in self.log(), "the service to start")
 
 
 def query_db(workspace, sql: str, *params) -> list[tuple]:

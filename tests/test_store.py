@@ -99,6 +99,18 @@ def test_a_database_from_a_newer_lookalike_is_refused(store, tmp_path):
         Store(f"sqlite:///{tmp_path / 'test.db'}")
 
 
+def test_counts_and_failures_are_kept_only_until_the_next_write(store, tmp_path):
+    store.apply([facts("a.jpg", [1, 0])])
+    assert store.counts() == {"m": {"indexed": 1, "failed": 0}} and store.failures() == []
+    writer = Store(f"sqlite:///{tmp_path / 'test.db'}")  # another process
+    try:
+        writer.apply([ImageFacts("b.jpg", "b", 1, 1, error="not an image")])
+    finally:
+        writer.close()
+    assert store.counts() == {"m": {"indexed": 1, "failed": 0}, "": {"indexed": 0, "failed": 1}}
+    assert store.failures() == [("b.jpg", "not an image")]
+
+
 def test_a_reader_behind_the_log_of_removals_compares_every_path(store, tmp_path, monkeypatch):
     from lookalike.store import store as store_module
     from lookalike.store.follow import FollowedIndex
@@ -127,7 +139,7 @@ def test_a_schema_1_database_is_upgraded_in_place_keeping_its_rows(store, tmp_pa
     upgraded = Store(f"sqlite:///{tmp_path / 'test.db'}")
     try:
         assert upgraded.get_meta("schema_version") == "2"
-        assert upgraded.vectors_of(["a.jpg"], "m")["a.jpg"].tolist() == [1, 0]
+        assert upgraded.vectors("m")[1].tolist() == [[1, 0]]
         upgraded.apply([facts("b.jpg", [0, 1])])
         assert list(upgraded.written_since("m", 0)) == ["b.jpg"]
     finally:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from builders import cropped_query, product_photo
-from running import LOOKALIKE, TIMEOUT, lookalike
+from running import TIMEOUT, RunningCommand, lookalike
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -32,22 +30,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-class RunningUI:
-    """``lookalike ui`` on a free port; its output in ``ui.log``."""
+class RunningUI(RunningCommand):
+    """``lookalike ui`` on a free port, its output in ``ui.log``."""
 
     def __init__(self, workspace):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workspace.root / "ui.log"
-        with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen(
-                [LOOKALIKE, "ui", "--port", str(self.port), "--config", str(workspace.config)],
-                stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + TIMEOUT
-        while not self.healthy():
-            assert self.process.poll() is None, f"ui exited:\n{self.log_path.read_text()}"
-            assert time.monotonic() < deadline, "ui did not start"
-            time.sleep(0.3)
+        super().__init__(workspace, "ui", ("--port", str(self.port)), "ui.log")
+        try:
+            self.wait_for(self.healthy, "the ui to start")
+        except BaseException:
+            self.kill()
+            raise
 
     def healthy(self) -> bool:
         try:
@@ -56,16 +50,12 @@ class RunningUI:
         except OSError:
             return False
 
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=30)
-
 
 @pytest.fixture
 def ui(workspace):
     running = RunningUI(workspace)
     yield running
-    running.stop()
+    assert running.stop() == 0  # SIGTERM stops Streamlit cleanly
 
 
 @pytest.fixture
@@ -169,6 +159,13 @@ def test_an_uploaded_photo_shows_its_catalogue_item_first(indexed, ui, browser, 
     wait_for(browser, lambda d: "notes.txt: not an image Pillow can read" in body_text(d),
              "the upload's error")
     assert ranked_first(browser) is None
+
+    # The catalogue browser filters by path.
+    browser.find_element(By.CSS_SELECTOR, ".st-key-contains input").send_keys("item1\n")
+    wait_for(browser, lambda d: sorted(a for a in image_alts(d) if a.endswith(".jpg")
+                                       and ":" not in a) == ["item10.jpg", "item11.jpg"],
+             "the filtered catalogue")
+    assert "2 images whose path contains “item1”" in body_text(browser)
 
 
 @pytest.mark.slow
