@@ -21,7 +21,7 @@ from memory import fill, unit_vectors
 
 from lookalike.cli.app import App
 from lookalike.store.follow import FollowedIndex
-from lookalike.store.store import ImageFacts, Store
+from lookalike.store.store import ImageRow, Store
 
 
 def timed(function, *args) -> float:
@@ -30,9 +30,9 @@ def timed(function, *args) -> float:
     return time.perf_counter() - started
 
 
-def new_images(model: str, names: list[str]) -> list[ImageFacts]:
+def new_images(model: str, names: list[str]) -> list[ImageRow]:
     vectors = unit_vectors(np.random.default_rng(len(names)), len(names))
-    return [ImageFacts(name, name.ljust(64, "0"), 1, 1, 1, 1, model, vector.tobytes())
+    return [ImageRow(name, name.ljust(64, "0"), 1, 1, 1, 1, model, vector.tobytes())
             for name, vector in zip(names, vectors, strict=True)]
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from lookalike.daemon.lock import ServiceLock, lock_path, read_holder
+from lookalike.daemon.reconcile import HELD_BACK
 from lookalike.pipeline.errors import ConfigError
 from lookalike.pipeline.pipeline import Pipeline
-from lookalike.pipeline.plugins import StepPlugin, collect_steps, plugin_manager
+from lookalike.pipeline.plugins import StepPlugin, collect_steps, installed, plugin_manager
 from lookalike.pipeline.steps import VectorIndex
-from lookalike.store.store import Store
+from lookalike.store.store import Store, masked
 
 from .config import Config, config_path, load_config
 
@@ -36,25 +39,44 @@ class App:
     def vector_index(self, name: str | None = None) -> VectorIndex:
         """A new, empty vector index: the configured one, or the plugin called ``name``."""
         name = name or self.config.pipeline["index"]
-        indexes = self.steps["index"]
-        if name not in indexes:
-            choices = ", ".join(sorted(indexes))
-            raise ConfigError(f"[pipeline] index {name!r} is not installed; one of: {choices}")
-        return indexes[name].build(self.config.tables.get(name, {}), self.config.base_dir)
+        plugin = installed(self.steps, "index", name)
+        return plugin.build(self.config.tables.get(name, {}), self.config.base_dir)
 
-    def open_store(self) -> Store:
-        return Store(self.config.database_url)
+    @contextmanager
+    def opened_store(self) -> Iterator[Store]:
+        store = Store(self.config.database_url)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    @contextmanager
+    def locked(self, command: str) -> Iterator[None]:
+        """Held while ``command`` (run or index) writes: one writer per database."""
+        lock = self.service_lock()
+        lock.acquire(command)
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def check_snapshot_folder(self) -> None:
+        folder = self.config.snapshot.parent
+        if not folder.is_dir():
+            raise ConfigError(f"{self.config.path}: the folder of snapshot ({folder}) does not "
+                              "exist")
 
     def status(self, store: Store) -> dict[str, Any]:
         """What `lookalike status` and the UI report: counts, last refresh, the service."""
         counts = store.counts()
         report = {
-            "database": self.config.database_url,
+            "database": masked(self.config.database_url),
             "indexed": sum(c["indexed"] for c in counts.values()),
             "failed": sum(c["failed"] for c in counts.values()),
             "models": {model: c["indexed"] for model, c in counts.items() if c["indexed"]},
             "index_size": int(store.get_meta("index_size") or 0),
             "last_refresh": store.get_meta("last_refresh"),
+            "removals_held_back": store.get_meta(HELD_BACK) or None,
             "service": read_holder(self.service_lock().path),
         }
         if report["service"] is not None:
@@ -63,4 +85,4 @@ class App:
         return report
 
     def service_lock(self) -> ServiceLock:
-        return ServiceLock(lock_path(self.config.database_url, self.config.base_dir))
+        return ServiceLock(lock_path(self.config.database_url))

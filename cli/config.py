@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from lookalike.pipeline.errors import ConfigError
 from lookalike.pipeline.plugins import StepPlugin
 
 CONFIG_ENV = "LOOKALIKE_CONFIG"
+# The most neighbours one query may ask for: config, CLI and UI alike.
+MAX_K = 200
 
 DEFAULTS: dict[str, Any] = {
     "images_dir": "images",
@@ -26,7 +29,8 @@ DEFAULTS: dict[str, Any] = {
         "index": "exact",
     },
     "query": {"k": 10},
-    "daemon": {"settle_seconds": 1.0, "batch_size": 16, "polling": False, "rescan_seconds": 600.0},
+    "daemon": {"settle_seconds": 1.0, "batch_size": 16, "polling": False, "rescan_seconds": 600.0,
+               "max_removal_fraction": 0.5},
 }
 
 
@@ -43,6 +47,7 @@ class Config:
     batch_size: int
     polling: bool
     rescan_seconds: float
+    max_removal_fraction: float
     tables: dict[str, dict[str, Any]]
 
     @property
@@ -85,6 +90,7 @@ def load_config(path: Path, steps: dict[str, dict[str, StepPlugin]]) -> Config:
         batch_size=merged["daemon"]["batch_size"],
         polling=merged["daemon"]["polling"],
         rescan_seconds=merged["daemon"]["rescan_seconds"],
+        max_removal_fraction=merged["daemon"]["max_removal_fraction"],
         tables=tables,
     )
     _check_values(config)
@@ -109,6 +115,8 @@ def _checked(path: Path, table: str, given: Any, defaults: dict[str, Any]) -> di
             merged[key] = float(value)
         elif type(value) is not type(default):
             raise ConfigError(f"{path}: {name} must be a {type(default).__name__}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{path}: {name} must be a finite number, not {value}")
         else:
             merged[key] = value
     return merged
@@ -127,14 +135,16 @@ def _database_url(path: Path, url: str) -> str:
 
 
 def _check_values(config: Config) -> None:
-    if config.k < 1:
-        raise ConfigError(f"{config.path}: query.k must be at least 1")
+    if not 1 <= config.k <= MAX_K:
+        raise ConfigError(f"{config.path}: query.k must be from 1 to {MAX_K}")
     if config.batch_size < 1:
         raise ConfigError(f"{config.path}: daemon.batch_size must be at least 1")
     if config.rescan_seconds <= 0:
         raise ConfigError(f"{config.path}: daemon.rescan_seconds must be positive")
     if config.settle_seconds < 0:
         raise ConfigError(f"{config.path}: daemon.settle_seconds must not be negative")
+    if not 0 <= config.max_removal_fraction <= 1:
+        raise ConfigError(f"{config.path}: daemon.max_removal_fraction must be from 0 to 1")
     images, inbox = config.images_dir, config.inbox_dir
     if images == inbox or images in inbox.parents or inbox in images.parents:
         raise ConfigError(f"{config.path}: images_dir and inbox_dir must not contain each other")

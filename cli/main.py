@@ -19,7 +19,7 @@ class LookalikeGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LookalikeError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise click.ClickException(" ".join(str(exc).split())) from None
 
 
 def load_app(config_option: str | None):
@@ -36,6 +36,17 @@ def config_option(command):
         type=click.Path(dir_okay=False),
         help="config.toml to use (default: $LOOKALIKE_CONFIG, else ./config.toml).",
     )(command)
+
+
+def json_option(command):
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(command)
+
+
+def k_option(default: int | None, help: str):
+    from .config import MAX_K
+
+    return click.option("-k", type=click.IntRange(1, MAX_K), default=default,
+                        show_default=default is not None, help=help)
 
 
 @click.group(cls=LookalikeGroup)
@@ -57,11 +68,9 @@ def run(log_format, config_option):
     setup_logging(log_format=log_format)
     app = load_app(config_option)
     config = app.config
-    vectors = app.vector_index()
-    lock = app.service_lock()
-    lock.acquire("run")
-    store = app.open_store()
-    try:
+    app.check_snapshot_folder()
+    empty_index = app.vector_index()
+    with app.locked("run"), app.opened_store() as store:
         app.pipeline.warm_up()
         settings = ServiceSettings(
             images_dir=config.images_dir,
@@ -72,70 +81,77 @@ def run(log_format, config_option):
             batch_size=config.batch_size,
             polling=config.polling,
             rescan_seconds=config.rescan_seconds,
+            max_removal_fraction=config.max_removal_fraction,
         )
-        service = Service(settings, store, app.pipeline, vectors)
+        service = Service(settings, store, app.pipeline, empty_index)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: service.stop())
         logging.getLogger(__name__).info("model %s", app.pipeline.model_id)
         service.run()
-    finally:
-        store.close()
-        lock.release()
 
 
 @cli.command()
+@click.option("--allow-mass-removal", is_flag=True,
+              help="Forget missing images even when they are more than "
+                   "[daemon] max_removal_fraction of the catalogue.")
 @config_option
-def index(config_option):
+def index(allow_mass_removal, config_option):
     """Index images_dir once (new, changed and deleted files), refresh the snapshot, exit."""
-    from lookalike.daemon.reconcile import reconcile
-    from lookalike.store.query import publish_snapshot
+    from lookalike.daemon.reconcile import HELD_BACK, reconcile
+    from lookalike.store.snapshot import publish_snapshot
 
     from .logs import setup_logging
 
     setup_logging(logging.WARNING)
     app = load_app(config_option)
-    lock = app.service_lock()
-    lock.acquire("index")
-    store = app.open_store()
-    try:
+    config = app.config
+    app.check_snapshot_folder()
+    with app.locked("index"), app.opened_store() as store:
         pipeline = app.pipeline
-        report = reconcile(store, pipeline, app.config.images_dir, app.config.batch_size)
-        size = publish_snapshot(store, pipeline.model_id, app.config.snapshot)
-    finally:
-        store.close()
-        lock.release()
+        report = reconcile(store, pipeline, config.images_dir, config.batch_size,
+                           config.max_removal_fraction, allow_mass_removal)
+        try:
+            size = publish_snapshot(store, pipeline.model_id, config.snapshot)
+        except OSError as exc:
+            raise LookalikeError(f"cannot write snapshot {config.snapshot}: {exc.strerror}"
+                                 ) from None
+        held_back = store.get_meta(HELD_BACK)
     click.echo(f"{report}; index holds {size} images")
+    if held_back:
+        click.echo(f"Warning: removals held back: {held_back}", err=True)
 
 
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-k", type=click.IntRange(min=1), help="How many neighbours (default: [query] k).")
-@click.option("--json", "as_json", is_flag=True, help="Print the inbox's JSON format.")
+@k_option(None, "How many neighbours (default: [query] k).")
+@json_option
 @config_option
 def query(images, k, as_json, config_option):
-    """Find the catalogue images that look most like each IMAGE."""
+    """Find the catalogue images that look most like each IMAGE (--json: the inbox's JSON)."""
+    from lookalike.daemon.files import stored_name
+    from lookalike.pipeline.errors import ImageError
     from lookalike.store.query import EMPTY_INDEX, answer_queries, load_index
 
     app = load_app(config_option)
     k = k or app.config.k
     queries = []
     for image in images:
+        name = stored_name(image)
         try:
-            queries.append((Path(image).name, Path(image).read_bytes()))
+            queries.append((stored_name(Path(image).name), app.pipeline.read_file(Path(image))))
+        except ImageError as exc:
+            raise LookalikeError(f"{name}: {exc}") from None
         except OSError as exc:
-            raise click.ClickException(f"cannot read {image}: {exc.strerror}") from None
-    store = app.open_store()
-    try:
+            raise LookalikeError(f"cannot read {name}: {exc.strerror}") from None
+    with app.opened_store() as store:
         # One query scans every vector once: cheaper than building an approximate index.
         index = load_index(store, app.pipeline.model_id, app.vector_index("exact"))
-    finally:
-        store.close()
     if index.size == 0:
-        raise click.ClickException(f"{EMPTY_INDEX}: run `lookalike index` or the service")
+        raise LookalikeError(f"{EMPTY_INDEX}: run `lookalike index` or the service")
     answers = answer_queries(app.pipeline, index, queries, k)
     for image, answer in zip(images, answers, strict=True):
         if "error" in answer:
-            raise click.ClickException(f"{image}: {answer['error']}")
+            raise LookalikeError(f"{stored_name(image)}: {answer['error']}")
     if as_json:
         click.echo(json.dumps(answers[0] if len(answers) == 1 else answers, indent=2))
         return
@@ -183,9 +199,8 @@ def ui(port, config_option):
 
 @cli.command("eval")
 @click.argument("folder", type=click.Path(file_okay=False))
-@click.option("-k", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Neighbours per query.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@k_option(10, "Neighbours per query.")
+@json_option
 @config_option
 def evaluate(folder, k, as_json, config_option):
     """Precision@k of the configured pipeline on FOLDER, whose sub-folders are categories.
@@ -221,16 +236,13 @@ def evaluate(folder, k, as_json, config_option):
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @config_option
 def status(as_json, config_option):
     """Counts of indexed and failed images, index size, last refresh, and the service."""
     app = load_app(config_option)
-    store = app.open_store()
-    try:
+    with app.opened_store() as store:
         report = app.status(store)
-    finally:
-        store.close()
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -242,6 +254,8 @@ def status(as_json, config_option):
         click.echo(f"model:        {model} ({count} images)")
     click.echo(f"index size:   {report['index_size']}")
     click.echo(f"last refresh: {report['last_refresh'] or 'never'}")
+    if report["removals_held_back"]:
+        click.echo(f"held back:    {report['removals_held_back']}")
     if service is None:
         click.echo("service:      not running")
     else:
@@ -252,7 +266,7 @@ def status(as_json, config_option):
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@json_option
 @config_option
 def models(as_json, config_option):
     """List the model files the configured pipeline needs; exit 1 when one is missing."""

@@ -17,10 +17,13 @@ from pathlib import Path
 import streamlit as st
 
 from lookalike.cli.app import App
+from lookalike.cli.config import MAX_K
+from lookalike.daemon.files import file_path
 from lookalike.pipeline.errors import ImageError, LookalikeError
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.store.follow import FollowedIndex
 from lookalike.store.query import EMPTY_INDEX, answer_queries
+from lookalike.store.store import Store
 
 REFRESH_SECONDS = 5  # how often the catalogue panels look for new, changed and removed images
 PAGE_SIZE = 24
@@ -33,7 +36,7 @@ FAILURES_SHOWN = 200
 def open_catalogue() -> tuple[App, FollowedIndex]:
     app = App(None)
     app.pipeline.warm_up()
-    store = app.open_store()
+    store = Store(app.config.database_url)
     return app, FollowedIndex(store, app.pipeline.model_id, app.vector_index())
 
 
@@ -41,7 +44,7 @@ def thumbnail(pipeline: Pipeline, data: bytes) -> bytes | None:
     """A small JPEG of the image as the pipeline's decoder reads it (orientation applied);
     None when it cannot be read."""
     try:
-        image = pipeline.decoder.decode(data, THUMBNAIL_SIDE)
+        image = pipeline.decode(data, THUMBNAIL_SIDE)
     except ImageError:
         return None
     image.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
@@ -60,7 +63,7 @@ def catalogue_thumbnail(_pipeline: Pipeline, path: Path, mtime_ns: int) -> bytes
 
 
 def show_catalogue_image(app: App, path: str, **image_options) -> None:
-    file = app.config.images_dir / path
+    file = file_path(app.config.images_dir, path)
     try:
         image = catalogue_thumbnail(app.pipeline, file, file.stat().st_mtime_ns)
     except OSError:
@@ -89,9 +92,13 @@ def use_upload(pipeline: Pipeline) -> None:
 
 def use_catalogue_item(app: App, path: str) -> None:
     try:
-        choose_query(app.pipeline, path, (app.config.images_dir / path).read_bytes(), item=path)
+        data = app.pipeline.read_file(file_path(app.config.images_dir, path))
+    except ImageError as exc:
+        st.session_state.query_problem = f"{path}: {exc}"
     except OSError as exc:
         st.session_state.query_problem = f"cannot read {path}: {exc.strerror}"
+    else:
+        choose_query(app.pipeline, path, data, item=path)
 
 
 def answer_for(app: App, followed: FollowedIndex, query: dict, k: int):
@@ -108,13 +115,19 @@ def answer_for(app: App, followed: FollowedIndex, query: dict, k: int):
     return st.session_state.answer
 
 
+def what_the_steps_did(pipeline: Pipeline) -> str:
+    removed = ("transparency flattened onto white" if pipeline.remover.id == "none"
+               else "background removed")
+    return f"{removed}, padded to {pipeline.embedder.input_size} px"
+
+
 def query_panel(app: App, followed: FollowedIndex) -> None:
     upload_column, k_column = st.columns([4, 1])
     with upload_column:
         st.file_uploader("Upload a product photo", key="upload", on_change=use_upload,
                          args=(app.pipeline,))
     with k_column:
-        k = st.number_input("Lookalikes", min_value=1, max_value=200, value=app.config.k)
+        k = st.number_input("Lookalikes", min_value=1, max_value=MAX_K, value=app.config.k)
     if problem := st.session_state.pop("query_problem", None):
         st.error(problem)
     query = st.session_state.get("query")
@@ -129,7 +142,7 @@ def query_panel(app: App, followed: FollowedIndex) -> None:
             st.image(query["thumbnail"], caption=query["name"], alt=f"query: {query['name']}",
                      width="stretch")
         if seen is not None:
-            st.image(seen, caption="What the model saw: background removed, padded",
+            st.image(seen, caption=f"What the model saw: {what_the_steps_did(app.pipeline)}",
                      alt="what the model saw", width="stretch")
     with results_column:
         if "error" in answer:

@@ -12,7 +12,7 @@ import numpy as np
 from lookalike.pipeline.errors import ImageError, LookalikeError
 from lookalike.pipeline.pipeline import Pipeline
 
-from .files import scan
+from .files import file_path, scan
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class Evaluation:
 def categorised_images(folder: Path) -> list[tuple[str, str]]:
     """(relative path, category) for each image in a sub-folder of ``folder``; the category is
     the first sub-folder's name."""
-    return [(path, path.split("/", 1)[0]) for path in scan(folder) if "/" in path]
+    return [(path, path.split("/", 1)[0]) for path in scan(folder).files if "/" in path]
 
 
 def evaluate_folder(
@@ -74,10 +74,12 @@ def embed_files(
         batch, images = [], []
         for path, label in items[start:start + batch_size]:
             try:
-                images.append(pipeline.prepare((folder / path).read_bytes())[0])
+                images.append(pipeline.prepare(pipeline.read_file(file_path(folder, path)))[0])
                 batch.append((path, label))
-            except (ImageError, OSError) as exc:
+            except ImageError as exc:
                 failed.append((path, str(exc)))
+            except OSError as exc:
+                failed.append((path, f"cannot read: {exc.strerror}"))
         vectors.append(pipeline.embed(images))
         kept += batch
         on_progress(len(items[start:start + batch_size]))

@@ -1,15 +1,66 @@
-"""Which files in the watched folders are images to index, and how to list them."""
+"""Which files in the watched folders are images to process, how to list them, and the name
+each one is stored and answered under.
+
+The rules are the same for every way a path arrives (the watcher, a rescan, an ingest): dot
+names and dot folders are never candidates, folders reached through a symbolic link are never
+entered, and a linked file counts only when it resolves to a regular file inside the folder.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import re
+import stat as stat_module
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 IMAGE_SUFFIXES = {
     ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif",
 }
 ANSWER_SUFFIX = ".neighbours.json"
+
+# A name's bytes that are not UTF-8 reach Python as lone surrogates (U+DC80-U+DCFF).
+_NEEDS_ESCAPE = re.compile("[\\\\\udc80-\udcff]")
+_ESCAPED = re.compile(r"\\(\\|x[89a-f][0-9a-f])")
+
+
+def stored_name(name: str) -> str:
+    """``name`` (as the os module gives it) as stored, logged and answered.
+
+    A name that is valid UTF-8 stays as it is, except that a backslash is doubled; each byte
+    that is not UTF-8 becomes ``\\xNN``. Lossless: ``disk_name`` gives the name back."""
+    return _NEEDS_ESCAPE.sub(_escape, name)
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    return "\\\\" if char == "\\" else f"\\x{ord(char) - 0xDC00:02x}"
+
+
+def disk_name(stored: str) -> str:
+    """The name on disk (as the os module takes it) of a stored name."""
+    return _ESCAPED.sub(_unescape, stored)
+
+
+def _unescape(match: re.Match) -> str:
+    escape = match.group(1)
+    return "\\" if escape == "\\" else chr(0xDC00 + int(escape[1:], 16))
+
+
+def signature(stat: os.stat_result) -> tuple[int, int, int]:
+    """A file is the same file while these are: size, mtime and inode."""
+    return stat.st_size, stat.st_mtime_ns, stat.st_ino
+
+
+def changed_since(root: Path, stored: str, stat: os.stat_result) -> bool:
+    """True when the image a stored path names is gone or no longer the file of ``stat``."""
+    now = image_file(root, stored)
+    return now is None or signature(now) != signature(stat)
+
+
+def file_path(root: Path, stored: str) -> Path:
+    """The file a stored path (relative to ``root``) names."""
+    return root / disk_name(stored)
 
 
 def is_candidate(relative: str) -> bool:
@@ -24,31 +75,97 @@ def is_candidate(relative: str) -> bool:
     return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
 
 
+def is_candidate_folder(relative: str) -> bool:
+    """True for a folder (relative to images_dir) whose images are candidates."""
+    return not any(part.startswith(".") for part in PurePosixPath(relative).parts)
+
+
 def relative_path(root: Path, path: str | os.PathLike) -> str | None:
-    """``path`` relative to ``root`` in POSIX form, or None when it is outside ``root``."""
+    """``path`` relative to ``root``, as stored, or None when it is outside ``root``."""
     try:
-        return Path(os.path.abspath(path)).relative_to(root).as_posix()
+        relative = Path(os.path.abspath(path)).relative_to(root)
     except ValueError:
         return None
+    return stored_name(relative.as_posix())
 
 
-def regular_file_inside(root: Path, relative: str) -> os.stat_result | None:
-    """The stat of ``root/relative`` when it is a regular file that resolves inside ``root``."""
-    path = root / relative
-    try:
-        if path.is_symlink() and not path.resolve().is_relative_to(root.resolve()):
-            return None
-        stat = path.stat()
-    except OSError:
+def image_file(root: Path, relative: str) -> os.stat_result | None:
+    """The stat of the image a stored path names, when it is a candidate, a regular file (or
+    a link to one inside ``root``) and no folder on its way is a link; else None."""
+    if not is_candidate(relative):
         return None
-    return stat if os.path.isfile(path) else None
+    path = file_path(root, relative)
+    real_root = os.path.realpath(root)
+    try:
+        if os.path.realpath(path.parent) != os.path.join(real_root, *path.parent.relative_to(
+                root).parts):
+            return None  # reached through a linked folder
+        found = path.lstat()
+        if stat_module.S_ISLNK(found.st_mode):
+            target = os.path.realpath(path)
+            if not Path(target).is_relative_to(real_root):
+                return None
+            found = os.stat(target)
+    except (OSError, ValueError):
+        return None
+    return found if stat_module.S_ISREG(found.st_mode) else None
 
 
-def scan(root: Path) -> Iterator[str]:
-    """Every candidate image under ``root``, as a relative POSIX path."""
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            relative = relative_path(root, os.path.join(folder, name))
-            if relative and is_candidate(relative):
-                yield relative
+@dataclass
+class Scan:
+    """A listing of a folder: each candidate image (stored path -> stat), and the folders
+    that could not be listed (their images are unknown, not gone)."""
+
+    files: dict[str, os.stat_result] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+
+    def may_hold(self, stored: str) -> bool:
+        """True when ``stored`` is listed or lies in a folder that could not be listed."""
+        return stored in self.files or any(
+            stored.startswith(folder + "/") for folder in self.unreadable)
+
+
+def scan(root: Path, recursive: bool = True) -> Scan:
+    """Every candidate image under ``root`` in one walk (os.scandir gives each entry's type
+    without another system call). Raises OSError when ``root`` itself cannot be listed."""
+    found = Scan()
+    real_root = os.path.realpath(root)
+    _scan_folder(root, "", real_root, recursive, found, top=True)
+    return found
+
+
+def _scan_folder(root: Path, prefix: str, real_root: str, recursive: bool, found: Scan,
+                 top: bool = False) -> None:
+    try:
+        with os.scandir(os.path.join(root, prefix) if prefix else root) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError:
+        if top:
+            raise
+        found.unreadable.append(stored_name(prefix.rstrip("/")))
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        relative = prefix + entry.name
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                if recursive:
+                    _scan_folder(root, relative + "/", real_root, recursive, found)
+            elif is_candidate(relative):
+                stat = _image_stat(entry, real_root)
+                if stat is not None:
+                    found.files[stored_name(relative)] = stat
+        except OSError:
+            continue  # vanished while listed
+
+
+def _image_stat(entry: os.DirEntry, real_root: str) -> os.stat_result | None:
+    if entry.is_symlink():
+        target = os.path.realpath(entry.path)
+        if not Path(target).is_relative_to(real_root):
+            return None
+        stat = os.stat(target)
+    else:
+        stat = entry.stat(follow_symlinks=False)
+    return stat if stat_module.S_ISREG(stat.st_mode) else None

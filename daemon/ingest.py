@@ -1,6 +1,8 @@
 """The one ingest function: bring the store in line with some files under images_dir.
 
-It serves the watcher, the start-up reconciliation and ``lookalike index``.
+It serves the watcher, the start-up reconciliation and ``lookalike index``. Each batch goes
+through named steps: read (and hash), sort out what is already known, prepare, embed, and
+store what is still current.
 """
 
 from __future__ import annotations
@@ -8,21 +10,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from itertools import islice, repeat
-from pathlib import Path
+from itertools import islice
 
-from lookalike.pipeline.errors import ImageError, LookalikeError
+from PIL import Image
+
+from lookalike.pipeline.errors import ImageError
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.store.models import FAILED
-from lookalike.store.store import FileState, ImageFacts, Store
+from lookalike.store.store import FileState, ImageRow, Store
 
-from .files import regular_file_inside
+from .files import changed_since, file_path, image_file, signature
 
 log = logging.getLogger(__name__)
-
 
 @dataclass
 class IngestReport:
@@ -45,23 +48,25 @@ class IngestReport:
 def ingest(
     store: Store,
     pipeline: Pipeline,
-    images_dir: Path,
+    images_dir,
     paths: Iterable[str],
     batch_size: int,
     on_progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    pool: ThreadPoolExecutor | None = None,
 ) -> IngestReport:
     """Embed new or changed files, forget vanished ones; equal bytes are embedded once.
 
-    Stops between files when ``should_stop()`` turns true; what was not stored yet is
-    found again by the next reconciliation.
-    """
+    Stops between batches when ``should_stop()`` turns true; what was not stored yet is
+    found again by the next reconciliation. ``pool`` prepares a batch's images side by side
+    (a service keeps one for its lifetime); without it, one is made for this call."""
     report = IngestReport()
     paths = iter(paths)
-    while not should_stop() and (batch := list(islice(paths, batch_size))):
-        _ingest_batch(store, pipeline, images_dir, batch, report, should_stop)
-        if on_progress:
-            on_progress(len(batch))
+    with _workers(pool) as workers:
+        while not should_stop() and (batch := list(islice(paths, batch_size))):
+            Batch(store, pipeline, images_dir, report, workers).ingest(batch)
+            if on_progress:
+                on_progress(len(batch))
     return report
 
 
@@ -70,114 +75,161 @@ def is_current(known: FileState | None, stat: os.stat_result, model: str) -> boo
     the file failed (a failed file is retried only when it changes)."""
     return (
         known is not None
-        and (known.size, known.mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+        and (known.size, known.mtime_ns) == signature(stat)[:2]
         and (known.status == FAILED or known.model == model)
     )
 
 
-def _signature(stat: os.stat_result) -> tuple[int, int, int]:
-    return stat.st_size, stat.st_mtime_ns, stat.st_ino
+@contextmanager
+def _workers(pool: ThreadPoolExecutor | None) -> Iterator[ThreadPoolExecutor]:
+    """The given pool, or one of every core for the duration of the block."""
+    if pool is not None:
+        yield pool
+        return
+    with preparing_pool() as made:
+        yield made
 
 
-def _ingest_batch(store, pipeline, images_dir, batch, report, should_stop) -> None:
-    model = pipeline.model_id
-    gone, done, to_prepare, to_embed, copies = [], [], [], [], []
-    error_of: dict[str, str] = {}  # content hash -> why it could not be prepared
-    read_as: dict[str, tuple[int, int, int]] = {}
-    first_by_hash: dict[str, ImageFacts] = {}
-    known = store.file_states(batch)
-    fresh: list[ImageFacts] = []
-    data_of: dict[str, bytes] = {}
-    for path in batch:
-        if should_stop():
-            return
-        stat = regular_file_inside(images_dir, path)
-        if stat is None:
-            gone.append(path)
-            continue
-        if is_current(known.get(path), stat, model):
-            report.unchanged += 1
-            continue
-        data = _read_settled(images_dir / path, stat)
-        if data is None:
-            report.busy.append(path)
-            continue
-        read_as[path] = _signature(stat)
-        data_of[path] = data
-        fresh.append(ImageFacts(path, hashlib.sha256(data).hexdigest(), stat.st_size,
-                                stat.st_mtime_ns))
-    stored = store.indexed_vectors({facts.sha256 for facts in fresh}, model)
-    for facts in fresh:
-        same = stored.get(facts.sha256)
-        if same is not None:
-            done.append(replace(same, path=facts.path, size=facts.size, mtime_ns=facts.mtime_ns))
-            log.info("indexed %s (same content as %s)", facts.path, same.path)
-            report.reused += 1
-        elif facts.sha256 in first_by_hash:
-            copies.append(facts)  # resolved once the first file of that content is done
-        else:
-            first_by_hash[facts.sha256] = facts
-            to_prepare.append((facts, data_of.pop(facts.path)))
-    # Decoding and background removal of the batch's images run side by side on every core.
-    with ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="prepare") as pool:
-        prepared = list(pool.map(_prepare, repeat(pipeline), (data for _, data in to_prepare)))
-    for (facts, _), (outcome, error) in zip(to_prepare, prepared, strict=True):
-        if error is None:
+def preparing_pool() -> ThreadPoolExecutor:
+    """Threads that decode and remove backgrounds side by side, one per core."""
+    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="prepare")
+
+
+@dataclass
+class _Read:
+    """A file read whole: its row so far, the bytes, and the stat they were read under."""
+
+    row: ImageRow
+    data: bytes
+    stat: os.stat_result
+
+
+class Batch:
+    """One batch of paths through ingest's steps."""
+
+    def __init__(self, store: Store, pipeline: Pipeline, images_dir, report: IngestReport,
+                 pool: ThreadPoolExecutor):
+        self.store, self.pipeline, self.images_dir = store, pipeline, images_dir
+        self.report, self.pool = report, pool
+        self.model = pipeline.model_id
+        self.done: list[ImageRow] = []  # rows to store
+        self.gone: list[str] = []  # paths to forget
+
+    def ingest(self, paths: list[str]) -> None:
+        fresh = self._read(paths)
+        to_prepare, copies = self._sort_out_known(fresh)
+        embedded = self._embed(self._prepare(to_prepare))
+        self._resolve_copies(copies, embedded)
+        self._store(fresh)
+
+    def _read(self, paths: list[str]) -> list[_Read]:
+        """Read and hash the files that are new or changed; note the vanished ones."""
+        known = self.store.file_states(paths)
+        fresh = []
+        for path in paths:
+            stat = image_file(self.images_dir, path)
+            if stat is None:
+                self.gone.append(path)
+            elif is_current(known.get(path), stat, self.model):
+                self.report.unchanged += 1
+            else:
+                read = self._read_file(path, stat)
+                if read is not None:
+                    fresh.append(read)
+        return fresh
+
+    def _read_file(self, path: str, stat: os.stat_result) -> _Read | None:
+        """The file as read, or None when it changed meanwhile (it settles again). A file
+        refused before it was read whole (too large, not an image) is stored as failed."""
+        row = ImageRow(path, "", stat.st_size, stat.st_mtime_ns)
+        try:
+            data = self.pipeline.read_file(file_path(self.images_dir, path))
+        except ImageError as exc:
+            self._fail(row, str(exc))
+            return None
+        except OSError:
+            data = None
+        if data is None or changed_since(self.images_dir, path, stat):
+            self.report.busy.append(path)
+            return None
+        return _Read(replace(row, sha256=hashlib.sha256(data).hexdigest()), data, stat)
+
+    def _sort_out_known(self, fresh: list[_Read]) -> tuple[list[_Read], list[ImageRow]]:
+        """Reuse the vector of content already stored; of equal new bytes prepare the first
+        file only. Returns the files to prepare and the copies waiting for them."""
+        stored = self.store.indexed_rows({read.row.sha256 for read in fresh}, self.model)
+        to_prepare, copies, first_hashes = [], [], set()
+        for read in fresh:
+            row = read.row
+            same = stored.get(row.sha256)
+            if same is not None:
+                self._reuse(same, row)
+            elif row.sha256 in first_hashes:
+                copies.append(row)
+            else:
+                first_hashes.add(row.sha256)
+                to_prepare.append(read)
+        return to_prepare, copies
+
+    def _prepare(self, to_prepare: list[_Read]) -> list[tuple[ImageRow, Image.Image]]:
+        """Decode and remove backgrounds side by side; a file that cannot be is failed."""
+        outcomes = self.pool.map(_prepare_one, [self.pipeline] * len(to_prepare),
+                                 [read.data for read in to_prepare])
+        prepared = []
+        for read, (outcome, error) in zip(to_prepare, outcomes, strict=True):
+            if error is not None:
+                self._fail(read.row, error)
+                continue
             image, (width, height) = outcome
-            to_embed.append((replace(facts, width=width, height=height, model=model), image))
-            continue
-        log.warning("failed %s: %s", facts.path, error)
-        done.append(replace(facts, error=error))
-        report.failed += 1
-        error_of[facts.sha256] = error
-    vectors = pipeline.embed([image for _, image in to_embed])
-    embedded = {}
-    for (facts, _), vector in zip(to_embed, vectors, strict=True):
-        embedded[facts.sha256] = replace(facts, vector=vector.tobytes())
-        log.info("indexed %s", facts.path)
-    report.embedded += len(embedded)
-    for facts in copies:
-        if facts.sha256 in error_of:  # a copy of an image that failed fails alike
-            log.warning("failed %s: %s", facts.path, error_of[facts.sha256])
-            done.append(replace(facts, error=error_of[facts.sha256]))
-            report.failed += 1
-            continue
-        report.reused += 1
-        log.info("indexed %s (same content as %s)", facts.path, embedded[facts.sha256].path)
-        done.append(replace(embedded[facts.sha256], path=facts.path, size=facts.size,
-                            mtime_ns=facts.mtime_ns))
-    # A file replaced while it was embedded keeps no vector of its old content.
-    changed = {path for path, signature in read_as.items() if _changed_since(images_dir, path,
-                                                                            signature)}
-    report.busy += sorted(changed)
-    keep = [facts for facts in done + list(embedded.values()) if facts.path not in changed]
-    report.removed += store.apply(keep, gone)
-    for path in gone:
-        log.info("removed %s", path)
+            prepared.append((replace(read.row, width=width, height=height, model=self.model),
+                             image))
+        return prepared
+
+    def _embed(self, prepared: list[tuple[ImageRow, Image.Image]]) -> dict[str, ImageRow]:
+        """The embedded row of each content hash."""
+        vectors = self.pipeline.embed([image for _, image in prepared])
+        embedded = {}
+        for (row, _), vector in zip(prepared, vectors, strict=True):
+            embedded[row.sha256] = replace(row, vector=vector.tobytes())
+            self.done.append(embedded[row.sha256])
+            log.info("indexed %s", row.path)
+        self.report.embedded += len(embedded)
+        return embedded
+
+    def _resolve_copies(self, copies: list[ImageRow], embedded: dict[str, ImageRow]) -> None:
+        """A copy shares its first file's vector, or fails alike."""
+        failed = {row.sha256: row.error for row in self.done if row.error is not None}
+        for row in copies:
+            if row.sha256 in embedded:
+                self._reuse(embedded[row.sha256], row)
+            else:
+                self._fail(row, failed[row.sha256])
+
+    def _store(self, fresh: list[_Read]) -> None:
+        """Store every row whose file is still as it was read (a file replaced while it was
+        embedded keeps no vector of its old content), forget the vanished paths."""
+        changed = {read.row.path for read in fresh
+                   if changed_since(self.images_dir, read.row.path, read.stat)}
+        self.report.busy += sorted(changed)
+        keep = [row for row in self.done if row.path not in changed]
+        self.report.removed += self.store.apply(keep, self.gone)
+        for path in self.gone:
+            log.info("removed %s", path)
+
+    def _reuse(self, same: ImageRow, row: ImageRow) -> None:
+        self.done.append(replace(same, path=row.path, size=row.size, mtime_ns=row.mtime_ns))
+        log.info("indexed %s (same content as %s)", row.path, same.path)
+        self.report.reused += 1
+
+    def _fail(self, row: ImageRow, error: str) -> None:
+        self.done.append(replace(row, error=error))
+        log.warning("failed %s: %s", row.path, error)
+        self.report.failed += 1
 
 
-def _prepare(pipeline: Pipeline, data: bytes):
-    """(prepare's result, None), or (None, error) for an image the pipeline cannot read."""
+def _prepare_one(pipeline: Pipeline, data: bytes):
+    """(prepare's result, None), or (None, error) for an image the pipeline cannot handle."""
     try:
         return pipeline.prepare(data), None
     except ImageError as exc:
         return None, str(exc)
-    except LookalikeError:
-        raise  # a model or config problem: no file's fault, stop
-    except Exception as exc:  # a plugin tripping over one odd image
-        return None, f"{type(exc).__name__}: {exc}"
-
-
-def _changed_since(images_dir: Path, path: str, signature: tuple[int, int, int]) -> bool:
-    stat = regular_file_inside(images_dir, path)
-    return stat is None or _signature(stat) != signature
-
-
-def _read_settled(path: Path, stat: os.stat_result) -> bytes | None:
-    """The file's bytes, or None when it changed while being read."""
-    try:
-        data = path.read_bytes()
-        after = path.stat()
-    except OSError:
-        return None
-    return data if _signature(after) == _signature(stat) else None

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,12 +19,16 @@ class AlreadyRunning(LookalikeError):
     """Another service holds the lock of this database."""
 
 
-def lock_path(database_url: str, fallback_dir: Path) -> Path:
-    """``<db file>.lock`` for SQLite files; for other databases, a file in ``fallback_dir``."""
+def lock_path(database_url: str) -> Path:
+    """``<db file>.lock`` for SQLite files; for a database server, a file in this machine's
+    temporary folder named after the server and database (not the user or password), so two
+    configs on one database on this machine find each other."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         return Path(url.database + ".lock")
-    return fallback_dir / ".lookalike.lock"
+    where = f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
+    digest = hashlib.sha256(where.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"lookalike-{digest}.lock"
 
 
 class ServiceLock:
@@ -32,7 +38,10 @@ class ServiceLock:
 
     def acquire(self, command: str) -> None:
         """Take the lock for ``command`` (run or index), or raise AlreadyRunning."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise LookalikeError(f"cannot create lock file {self.path}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

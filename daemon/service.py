@@ -19,6 +19,7 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent
 
+from lookalike.pipeline.errors import ImageError
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.steps import VectorIndex
 from lookalike.store.atomic import write_atomically
@@ -26,9 +27,18 @@ from lookalike.store.follow import FollowedIndex
 from lookalike.store.query import answer_queries
 from lookalike.store.store import Store
 
-from .files import ANSWER_SUFFIX, is_candidate, regular_file_inside, relative_path, scan
-from .ingest import ingest
-from .reconcile import Backlog, stale_paths
+from .files import (
+    file_path,
+    image_file,
+    is_candidate,
+    is_candidate_folder,
+    relative_path,
+    scan,
+    stored_name,
+)
+from .inbox import answer_path, is_answered, query_digest
+from .ingest import ingest, preparing_pool
+from .reconcile import BacklogProgress, ImagesDirMissing, differences
 from .settle import Settler
 from .snapshots import SnapshotWriter
 from .watcher import Watcher
@@ -49,22 +59,11 @@ class ServiceSettings:
     batch_size: int
     polling: bool = False
     rescan_seconds: float = 600.0
+    max_removal_fraction: float = 0.5
     # During a long ingest the snapshot is rewritten at most this often; at once when idle.
     refresh_interval: float = 30.0
     # A snapshot or answer that could not be written is tried again after this long.
     retry_seconds: float = 5.0
-
-
-def answer_path(query: Path) -> Path:
-    return query.with_name(query.name + ANSWER_SUFFIX)
-
-
-def is_answered(query: Path) -> bool:
-    """True when the query's JSON is newer than the query itself."""
-    try:
-        return answer_path(query).stat().st_mtime_ns >= query.stat().st_mtime_ns
-    except OSError:
-        return False
 
 
 class LastProblem(logging.Handler):
@@ -80,11 +79,12 @@ class LastProblem(logging.Handler):
 
 class Service:
     def __init__(self, settings: ServiceSettings, store: Store, pipeline: Pipeline,
-                 vectors: VectorIndex):
+                 empty_index: VectorIndex):
         self.settings = settings
         self.store = store
         self.pipeline = pipeline
-        self._vectors = vectors
+        self._empty_index = empty_index
+        self._pool = preparing_pool()
         self.events: queue.Queue[FileSystemEvent] = queue.Queue()
         self.settler = Settler(settings.settle_seconds)
         self.watcher = Watcher(settings.images_dir, settings.inbox_dir, self.events,
@@ -97,7 +97,7 @@ class Service:
                                          settings.retry_seconds)
         self._next_rescan = 0.0
         self._ready: dict[str, None] = {}  # settled images, in arrival order, one batch a step
-        self._backlog = Backlog(0)
+        self._backlog = BacklogProgress(0)
         self._vanished: set[str] = set()  # settled paths whose file is gone, not yet forgotten
         self._retry_at: dict[Path, float] = {}  # unwritten answers -> when to try again
         self._unwritable: set[Path] = set()  # answers whose write failure was logged
@@ -111,7 +111,7 @@ class Service:
 
     def run(self) -> None:
         settings = self.settings
-        settings.images_dir.mkdir(parents=True, exist_ok=True)
+        # images_dir is never made: a missing one (an unmounted share) is waited for.
         settings.inbox_dir.mkdir(parents=True, exist_ok=True)
         logging.getLogger("lookalike").addHandler(self._problem)
         # Watching starts first, so nothing that changes during reconciliation is missed.
@@ -120,27 +120,38 @@ class Service:
         try:
             # Queries are answered from what the store holds while the backlog is worked off.
             started = time.monotonic()
-            self._index = FollowedIndex(self.store, self.pipeline.model_id, self._vectors)
+            self._index = FollowedIndex(self.store, self.pipeline.model_id, self._empty_index)
             log.info("index loaded: %d images in %.1f s (%s)", self._index.index.size,
-                     time.monotonic() - started, self._vectors.id)
-            backlog, current = stale_paths(self.store, settings.images_dir,
-                                           self.pipeline.model_id)
-            self._ready.update(dict.fromkeys(backlog))
-            self._backlog = Backlog(len(backlog))
-            log.info("reconciling %s: %d file(s) new, changed or gone; %d unchanged",
-                     settings.images_dir, len(backlog), current)
+                     time.monotonic() - started, self._empty_index.id)
+            self._reconcile()
             self._next_rescan = time.monotonic() + settings.rescan_seconds
-            for name in scan(settings.inbox_dir):
-                self._touch(settings.inbox_dir / name)
+            self._settle_inbox()
             log.info("watching %s and %s", settings.images_dir, settings.inbox_dir)
             while not self._stop.is_set():
                 self._step()
         finally:
             self.watcher.stop()
             self._snapshots.stop()
+            self._pool.shutdown()
             self.store.set_meta("service_queue", "0")
             logging.getLogger("lookalike").removeHandler(self._problem)
             log.info("stopped")
+
+    def _reconcile(self) -> None:
+        """Queue what changed while the service was stopped, as its start-up backlog."""
+        try:
+            found = self._differences()
+        except ImagesDirMissing as exc:
+            log.error("%s; waiting for it", exc)
+            return
+        self._ready.update(dict.fromkeys(found.paths))
+        self._backlog = BacklogProgress(len(found.paths))
+        log.info("reconciling %s: %d file(s) new, changed or gone; %d unchanged",
+                 self.settings.images_dir, len(found.paths), found.current)
+
+    def _differences(self):
+        return differences(self.store, self.settings.images_dir, self.pipeline.model_id,
+                           self.settings.max_removal_fraction)
 
     def _step(self) -> None:
         try:
@@ -157,7 +168,7 @@ class Service:
         for path, retry_at in list(self._retry_at.items()):
             if now >= retry_at:
                 del self._retry_at[path]
-                self._touch(path)
+                self._settle_later(path)
         self._process(self.settler.pop_settled())
         self._publish_status()
 
@@ -172,7 +183,7 @@ class Service:
         batch = list(islice(self._ready, self.settings.batch_size))
         for path in batch:
             del self._ready[path]
-        present = [p for p in batch if regular_file_inside(images_dir, p)]
+        present = [p for p in batch if image_file(images_dir, p)]
         self._vanished.update(set(batch) - set(present))
         now = time.monotonic()
         idle = not self._ready and not any(
@@ -185,9 +196,10 @@ class Service:
         self._vanished.difference_update(gone)
         if present or gone:
             report = ingest(self.store, self.pipeline, images_dir, present + gone,
-                            self.settings.batch_size, should_stop=self._stop.is_set)
+                            self.settings.batch_size, should_stop=self._stop.is_set,
+                            pool=self._pool)
             for path in report.busy:
-                self._touch(images_dir / path)
+                self._settle_later(file_path(images_dir, path))
         if self._backlog.advance(len(batch)):
             log.info("reconciled %s", images_dir)
         if self._index.refresh():  # what this batch and any moves wrote to the store
@@ -202,15 +214,24 @@ class Service:
     def _rescan(self, reason: str) -> None:
         """Put every file that differs from the store back through settling and ingest."""
         self._next_rescan = time.monotonic() + self.settings.rescan_seconds
-        if not self.settings.images_dir.is_dir():
-            return
-        paths, _ = stale_paths(self.store, self.settings.images_dir, self.pipeline.model_id)
+        try:
+            paths = self._differences().paths
+        except ImagesDirMissing:
+            return  # the watcher logs it and says when it is back
         for path in paths:
-            self.settler.touch(self.settings.images_dir / path)
-        for name in scan(self.settings.inbox_dir):
-            self._touch(self.settings.inbox_dir / name)
+            self.settler.touch(file_path(self.settings.images_dir, path))
+        self._settle_inbox()
         level = logging.INFO if paths or reason != "periodic" else logging.DEBUG
         log.log(level, "rescan (%s): %d file(s) changed", reason, len(paths))
+
+    def _settle_inbox(self) -> None:
+        """Queue every query in the inbox; those already answered are skipped when due."""
+        try:
+            queries = scan(self.settings.inbox_dir, recursive=False).files
+        except OSError:
+            return  # missing: the watcher logs it and says when it is back
+        for name in queries:
+            self.settler.touch(file_path(self.settings.inbox_dir, name))
 
     def _publish_status(self) -> None:
         """Queue length and last problem, for `lookalike status`; written when they change."""
@@ -225,81 +246,106 @@ class Service:
             self.store.set_meta("service_last_problem", status[1])
 
     def _on_event(self, event: FileSystemEvent) -> None:
-        images_dir = self.settings.images_dir
-        source = relative_path(images_dir, event.src_path)
         if event.event_type == "moved":
-            destination = relative_path(images_dir, event.dest_path)
-            if source is not None and destination is not None and self._move(source, destination,
-                                                                             event.is_directory):
-                return
-            if source is not None:
-                self._touch_tree(event.src_path, event.is_directory)
-            self._touch_tree(event.dest_path, event.is_directory)
-        elif event.is_directory:
-            if event.event_type == "deleted" and source:
-                # Settle the folder's files like deleted files, so a move the watcher saw as
-                # delete + create still finds their vectors.
-                for path in self.store.paths_under(source):
-                    self.settler.touch(images_dir / path)
-            elif event.event_type == "created":
-                self._touch_tree(event.src_path, True)
-        else:
-            self._touch(Path(event.src_path))
+            self._on_move(event.src_path, event.dest_path, event.is_directory)
+        elif not event.is_directory:
+            self._settle_later(Path(event.src_path))
+        elif event.event_type == "deleted":
+            self._settle_stored_under(event.src_path)
+        elif event.event_type == "created":
+            self._settle_tree(event.src_path)
 
-    def _move(self, source: str, destination: str, is_directory: bool) -> bool:
-        """Rename rows in the store without re-embedding; False when nothing was known."""
+    def _on_move(self, src: str, dest: str, is_directory: bool) -> None:
+        images_dir = self.settings.images_dir
+        source, destination = relative_path(images_dir, src), relative_path(images_dir, dest)
+        if source is not None and destination is not None and self._rename_rows(
+                source, destination, is_directory):
+            return
+        # Anything else is a deletion at the source and an arrival at the destination.
         if is_directory:
-            moved = self.store.move_folder(source, destination)
+            self._settle_stored_under(src)
+            self._settle_tree(dest)
         else:
-            moved = [(source, destination)] if (is_candidate(destination)
-                                                and self.store.move(source, destination)) else []
+            self._settle_later(Path(src))
+            self._settle_later(Path(dest))
+
+    def _rename_rows(self, source: str, destination: str, is_directory: bool) -> bool:
+        """Rename rows without re-embedding when the destination is still a candidate;
+        False when nothing was renamed."""
+        if is_directory:
+            moved = is_candidate_folder(destination) and self.store.move_folder(source,
+                                                                                destination)
+        else:
+            moved = is_candidate(destination) and self.store.move(source, destination)
         if moved:
             log.info("moved %s -> %s", source, destination)
         return bool(moved)
 
-    def _touch_tree(self, path: str, is_directory: bool) -> None:
-        if not is_directory:
-            self._touch(Path(path))
-        elif relative_path(self.settings.images_dir, path) is not None:
-            for relative in scan(Path(path)):
-                self._touch(Path(path) / relative)
+    def _settle_stored_under(self, folder: str) -> None:
+        """Settle the stored images of a folder that went away like deleted files, so a move
+        the watcher saw as delete + create still finds their vectors."""
+        source = relative_path(self.settings.images_dir, folder)
+        if source:
+            for path in self.store.paths_under(source):
+                self.settler.touch(file_path(self.settings.images_dir, path))
 
-    def _touch(self, path: Path) -> None:
-        for root in (self.settings.images_dir, self.settings.inbox_dir):
+    def _settle_tree(self, folder: str) -> None:
+        """Settle every image of a folder that arrived in images_dir."""
+        if relative_path(self.settings.images_dir, folder) is None:
+            return
+        try:
+            found = scan(Path(folder)).files
+        except OSError:
+            return  # gone again
+        for relative in found:
+            self.settler.touch(file_path(Path(folder), relative))
+
+    def _settle_later(self, path: Path) -> None:
+        """Settle ``path`` when it is a candidate in images_dir, or a query in inbox_dir."""
+        for root, recursive in ((self.settings.images_dir, True), (self.settings.inbox_dir, False)):
             relative = relative_path(root, path)
             if relative is None:
                 continue
-            if is_candidate(relative) and (root == self.settings.images_dir or "/" not in relative):
+            if is_candidate(relative) and (recursive or "/" not in relative):
                 self.settler.touch(path)
             return
 
     def _answer(self, paths: list[Path]) -> None:
         queries = []
         for path in paths:
-            if is_answered(path) or not path.is_file():
+            digest = query_digest(path)
+            if digest is None or is_answered(path, digest):
                 continue
             try:
-                queries.append((path, path.read_bytes()))
+                data = self.pipeline.read_file(path)
+            except ImageError as exc:
+                data = exc
             except OSError as exc:
-                log.warning("cannot read query %s: %s", path, exc)
+                log.warning("cannot read query %s: %s", stored_name(path.name), exc.strerror)
+                continue
+            queries.append((path, digest, data))
         if not queries:
             return
         answers = answer_queries(
-            self.pipeline, self._index.index, [(p.name, data) for p, data in queries],
-            self.settings.k,
+            self.pipeline, self._index.index,
+            [(stored_name(path.name), data) for path, _, data in queries], self.settings.k,
         )
-        for (path, _), answer in zip(queries, answers, strict=True):
-            try:
-                write_atomically(answer_path(path), json.dumps(answer, indent=2).encode())
-            except OSError as exc:
-                # The query stays unanswered; try again later, complain once.
-                if path not in self._unwritable:
-                    log.error("cannot write answer for %s: %s (will retry)", path, exc)
-                    self._unwritable.add(path)
-                self._retry_at[path] = time.monotonic() + self.settings.retry_seconds
-                continue
-            self._unwritable.discard(path)
-            if "error" in answer:
-                log.warning("answered %s with error: %s", path.name, answer["error"])
-            else:
-                log.info("answered %s (%d neighbours)", path.name, len(answer["neighbours"]))
+        for (path, digest, _), answer in zip(queries, answers, strict=True):
+            answer["query_sha256"] = digest
+            self._write_answer(path, answer)
+
+    def _write_answer(self, path: Path, answer: dict) -> None:
+        try:
+            write_atomically(answer_path(path), json.dumps(answer, indent=2).encode())
+        except OSError as exc:
+            # The query stays unanswered; try again later, complain once.
+            if path not in self._unwritable:
+                log.error("cannot write answer for %s: %s (will retry)", answer["query"], exc)
+                self._unwritable.add(path)
+            self._retry_at[path] = time.monotonic() + self.settings.retry_seconds
+            return
+        self._unwritable.discard(path)
+        if "error" in answer:
+            log.warning("answered %s with error: %s", answer["query"], answer["error"])
+        else:
+            log.info("answered %s (%d neighbours)", answer["query"], len(answer["neighbours"]))

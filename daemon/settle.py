@@ -1,4 +1,4 @@
-"""Settling: a path is ready once its size and mtime have not changed for a while."""
+"""Settling: a path is ready once its size, mtime and inode have not changed for a while."""
 
 from __future__ import annotations
 
@@ -6,20 +6,21 @@ import os
 import time
 from pathlib import Path
 
+from .files import signature
 
-def _signature(path: Path) -> tuple[int, int] | None:
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
     try:
-        stat = path.stat()
+        return signature(path.stat())
     except OSError:
         return None
-    return stat.st_size, stat.st_mtime_ns
 
 
 class Settler:
     def __init__(self, settle_seconds: float, clock=time.monotonic):
         self.settle_seconds = settle_seconds
         self._clock = clock
-        self._pending: dict[Path, tuple[tuple[int, int] | None, float]] = {}
+        self._pending: dict[Path, tuple[tuple[int, int, int] | None, float]] = {}
 
     def touch(self, path: str | os.PathLike) -> None:
         """Something happened to ``path``: wait for it to settle again."""
@@ -35,11 +36,11 @@ class Settler:
     def pop_settled(self) -> list[Path]:
         """Paths unchanged for settle_seconds (a vanished path settles too: it was deleted)."""
         now, settled = self._clock(), []
-        for path, (signature, since) in list(self._pending.items()):
+        for path, (seen, since) in list(self._pending.items()):
             if now - since < self.settle_seconds:
                 continue  # every change event touches the path again; look once it is due
             current = _signature(path)
-            if current != signature:
+            if current != seen:
                 self._pending[path] = (current, now)
             elif now - since >= self.settle_seconds:
                 settled.append(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from lookalike.store.query import publish_snapshot
+from lookalike.store.snapshot import publish_snapshot
 from lookalike.store.store import Store
 
 log = logging.getLogger(__name__)

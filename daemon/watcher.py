@@ -17,11 +17,11 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.polling import PollingObserverVFS
 
 log = logging.getLogger(__name__)
 
-# watchdog says so only in its log when the kernel's inotify queue overflowed.
+# watchdog (7.1 and later) says so only in its log when the kernel's inotify queue overflowed.
 WATCHDOG_LOGGERS = ("watchdog.observers.inotify_c", "watchdog.observers.inotify")
 
 
@@ -64,9 +64,14 @@ class Watcher:
         self._alarm = _OverflowAlarm(self._lost)
 
     def start(self) -> None:
+        """Watch the folders; a missing one is waited for (``events_may_be_lost`` says when it
+        is back)."""
         for name in WATCHDOG_LOGGERS:
             logging.getLogger(name).addHandler(self._alarm)
-        self._start_observer()
+        if self._missing():
+            self._wait(self._missing())
+        else:
+            self._start_observer()
 
     def stop(self) -> None:
         self._stop_observer()
@@ -83,14 +88,10 @@ class Watcher:
         self._lost.clear()
         if lost:
             log.warning("the watcher lost events (queue overflow)")
-        inodes = {folder: _inode(folder) for folder in self.folders}
-        if None in inodes.values():
-            if self._observer is not None:
-                missing = [str(f) for f, inode in inodes.items() if inode is None]
-                log.error("watched folder missing: %s; waiting for it", ", ".join(missing))
-                self._stop_observer()
+        if missing := self._missing():
+            self._wait(missing)
             return False
-        if self._observer is None or inodes != self._inodes:
+        if self._observer is None or self._inodes != self._current_inodes():
             log.warning("a watched folder was replaced or came back; watching it again")
         elif not self._alive():
             log.warning("the watcher stopped unexpectedly; restarting it")
@@ -100,17 +101,32 @@ class Watcher:
         self._start_observer()
         return True
 
+    def _missing(self) -> list[Path]:
+        return [folder for folder, inode in self._current_inodes().items() if inode is None]
+
+    def _current_inodes(self) -> dict[Path, int | None]:
+        return {folder: _inode(folder) for folder in self.folders}
+
+    def _wait(self, missing: list[Path]) -> None:
+        if self._observer is not None or not self._inodes:
+            log.error("watched folder missing: %s; waiting for it",
+                      ", ".join(str(folder) for folder in missing))
+            self._inodes = {folder: None for folder in self.folders}
+        self._stop_observer()
+
     def _alive(self) -> bool:
         observer = self._observer
         return observer.is_alive() and all(e.is_alive() for e in observer.emitters)
 
     def _start_observer(self) -> None:
-        self._inodes = {folder: _inode(folder) for folder in self.folders}
+        self._inodes = self._current_inodes()
         try:
-            self._observer = self._schedule(PollingObserver() if self.polling else Observer())
+            self._observer = self._schedule(_polling_observer() if self.polling else Observer())
         except OSError as exc:
+            if self._missing():
+                return  # a folder went away meanwhile: the next check waits for it
             log.error("cannot watch with inotify (%s); polling instead", os.strerror(exc.errno))
-            self._observer = self._schedule(PollingObserver())
+            self._observer = self._schedule(_polling_observer())
 
     def _schedule(self, observer: BaseObserver) -> BaseObserver:
         for folder, recursive in self.folders.items():
@@ -128,3 +144,9 @@ class Watcher:
             if self._observer.is_alive():
                 self._observer.join()
             self._observer = None
+
+
+def _polling_observer() -> BaseObserver:
+    """Polling that sees links as links, as inotify and the rescans do: a linked folder is
+    never entered (no files from outside, no loops)."""
+    return PollingObserverVFS(stat=os.lstat, listdir=os.scandir)

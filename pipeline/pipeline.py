@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,8 +12,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import ConfigError
-from .plugins import StepPlugin
+from .errors import ImageError, LookalikeError
+from .plugins import StepPlugin, installed
 from .steps import VECTOR_STEP_KINDS, Decoder, Embedder, ModelFile, Padder, Remover
 
 
@@ -31,14 +33,11 @@ class Pipeline:
         base_dir: Path,
     ) -> Pipeline:
         """Build each chosen step from its plugin and the config table named after it."""
-        built = {}
-        for kind in VECTOR_STEP_KINDS:
-            name = chosen[kind]
-            if name not in steps[kind]:
-                names = ", ".join(sorted(steps[kind]))
-                raise ConfigError(f"[pipeline] {kind} {name!r} is not installed; one of: {names}")
-            built[kind] = steps[kind][name].build(tables.get(name, {}), base_dir)
-        return cls(**built)
+        return cls(**{
+            kind: installed(steps, kind, chosen[kind]).build(tables.get(chosen[kind], {}),
+                                                              base_dir)
+            for kind in VECTOR_STEP_KINDS
+        })
 
     @property
     def model_id(self) -> str:
@@ -53,14 +52,29 @@ class Pipeline:
     def model_files(self) -> list[ModelFile]:
         return self.remover.model_files() + self.embedder.model_files()
 
+    def read_file(self, path: Path) -> bytes:
+        """The bytes of an image file. The decoder checks its size and header first, so a
+        huge or foreign file is refused (ImageError) without being read whole."""
+        with open(path, "rb") as file:
+            with failures_of_one_file():
+                self.decoder.check(file, os.fstat(file.fileno()).st_size)
+            file.seek(0)
+            return file.read()
+
+    def decode(self, data: bytes, min_side: int) -> Image.Image:
+        """The decoded image (for a thumbnail); ImageError for anything that is not one."""
+        with failures_of_one_file():
+            return self.decoder.decode(data, min_side)
+
     def prepare(self, data: bytes) -> tuple[Image.Image, tuple[int, int]]:
         """The square image the embedder sees, and the decoded image's (width, height).
 
-        Raises ImageError for bytes the decoder cannot read.
+        Raises ImageError for bytes any step cannot handle, whatever that step raised.
         """
         size = self.embedder.input_size
-        image = self.decoder.decode(data, size)
-        square = self.padder.pad(self.remover.remove(image), size)
+        with failures_of_one_file():
+            image = self.decoder.decode(data, size)
+            square = self.padder.pad(self.remover.remove(image), size)
         return square, image.info.get("full_size", image.size)
 
     def warm_up(self) -> None:
@@ -74,3 +88,22 @@ class Pipeline:
         if not images:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.ascontiguousarray(self.embedder.embed(images), dtype=np.float32)
+
+
+@contextmanager
+def failures_of_one_file() -> Iterator[None]:
+    """Whatever a step raises over one file (Pillow's many exception types, a plugin's bug)
+    is that file's failure, an ImageError with a one-line message; a LookalikeError about the
+    set-up itself (a missing model, bad config) still stops the command."""
+    try:
+        yield
+    except LookalikeError as exc:
+        if isinstance(exc, ImageError):
+            raise ImageError(one_line(str(exc))) from exc
+        raise
+    except Exception as exc:
+        raise ImageError(one_line(f"{type(exc).__name__}: {exc}")) from exc
+
+
+def one_line(message: str) -> str:
+    return " ".join(message.split())

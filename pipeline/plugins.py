@@ -56,6 +56,14 @@ def plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+def installed(steps: dict[str, dict[str, StepPlugin]], kind: str, name: str) -> StepPlugin:
+    """The step plugin ``name`` of ``kind``, or ConfigError listing the installed ones."""
+    if name not in steps[kind]:
+        names = ", ".join(sorted(steps[kind]))
+        raise ConfigError(f"[pipeline] {kind} {name!r} is not installed; one of: {names}")
+    return steps[kind][name]
+
+
 def collect_steps(pm: pluggy.PluginManager) -> dict[str, dict[str, StepPlugin]]:
     """Every registered step, by kind and then by name."""
     steps: dict[str, dict[str, StepPlugin]] = {kind: {} for kind in STEP_KINDS}

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import numpy as np
 from PIL import Image
@@ -60,6 +60,10 @@ class ModelFile:
 
 class Decoder(Protocol):
     id: str
+
+    def check(self, file: BinaryIO, size: int) -> None:
+        """Raise ImageError when a file of ``size`` bytes, open at its start, is not worth
+        reading whole (too large, not an image, too many pixels); read only what tells."""
 
     def decode(self, data: bytes, min_side: int) -> Image.Image:
         """Decode bytes to an RGB or RGBA image; raise ImageError when they are not one.

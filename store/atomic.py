@@ -7,12 +7,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+TEMP_NAME_BYTES = 100
+
 
 @contextmanager
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A hidden temp file beside ``path``; on success it is fsynced and renamed into place,
     on failure removed. Large content can be streamed into it instead of built in memory."""
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # Named after the file, cut so that a name near the filesystem's limit still fits.
+    prefix = "." + os.fsdecode(os.fsencode(path.name)[:TEMP_NAME_BYTES]) + "."
+    fd, temp_name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as temp:
             yield temp

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -14,7 +13,6 @@ from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.steps import VectorIndex
 
 from .index import NeighbourIndex
-from .snapshot import write_snapshot
 from .store import Store
 
 EMPTY_INDEX = "the index holds no images embedded by this model yet"
@@ -27,29 +25,23 @@ def load_index(store: Store, model: str, vectors: VectorIndex) -> NeighbourIndex
     return index
 
 
-def publish_snapshot(store: Store, model: str, snapshot_path: Path) -> int:
-    """Write ``model``'s stored vectors as the snapshot, record the refresh; returns its size."""
-    paths, vectors = store.vectors(model)
-    write_snapshot(snapshot_path, paths, vectors, model)
-    store.set_meta("last_refresh", datetime.now(UTC).isoformat(timespec="seconds"))
-    store.set_meta("index_size", str(len(paths)))
-    return len(paths)
-
-
 def answer_queries(
     pipeline: Pipeline,
     index: NeighbourIndex,
-    queries: Sequence[tuple[str, bytes]],
+    queries: Sequence[tuple[str, bytes | ImageError]],
     k: int,
     seen: list[Image.Image | None] | None = None,
 ) -> list[dict[str, Any]]:
-    """One answer per (name, bytes): the k nearest catalogue images, or an "error" field.
+    """One answer per (name, bytes): the k nearest catalogue images, or an "error" field
+    (also where the bytes are the ImageError met reading them).
 
     ``seen``, when given, receives per query the square image the embedder saw (None where the
     image could not be read), so a viewer can tell a bad cut-out from a bad match."""
     prepared, errors = [], {}
     for position, (_, data) in enumerate(queries):
         try:
+            if isinstance(data, ImageError):
+                raise data
             prepared.append((position, pipeline.prepare(data)[0]))
         except ImageError as exc:
             errors[position] = str(exc)

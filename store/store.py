@@ -15,11 +15,12 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    make_url,
     select,
     text,
     update,
 )
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
 
 from lookalike.pipeline.errors import LookalikeError
@@ -29,6 +30,18 @@ from .models import FAILED, INDEXED, Base, ImageRecord, Meta, Removal
 SCHEMA_VERSION = 2  # 2: images.generation, removals
 # Write generations whose removals stay logged: a reader further behind compares every path.
 REMOVALS_KEPT = 10_000
+
+
+def _add_generation(session: Session) -> None:
+    """Schema 1 had no write generation: add it (every row at 0) and its indexes (the new
+    removals table, create_all has already made)."""
+    session.execute(text("ALTER TABLE images ADD COLUMN generation INTEGER NOT NULL DEFAULT 0"))
+    for index in ImageRecord.__table__.indexes:
+        index.create(session.connection(), checkfirst=True)
+
+
+# The upgrade to each schema version from the one before, applied in order.
+UPGRADES: dict[int, Callable[[Session], None]] = {2: _add_generation}
 
 
 class StoreError(LookalikeError):
@@ -46,8 +59,9 @@ class FileState:
 
 
 @dataclass(frozen=True)
-class ImageFacts:
-    """What ingest learned of one file: its identity and, when indexed, its vector."""
+class ImageRow:
+    """One file's row as ingest writes it: identity, stat and vector or error (the sha256 is
+    empty for a file refused before it was read whole)."""
 
     path: str
     sha256: str
@@ -58,6 +72,11 @@ class ImageFacts:
     model: str | None = None
     vector: bytes | None = None
     error: str | None = None
+
+
+def masked(url: str) -> str:
+    """The database URL as printed and logged: its password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -82,7 +101,11 @@ class Store:
     def __init__(self, url: str):
         self.url = url
         self._kept: dict[tuple, tuple[int, Any]] = {}  # key -> (generation, value)
-        self.engine = create_engine(url)
+        try:
+            self.engine = create_engine(url)
+        except (ImportError, NoSuchModuleError) as exc:
+            raise StoreError(f"cannot open database {masked(url)}: its driver is not installed "
+                             f"({exc})") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
@@ -108,18 +131,12 @@ class Store:
                 f"database {self.engine.url} has schema {version}, newer than this lookalike "
                 f"understands ({SCHEMA_VERSION}): upgrade lookalike"
             )
-        elif int(version) == 1:
-            self._upgrade_from_1()
-
-    def _upgrade_from_1(self) -> None:
-        """Schema 1 had no write generation: add it (every row at 0) and its indexes (the new
-        removals table, create_all has already made)."""
-        with self._session() as session:
-            session.execute(text(
-                "ALTER TABLE images ADD COLUMN generation INTEGER NOT NULL DEFAULT 0"))
-            for index in ImageRecord.__table__.indexes:
-                index.create(session.connection(), checkfirst=True)
-            session.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+        else:
+            for step_to, upgrade in UPGRADES.items():  # in order, each in its transaction
+                if int(version) < step_to:
+                    with self._session() as session:
+                        upgrade(session)
+                        session.merge(Meta(key="schema_version", value=str(step_to)))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -144,7 +161,7 @@ class Store:
                 select(Removal.path).where(Removal.generation > generation)))
 
     @staticmethod
-    def _removed(session: Session, generation: int, paths: list[str]) -> None:
+    def _log_removals(session: Session, generation: int, paths: list[str]) -> None:
         """Log ``paths`` as removed by this write; forget removals too old to be asked for."""
         session.execute(insert(Removal), [{"generation": generation, "path": path}
                                           for path in paths])
@@ -179,7 +196,7 @@ class Store:
             rows = _rows_where(session, select(*columns), ImageRecord.path, paths)
             return {path: FileState(*rest) for path, *rest in rows}
 
-    def indexed_vectors(self, hashes: Iterable[str], model: str) -> dict[str, ImageFacts]:
+    def indexed_rows(self, hashes: Iterable[str], model: str) -> dict[str, ImageRow]:
         """An indexed row of ``model`` for each content hash that has one, so equal bytes are
         embedded once."""
         found = {}
@@ -187,12 +204,12 @@ class Store:
                                           ImageRecord.status == INDEXED)
         with self._session() as session:
             for (row,) in _rows_where(session, query, ImageRecord.sha256, hashes):
-                found.setdefault(row.sha256, ImageFacts(
+                found.setdefault(row.sha256, ImageRow(
                     row.path, row.sha256, row.size, row.mtime_ns, row.width, row.height,
                     row.model, row.vector))
         return found
 
-    def apply(self, facts: Iterable[ImageFacts], gone: Iterable[str] = ()) -> int:
+    def apply(self, facts: Iterable[ImageRow], gone: Iterable[str] = ()) -> int:
         """Insert or replace the row of each file and delete the rows of ``gone``, in one
         transaction; returns how many rows were deleted."""
         facts, gone = list(facts), list(gone)
@@ -217,7 +234,7 @@ class Store:
             deleted = session.execute(
                 delete(ImageRecord).where(ImageRecord.path.in_(gone))).rowcount
             if deleted:
-                self._removed(session, generation, gone)
+                self._log_removals(session, generation, gone)
             return deleted
 
     def paths_under(self, folder: str) -> list[str]:
@@ -227,19 +244,20 @@ class Store:
             return list(session.scalars(select(ImageRecord.path).where(under)))
 
     def move(self, source: str, destination: str) -> bool:
-        """Give the row of ``source`` the path ``destination``; False when there is none."""
+        """Give the row of ``source`` the path ``destination`` (replacing the row there);
+        False, changing nothing, when ``source`` has no row (a folder move renamed it)."""
         with self._session() as session:
+            if session.scalar(select(ImageRecord.id).where(ImageRecord.path == source)) is None:
+                return False
             generation = self._next_generation(session)
-            replaced = session.execute(
-                delete(ImageRecord).where(ImageRecord.path == destination)).rowcount
-            result = session.execute(
+            session.execute(delete(ImageRecord).where(ImageRecord.path == destination))
+            session.execute(
                 update(ImageRecord).where(ImageRecord.path == source)
                 .values(path=destination, generation=generation)
             )
-            if result.rowcount or replaced:
-                # A destination written again by this move is read back after its removal.
-                self._removed(session, generation, [source, destination])
-            return result.rowcount > 0
+            # A destination written again by this move is read back after its removal.
+            self._log_removals(session, generation, [source, destination])
+            return True
 
     def move_folder(self, source: str, destination: str) -> list[tuple[str, str]]:
         """Move every row under folder ``source`` to folder ``destination``; returns the
@@ -262,7 +280,7 @@ class Store:
                 )
                 moved.append((path, new_path))
             if moved:
-                self._removed(session, generation, [old for old, _ in moved])
+                self._log_removals(session, generation, [old for old, _ in moved])
             return moved
 
     def vectors(self, model: str) -> tuple[list[str], np.ndarray]:

@@ -19,6 +19,7 @@ from PIL import Image
 from builders import cropped_query, product_photo
 from lookalike.store.atomic import write_atomically
 from lookalike.store.snapshot import SnapshotError, read_snapshot
+from lookalike.store.store import Store
 from running import RunningService, answer_of, lookalike, sha256, stored
 
 
@@ -41,7 +42,7 @@ def test_a_file_replaced_while_embedded_keeps_no_stale_vector(workspace, catalog
     from lookalike.daemon.ingest import ingest
 
     app = App(str(workspace.config))
-    store = app.open_store()
+    store = Store(app.config.database_url)
     pipeline = app.pipeline
     target = workspace.images / "a.jpg"
     shutil.copy(catalogue / "item01.jpg", target)
@@ -63,7 +64,7 @@ def test_a_file_replaced_while_embedded_keeps_no_stale_vector(workspace, catalog
         paths, vectors = store.vectors(pipeline.model_id)
         expected = real_embed([pipeline.prepare(target.read_bytes())[0]])
         assert paths == ["a.jpg"] and np.allclose(vectors[0], expected[0], atol=1e-5)
-        assert sha256(target) in store.indexed_vectors([sha256(target)], pipeline.model_id)
+        assert sha256(target) in store.indexed_rows([sha256(target)], pipeline.model_id)
     finally:
         store.close()
 
@@ -179,7 +180,7 @@ def test_a_step_that_trips_over_one_image_fails_that_image_only(workspace, catal
     from lookalike.daemon.ingest import ingest
 
     app = App(str(workspace.config))
-    store = app.open_store()
+    store = Store(app.config.database_url)
     pipeline = app.pipeline
     workspace.add_catalogue(catalogue, 3)
     Image.new("RGB", (7, 7), "red").save(workspace.images / "tiny.png")

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import pickle
 import sqlite3
+import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +17,7 @@ from lookalike.pipeline.builtins.exact_index import ExactIndex
 from lookalike.pipeline.builtins.hnsw_index import HnswIndex
 from lookalike.store.index import NeighbourIndex
 from lookalike.store.snapshot import SnapshotError, read_snapshot, write_snapshot
-from lookalike.store.store import ImageFacts, Store, StoreError
+from lookalike.store.store import ImageRow, Store, StoreError
 
 
 @pytest.fixture
@@ -22,9 +27,9 @@ def store(tmp_path):
     store.close()
 
 
-def facts(path: str, vector: list[float], sha: str = "", model: str = "m") -> ImageFacts:
+def facts(path: str, vector: list[float], sha: str = "", model: str = "m") -> ImageRow:
     data = np.asarray(vector, dtype=np.float32)
-    return ImageFacts(path, sha or path, 10, 1, 4, 4, model, data.tobytes())
+    return ImageRow(path, sha or path, 10, 1, 4, 4, model, data.tobytes())
 
 
 def test_database_uses_wal_so_readers_never_block_the_writer(store, tmp_path):
@@ -104,7 +109,7 @@ def test_counts_and_failures_are_kept_only_until_the_next_write(store, tmp_path)
     assert store.counts() == {"m": {"indexed": 1, "failed": 0}} and store.failures() == []
     writer = Store(f"sqlite:///{tmp_path / 'test.db'}")  # another process
     try:
-        writer.apply([ImageFacts("b.jpg", "b", 1, 1, error="not an image")])
+        writer.apply([ImageRow("b.jpg", "b", 1, 1, error="not an image")])
     finally:
         writer.close()
     assert store.counts() == {"m": {"indexed": 1, "failed": 0}, "": {"indexed": 0, "failed": 1}}
@@ -157,7 +162,12 @@ def test_snapshot_round_trip(tmp_path):
     snapshot = read_snapshot(tmp_path / "v.pkl")
     assert snapshot["paths"] == ["a", "b", "c"] and snapshot["model"] == "model-x"
     assert np.array_equal(snapshot["vectors"], vectors)
-    assert [p.name for p in tmp_path.iterdir()] == ["v.pkl"]  # no temp file left behind
+    # no temp file left behind; the .npy needs no pickle and the .json names its rows
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.json", "v.npy", "v.pkl"]
+    assert np.array_equal(np.load(tmp_path / "v.npy", allow_pickle=False), vectors)
+    assert json.loads((tmp_path / "v.json").read_text())["paths"] == ["a", "b", "c"]
+    with open(tmp_path / "v.pkl", "rb") as f:
+        assert pickle.load(f)["paths"] == ["a", "b", "c"]  # for readers that trust the folder
 
 
 class RunsCode:
@@ -165,14 +175,78 @@ class RunsCode:
         return (exec, ("open(__import__('os').environ['MARKER'], 'w').write('ran')",))
 
 
-def test_a_crafted_snapshot_is_refused_and_never_executed(tmp_path, monkeypatch):
+def test_lookalike_never_unpickles_a_snapshot(tmp_path, monkeypatch):
     marker = tmp_path / "marker"
     monkeypatch.setenv("MARKER", str(marker))
     path = tmp_path / "feature_vectors.pkl"
+    write_snapshot(path, ["a"], np.ones((1, 2), dtype=np.float32), "m")
     path.write_bytes(pickle.dumps({"paths": [], "vectors": RunsCode(), "model": "x"}))
-    with pytest.raises(SnapshotError, match="refusing to load builtins.exec"):
+    assert read_snapshot(path)["paths"] == ["a"]
+    (tmp_path / "feature_vectors.npy").unlink()
+    with pytest.raises(SnapshotError, match="feature_vectors.npy is not a lookalike snapshot"):
         read_snapshot(path)
     assert not marker.exists()
+
+
+def npy_header(shape: tuple, descr: str = "<f4") -> bytes:
+    """The bytes of a .npy file's header declaring ``shape`` of ``descr``."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def forged(tmp_path, npy: bytes, rows: int = 2, dimension: int = 2, **fields) -> Path:
+    """A snapshot whose .npy holds ``npy`` and whose .json describes ``rows`` paths, with its
+    sha256 right, so only the checks of the content can refuse it."""
+    path = tmp_path / "feature_vectors.pkl"
+    (tmp_path / "feature_vectors.npy").write_bytes(npy)
+    description = {"model": "m", "rows": rows, "dimension": dimension,
+                   "vectors_sha256": hashlib.sha256(npy).hexdigest(),
+                   "paths": [f"{i}.jpg" for i in range(rows)], **fields}
+    (tmp_path / "feature_vectors.json").write_text(json.dumps(description))
+    return path
+
+
+def saved(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(("npy", "fields", "message"), [
+    (saved(np.array([[None, None], [None, None]], dtype=object)), {}, "float32"),
+    (saved(np.ones((2, 2), dtype=">f4")), {}, "float32"),
+    (saved(np.ones((2, 2), dtype=np.float64)), {}, "float32"),
+    (saved(np.ones((3, 2), dtype=np.float32)), {}, "shape"),
+    (saved(np.ones((2, 2), dtype=np.float32)), {"paths": 42}, "paths is not a list"),
+    (saved(np.ones((2, 2), dtype=np.float32)), {"model": None}, "model is not a str"),
+    (saved(np.ones((2, 2), dtype=np.float32)), {"vectors": "x"}, "expected the fields"),
+    (saved(np.ones((2, 2), dtype=np.float32)), {"paths": ["a", 3]}, "paths must be"),
+])
+def test_a_forged_snapshot_is_refused(tmp_path, npy, fields, message):
+    with pytest.raises(SnapshotError, match=message):
+        read_snapshot(forged(tmp_path, npy, **fields))
+
+
+def test_a_snapshot_header_is_checked_against_the_file_before_allocating(tmp_path):
+    tracemalloc.start()
+    try:
+        with pytest.raises(SnapshotError, match="shape"):  # 2.4 GB declared, 2 paths
+            read_snapshot(forged(tmp_path, npy_header((300_000_000, 2))))
+        with pytest.raises(SnapshotError, match="size does not match its header"):
+            read_snapshot(forged(tmp_path, npy_header((2, 2)) + b"\0" * 15))
+        assert tracemalloc.get_traced_memory()[1] < 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_snapshot_rewritten_between_its_two_files_is_refused(tmp_path):
+    path = tmp_path / "feature_vectors.pkl"
+    write_snapshot(path, ["a", "b"], np.ones((2, 2), dtype=np.float32), "m")
+    np.save(tmp_path / "feature_vectors.npy", np.zeros((2, 2), dtype=np.float32))
+    with pytest.raises(SnapshotError, match="sha256"):
+        read_snapshot(path)
 
 
 INDEXES = {"exact": ExactIndex, "hnsw": lambda: HnswIndex(16, 100, 256)}
@@ -275,12 +349,15 @@ def test_a_followed_index_applies_what_another_writer_changed(store, tmp_path, i
         writer.apply([facts("d.jpg", unit(-1, 0))], gone=["b.jpg"])
         assert followed.refresh()
         assert sorted(followed.index.paths()) == ["a.jpg", "d.jpg", "shoes/c.jpg"]
-        writer.apply([ImageFacts("a.jpg", "x", 1, 1, error="not an image")])  # now unreadable
+        writer.apply([ImageRow("a.jpg", "x", 1, 1, error="not an image")])  # now unreadable
         assert followed.refresh() and sorted(followed.index.paths()) == ["d.jpg", "shoes/c.jpg"]
         writer.apply([facts("x.jpg", unit(0, 1))])
         assert followed.refresh()
-        writer.move("never-stored.jpg", "x.jpg")  # x.jpg's row goes, nothing takes its place
-        assert followed.refresh() and "x.jpg" not in followed.index.paths()
+        assert not writer.move("never-stored.jpg", "x.jpg")  # nothing known moved: no change
+        assert not followed.refresh()
+        assert writer.move("x.jpg", "d.jpg")  # over d.jpg: its old vector goes, x's takes its place
+        assert followed.refresh() and sorted(followed.index.paths()) == ["d.jpg", "shoes/c.jpg"]
+        assert found((0, 1))[0] == "d.jpg"
         writer.move_folder("shoes", "bags")
         assert followed.refresh() and sorted(followed.index.paths()) == ["bags/c.jpg", "d.jpg"]
         writer.apply([facts("e.jpg", unit(1, 1), model="other")])  # another model's vector
