@@ -68,7 +68,6 @@ def run(log_format, config_option):
     setup_logging(log_format=log_format)
     app = load_app(config_option)
     config = app.config
-    app.check_snapshot_folder()
     empty_index = app.vector_index()
     with app.locked("run"), app.opened_store() as store:
         app.pipeline.warm_up()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
+from watchdog.observers.api import BaseObserver, ObservedWatch
 from watchdog.observers.polling import PollingObserverVFS
 
 log = logging.getLogger(__name__)
@@ -54,24 +54,23 @@ def _inode(path: Path) -> int | None:
 
 
 class Watcher:
+    """One observer; each folder is watched while it is there and waited for while it is
+    not, so the inbox is answered while images_dir is away (an unmounted share)."""
+
     def __init__(self, images_dir: Path, inbox_dir: Path, events: queue.Queue, polling: bool):
         self.folders = {images_dir: True, inbox_dir: False}  # folder -> recursive
         self.handler = QueueingHandler(events)
         self.polling = polling
         self._observer: BaseObserver | None = None
-        self._inodes: dict[Path, int | None] = {}
+        self._watches: dict[Path, ObservedWatch] = {}
+        self._inodes: dict[Path, int | None] = {}  # of each folder as it is watched
         self._lost = threading.Event()
         self._alarm = _OverflowAlarm(self._lost)
 
     def start(self) -> None:
-        """Watch the folders; a missing one is waited for (``events_may_be_lost`` says when it
-        is back)."""
         for name in WATCHDOG_LOGGERS:
             logging.getLogger(name).addHandler(self._alarm)
-        if self._missing():
-            self._wait(self._missing())
-        else:
-            self._start_observer()
+        self._start_observer()
 
     def stop(self) -> None:
         self._stop_observer()
@@ -81,62 +80,67 @@ class Watcher:
     def events_may_be_lost(self) -> bool:
         """Check the watch; True when events may have been missed since the last check.
 
-        While a watched folder is missing nothing is reported: a rescan then would forget
-        every image of a folder that is only briefly away (an unmounted share, say).
+        While a watched folder is missing nothing is reported for it: a rescan then would
+        forget every image of a folder that is only briefly away (an unmounted share, say).
         """
         lost = self._lost.is_set()
         self._lost.clear()
         if lost:
             log.warning("the watcher lost events (queue overflow)")
-        if missing := self._missing():
-            self._wait(missing)
-            return False
-        if self._observer is None or self._inodes != self._current_inodes():
-            log.warning("a watched folder was replaced or came back; watching it again")
-        elif not self._alive():
+        if not self._alive():
             log.warning("the watcher stopped unexpectedly; restarting it")
-        else:
-            return lost
-        self._stop_observer()
-        self._start_observer()
+            self._stop_observer()
+            self._start_observer()
+            return True
+        return self._follow_folders() or lost
+
+    def _follow_folders(self) -> bool:
+        """Watch each folder as it is now; True when one came back or was replaced."""
+        came_back = False
+        for folder, recursive in self.folders.items():
+            inode = _inode(folder)
+            known = folder in self._inodes
+            if known and inode == self._inodes[folder]:
+                continue
+            self._unwatch(folder)
+            self._inodes[folder] = inode
+            if inode is None:
+                log.error("watched folder missing: %s; waiting for it", folder)
+            elif self._watch(folder, recursive) and known:
+                log.warning("a watched folder was replaced or came back; watching it again")
+                came_back = True
+        return came_back
+
+    def _watch(self, folder: Path, recursive: bool) -> bool:
+        try:
+            self._watches[folder] = self._observer.schedule(self.handler, str(folder),
+                                                            recursive=recursive)
+        except OSError as exc:
+            if _inode(folder) is None:
+                self._inodes[folder] = None  # gone meanwhile: waited for at the next check
+                return False
+            if isinstance(self._observer, PollingObserverVFS):
+                raise
+            log.error("cannot watch with inotify (%s); polling instead", os.strerror(exc.errno))
+            self.polling = True
+            self._stop_observer()
+            self._start_observer()
         return True
 
-    def _missing(self) -> list[Path]:
-        return [folder for folder, inode in self._current_inodes().items() if inode is None]
-
-    def _current_inodes(self) -> dict[Path, int | None]:
-        return {folder: _inode(folder) for folder in self.folders}
-
-    def _wait(self, missing: list[Path]) -> None:
-        if self._observer is not None or not self._inodes:
-            log.error("watched folder missing: %s; waiting for it",
-                      ", ".join(str(folder) for folder in missing))
-            self._inodes = {folder: None for folder in self.folders}
-        self._stop_observer()
+    def _unwatch(self, folder: Path) -> None:
+        watch = self._watches.pop(folder, None)
+        if watch is not None:
+            self._observer.unschedule(watch)
 
     def _alive(self) -> bool:
         observer = self._observer
         return observer.is_alive() and all(e.is_alive() for e in observer.emitters)
 
     def _start_observer(self) -> None:
-        self._inodes = self._current_inodes()
-        try:
-            self._observer = self._schedule(_polling_observer() if self.polling else Observer())
-        except OSError as exc:
-            if self._missing():
-                return  # a folder went away meanwhile: the next check waits for it
-            log.error("cannot watch with inotify (%s); polling instead", os.strerror(exc.errno))
-            self._observer = self._schedule(_polling_observer())
-
-    def _schedule(self, observer: BaseObserver) -> BaseObserver:
-        for folder, recursive in self.folders.items():
-            observer.schedule(self.handler, str(folder), recursive=recursive)
-        try:
-            observer.start()
-        except BaseException:
-            observer.stop()
-            raise
-        return observer
+        self._observer = _polling_observer() if self.polling else Observer()
+        self._observer.start()
+        self._inodes, self._watches = {}, {}
+        self._follow_folders()
 
     def _stop_observer(self) -> None:
         if self._observer is not None:

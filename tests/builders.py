@@ -123,3 +123,74 @@ def png_header_only(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
             + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+def odd_images() -> dict[str, bytes]:
+    """Files of Pillow's rarer formats and modes, each under an image suffix the service takes
+    (as misnamed files arrive): deep and float greyscale, CMYK and LAB, palettes, PSD, ICO,
+    EPS (no Ghostscript here), extreme shapes. Each must be indexed or fail on its own."""
+    import io
+    import struct
+
+    import numpy as np
+
+    garment = product_photo(2, size=(48, 64))
+    grey = np.asarray(garment.convert("L"), dtype=np.float64)
+
+    def encoded(image: Image.Image, fmt: str, **params) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, fmt, **params)
+        return buffer.getvalue()
+
+    def deep(mode: str, scale: float) -> Image.Image:
+        values = (grey * scale).astype({"F": "<f4", "I": "<i4"}.get(mode, "<u2"))
+        if mode == "I;16B":
+            return Image.frombytes("I;16B", garment.size, values.astype(">u2").tobytes())
+        return Image.fromarray(values, mode) if mode != "I;16" else Image.frombytes(
+            "I;16", garment.size, values.tobytes())
+
+    def float_with_nan() -> Image.Image:
+        values = (grey * 4).astype("<f4")
+        values[0, :5] = [np.nan, np.inf, -np.inf, -3.0, 1e30]
+        return Image.fromarray(values, "F")
+
+    def psd(depth: int) -> bytes:
+        width, height = garment.size
+        header = struct.pack(">4sH6xHIIHH", b"8BPS", 1, 3, height, width, depth, 3)
+        planes = b"".join(garment.getchannel(c).tobytes() for c in "RGB")
+        if depth == 16:
+            planes = b"".join(bytes([v, 0]) for v in planes)
+        return header + struct.pack(">III", 0, 0, 0) + struct.pack(">H", 0) + planes
+
+    def palette_with_one_colour() -> Image.Image:
+        image = Image.new("P", (40, 40), 0)
+        image.putpalette([200, 30, 40])
+        return image
+
+    return {
+        "tiff-16-bit-big-endian.tif": encoded(deep("I;16B", 256), "TIFF"),
+        "tiff-16-bit.tif": encoded(deep("I;16", 256), "TIFF"),
+        "tiff-32-bit.tif": encoded(deep("I", 65536), "TIFF"),
+        "tiff-float-0-to-1.tif": encoded(deep("F", 1 / 255), "TIFF"),
+        "tiff-float-nan.tif": encoded(float_with_nan(), "TIFF"),
+        "tiff-cmyk.tif": encoded(garment.convert("CMYK"), "TIFF"),
+        "tiff-lab.tif": encoded(garment.convert("LAB"), "TIFF"),
+        "tiff-1-bit.tif": encoded(garment.convert("1"), "TIFF"),
+        "tiff-two-pages.tif": encoded(garment, "TIFF", save_all=True,
+                                      append_images=[garment.rotate(90)]),
+        "png-16-bit.png": encoded(deep("I;16", 256), "PNG"),
+        "png-grey-alpha.png": encoded(garment.convert("LA"), "PNG"),
+        "png-1-bit.png": encoded(garment.convert("1"), "PNG"),
+        "png-palette-alpha.png": encoded(garment.convert("RGBA").convert("P"), "PNG",
+                                         transparency=bytes(range(0, 256, 16))),
+        "png-one-colour-palette.png": encoded(palette_with_one_colour(), "PNG"),
+        "psd-8-bit.png": psd(8),
+        "psd-16-bit.png": psd(16),
+        "ico.png": encoded(garment, "ICO"),
+        "eps.jpg": encoded(garment, "EPS"),
+        "bmp-1-bit.bmp": encoded(garment.convert("1"), "BMP"),
+        "webp-lossless-alpha.webp": encoded(garment.convert("RGBA"), "WEBP", lossless=True),
+        "one-pixel.png": encoded(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"),
+        "one-pixel-wide.png": encoded(Image.new("RGB", (1, 3000), (9, 90, 9)), "PNG"),
+        "one-pixel-high.png": encoded(Image.new("RGB", (3000, 1), (90, 9, 9)), "PNG"),
+    }

@@ -39,7 +39,8 @@ def test_decoder_applies_exif_orientation():
     image = Image.new("RGB", (40, 20), (200, 0, 0))
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
-    decoded = PillowDecoder(max_pixels=10**8, max_file_bytes=10**8).decode(encode(image, "JPEG", exif=exif), 224)
+    decoder = PillowDecoder(max_pixels=10**8, max_file_bytes=10**8)
+    decoded = decoder.decode(encode(image, "JPEG", exif=exif), 224)
     assert decoded.size == (20, 40)
 
 
@@ -47,7 +48,7 @@ def test_decoder_rejects_bytes_that_are_not_an_image():
     from lookalike.pipeline.builtins.pillow_decoder import PillowDecoder
 
     with pytest.raises(ImageError, match="not an image"):
-        PillowDecoder(max_pixels=10**8, max_file_bytes=10**8).decode(b"this is text, not a photo", 224)
+        PillowDecoder(max_pixels=10**8, max_file_bytes=10**8).decode(b"not a photo", 224)
 
 
 def test_transparent_background_becomes_white_and_image_is_padded_square(model_home, tmp_path):
