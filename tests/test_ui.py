@@ -19,7 +19,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from builders import cropped_query, product_photo
+from builders import cropped_query, odd_images, product_photo
 from running import TIMEOUT, RunningCommand, lookalike
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -159,6 +159,15 @@ def test_an_uploaded_photo_shows_its_catalogue_item_first(indexed, ui, browser, 
     wait_for(browser, lambda d: "notes.txt: not an image Pillow can read" in body_text(d),
              "the upload's error")
     assert ranked_first(browser) is None
+
+    # A big-endian 16-bit TIFF (it once ended in a raw exception) is answered like any photo.
+    deep = tmp_path / "deep.tif"
+    deep.write_bytes(odd_images()["tiff-16-bit-big-endian.tif"])
+    upload(browser, deep)
+    wait_for(browser, ranked_first, "the TIFF's answer")
+    page = body_text(browser)
+    assert "What the model saw: background removed, padded to 224 px" in page
+    assert "Error" not in page and "Traceback" not in page
 
     # The catalogue browser filters by path.
     browser.find_element(By.CSS_SELECTOR, ".st-key-contains input").send_keys("item1\n")
