@@ -6,10 +6,12 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: setup run test lint browser
 
-$(BIN)/lookalike: pyproject.toml
+# constraints.txt pins what this project's own venv is tested with; pyproject.toml declares
+# the ranges users may install.
+$(BIN)/lookalike: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
 setup: $(BIN)/lookalike

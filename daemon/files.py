@@ -97,9 +97,8 @@ def image_file(root: Path, relative: str) -> os.stat_result | None:
     path = file_path(root, relative)
     real_root = os.path.realpath(root)
     try:
-        if os.path.realpath(path.parent) != os.path.join(real_root, *path.parent.relative_to(
-                root).parts):
-            return None  # reached through a linked folder
+        if not _no_linked_folder(root, path.parent.relative_to(root), real_root):
+            return None
         found = path.lstat()
         if stat_module.S_ISLNK(found.st_mode):
             target = os.path.realpath(path)
@@ -109,6 +108,11 @@ def image_file(root: Path, relative: str) -> os.stat_result | None:
     except (OSError, ValueError):
         return None
     return found if stat_module.S_ISREG(found.st_mode) else None
+
+
+def _no_linked_folder(root: Path, folder: Path, real_root: str) -> bool:
+    """True when no folder on the way from ``root`` to ``root/folder`` is a link."""
+    return os.path.realpath(root / folder) == os.path.join(real_root, *folder.parts)
 
 
 @dataclass
@@ -125,12 +129,15 @@ class Scan:
             stored.startswith(folder + "/") for folder in self.unreadable)
 
 
-def scan(root: Path, recursive: bool = True) -> Scan:
-    """Every candidate image under ``root`` in one walk (os.scandir gives each entry's type
-    without another system call). Raises OSError when ``root`` itself cannot be listed."""
-    found = Scan()
-    real_root = os.path.realpath(root)
-    _scan_folder(root, "", real_root, recursive, found, top=True)
+def scan(root: Path, folder: str = "", recursive: bool = True) -> Scan:
+    """Every candidate image under ``root`` (or only under its stored sub-folder ``folder``) in
+    one walk: os.scandir gives each entry's type without another system call. Raises OSError
+    when the folder itself cannot be listed."""
+    found, real_root = Scan(), os.path.realpath(root)
+    prefix = disk_name(folder) + "/" if folder else ""
+    if not _no_linked_folder(root, Path(prefix), real_root):
+        return found
+    _scan_folder(root, prefix, real_root, recursive, found, top=True)
     return found
 
 

@@ -291,14 +291,16 @@ class Service:
 
     def _settle_tree(self, folder: str) -> None:
         """Settle every image of a folder that arrived in images_dir."""
-        if relative_path(self.settings.images_dir, folder) is None:
+        images_dir = self.settings.images_dir
+        relative = relative_path(images_dir, folder)
+        if relative is None:
             return
         try:
-            found = scan(Path(folder)).files
+            found = scan(images_dir, "" if relative == "." else relative).files
         except OSError:
             return  # gone again
-        for relative in found:
-            self.settler.touch(file_path(Path(folder), relative))
+        for path in found:
+            self.settler.touch(file_path(images_dir, path))
 
     def _settle_later(self, path: Path) -> None:
         """Settle ``path`` when it is a candidate in images_dir, or a query in inbox_dir."""
