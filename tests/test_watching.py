@@ -107,8 +107,14 @@ def test_status_reports_the_running_service(workspace, catalogue, service_factor
     service = service_factory()
     (workspace.images / "bad.jpg").write_bytes(b"nope")
     service.wait_for(lambda: "bad.jpg" in stored(workspace), "the bad file")
-    time.sleep(1.5)  # status is published at most once a second
-    status = json.loads(lookalike(workspace, "status", "--json").stdout)
+
+    def current_status() -> dict:
+        return json.loads(lookalike(workspace, "status", "--json").stdout)
+
+    # Published at most once a second.
+    service.wait_for(lambda: "bad.jpg" in (current_status()["service"]["last_problem"] or ""),
+                     "the problem in status")
+    status = current_status()
     assert status["service"]["pid"] == service.process.pid
     assert status["service"]["command"] == "run"
     assert status["service"]["queue"] == 0
