@@ -27,6 +27,7 @@ from lookalike.store.follow import FollowedIndex
 from lookalike.store.query import answer_queries
 from lookalike.store.store import Store
 
+from .failures import RetriedWrites
 from .files import (
     file_path,
     image_file,
@@ -100,7 +101,7 @@ class Service:
         self._backlog = BacklogProgress(0)
         self._vanished: set[str] = set()  # settled paths whose file is gone, not yet forgotten
         self._retry_at: dict[Path, float] = {}  # unwritten answers -> when to try again
-        self._unwritable: set[Path] = set()  # answers whose write failure was logged
+        self._answer_writes = RetriedWrites()
         self._problem = LastProblem()
         self._status: tuple | None = None
         self._status_at = 0.0
@@ -339,14 +340,11 @@ class Service:
     def _write_answer(self, path: Path, answer: dict) -> None:
         try:
             write_atomically(answer_path(path), json.dumps(answer, indent=2).encode())
-        except OSError as exc:
-            # The query stays unanswered; try again later, complain once.
-            if path not in self._unwritable:
-                log.error("cannot write answer for %s: %s (will retry)", answer["query"], exc)
-                self._unwritable.add(path)
+        except OSError as exc:  # the query stays unanswered until a retry works
+            self._answer_writes.failed(path, f"cannot write answer for {answer['query']}: {exc}")
             self._retry_at[path] = time.monotonic() + self.settings.retry_seconds
             return
-        self._unwritable.discard(path)
+        self._answer_writes.succeeded(path, f"answer for {answer['query']}")
         if "error" in answer:
             log.warning("answered %s with error: %s", answer["query"], answer["error"])
         else:

@@ -16,6 +16,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from lookalike.store.snapshot import publish_snapshot
 from lookalike.store.store import Store
 
+from .failures import RetriedWrites
+
 log = logging.getLogger(__name__)
 
 
@@ -41,7 +43,7 @@ class SnapshotWriter:
         self._thread.join()
 
     def _run(self) -> None:
-        failing = False
+        writes = RetriedWrites()
         while True:
             self._wanted.wait()
             if self._stopping.is_set():
@@ -51,15 +53,11 @@ class SnapshotWriter:
             try:
                 size = publish_snapshot(self._store, self._model, self._path)
             except (OSError, SQLAlchemyError) as exc:
-                # The previous snapshot stays intact; try again after a while, complain once.
-                if not failing:
-                    log.error("cannot write snapshot %s: %s (will retry)", self._path, exc)
-                failing = True
+                # The previous snapshot stays intact; try again after a while.
+                writes.failed(self._path, f"cannot write snapshot {self._path}: {exc}")
                 if self._stopping.wait(self._retry_seconds):
                     return
                 self._wanted.set()
                 continue
-            if failing:
-                log.info("snapshot %s written again", self._path)
-            failing = False
+            writes.succeeded(self._path, f"snapshot {self._path}")
             log.info("snapshot written: %d images in %.2f s", size, time.monotonic() - started)
