@@ -44,7 +44,7 @@ def pipeline_with(app: App, remover: str, backend: str) -> Pipeline:
     tables = {**config.tables, "resnet18": {**config.tables.get("resnet18", {}),
                                             "backend": backend}}
     pipeline = Pipeline.build(app.steps, {**config.pipeline, "remover": remover}, tables,
-                              config.base_dir)
+                              config.base_dir, app.models)
     pipeline.warm_up()
     return pipeline
 

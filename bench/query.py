@@ -29,6 +29,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from lookalike.pipeline.builtins.hnsw_index import OPTIONS
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
+from lookalike.pipeline.steps import ModelSource
 from lookalike.store.index import NeighbourIndex
 
 K = 10
@@ -88,7 +89,7 @@ def main() -> None:
         del sklearn
         exact_answers = None
         for name in args.indexes.split(","):
-            vectors = indexes[name].build({}, Path.cwd())  # as the service builds it
+            vectors = indexes[name].build({}, Path.cwd(), ModelSource())  # as the service builds it
             index = NeighbourIndex("bench", vectors)
             built, _ = timed(index.load, paths, matrix)
             print(f"  {name + ' index':<24} built in {built:7.2f} s")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -13,7 +13,7 @@ from lookalike.daemon.reconcile import HELD_BACK
 from lookalike.pipeline.errors import ConfigError
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.plugins import StepPlugin, collect_steps, installed, plugin_manager
-from lookalike.pipeline.steps import VectorIndex
+from lookalike.pipeline.steps import ModelSource, VectorIndex
 from lookalike.store.store import Store, masked
 
 from .config import Config, config_path, load_config
@@ -22,6 +22,7 @@ from .config import Config, config_path, load_config
 @dataclass
 class App:
     config_option: str | None
+    offline: bool = False  # --offline: never fetch a missing model file
 
     @cached_property
     def steps(self) -> dict[str, dict[str, StepPlugin]]:
@@ -34,13 +35,19 @@ class App:
     @cached_property
     def pipeline(self) -> Pipeline:
         config = self.config
-        return Pipeline.build(self.steps, config.pipeline, config.tables, config.base_dir)
+        return Pipeline.build(self.steps, config.pipeline, config.tables, config.base_dir,
+                              self.models)
+
+    @property
+    def models(self) -> ModelSource:
+        source = self.config.models
+        return replace(source, fetch=False) if self.offline else source
 
     def vector_index(self, name: str | None = None) -> VectorIndex:
         """A new, empty vector index: the configured one, or the plugin called ``name``."""
         name = name or self.config.pipeline["index"]
         plugin = installed(self.steps, "index", name)
-        return plugin.build(self.config.tables.get(name, {}), self.config.base_dir)
+        return plugin.build(self.config.tables.get(name, {}), self.config.base_dir, self.models)
 
     @contextmanager
     def opened_store(self) -> Iterator[Store]:

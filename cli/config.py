@@ -14,10 +14,11 @@ from sqlalchemy.exc import ArgumentError
 
 from lookalike.pipeline.errors import ConfigError
 from lookalike.pipeline.plugins import StepPlugin
+from lookalike.pipeline.steps import ModelSource, is_url
+
+from .limits import MAX_K
 
 CONFIG_ENV = "LOOKALIKE_CONFIG"
-# The most neighbours one query may ask for: config, CLI and UI alike.
-MAX_K = 200
 
 DEFAULTS: dict[str, Any] = {
     "images_dir": "images",
@@ -29,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
         "index": "exact",
     },
     "query": {"k": 10},
+    "models": {"dir": "", "mirror": "", "fetch": True, "timeout_seconds": 60.0},
     "daemon": {"settle_seconds": 1.0, "batch_size": 16, "polling": False, "rescan_seconds": 600.0,
                "max_removal_fraction": 0.5},
 }
@@ -48,6 +50,7 @@ class Config:
     polling: bool
     rescan_seconds: float
     max_removal_fraction: float
+    models: ModelSource
     tables: dict[str, dict[str, Any]]
 
     @property
@@ -91,6 +94,7 @@ def load_config(path: Path, steps: dict[str, dict[str, StepPlugin]]) -> Config:
         polling=merged["daemon"]["polling"],
         rescan_seconds=merged["daemon"]["rescan_seconds"],
         max_removal_fraction=merged["daemon"]["max_removal_fraction"],
+        models=_model_source(path, merged["models"]),
         tables=tables,
     )
     _check_values(config)
@@ -120,6 +124,18 @@ def _checked(path: Path, table: str, given: Any, defaults: dict[str, Any]) -> di
         else:
             merged[key] = value
     return merged
+
+
+def _model_source(path: Path, table: dict[str, Any]) -> ModelSource:
+    mirror = table["mirror"]
+    if mirror and not is_url(mirror):
+        raise ConfigError(f"{path}: models.mirror must be an http://, https:// or file:// URL")
+    if table["timeout_seconds"] <= 0:
+        raise ConfigError(f"{path}: models.timeout_seconds must be positive")
+    folder = Path(table["dir"]).expanduser() if table["dir"] else None
+    return ModelSource(mirror=mirror, fetch=table["fetch"],
+                       dir=path.parent / folder if folder else None,
+                       timeout_seconds=table["timeout_seconds"])
 
 
 def _database_url(path: Path, url: str) -> str:

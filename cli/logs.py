@@ -35,3 +35,5 @@ def setup_logging(level: int = logging.INFO, log_format: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else OneLineFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    # Fetching a model takes a while: every command says which file it fetches from where.
+    logging.getLogger("lookalike.pipeline.fetch").setLevel(min(level, logging.INFO))

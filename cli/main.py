@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from lookalike.pipeline.errors import LookalikeError
+
+from .limits import MAX_K
 
 
 class LookalikeGroup(click.Group):
@@ -22,11 +25,11 @@ class LookalikeGroup(click.Group):
             raise click.ClickException(" ".join(str(exc).split())) from None
 
 
-def load_app(config_option: str | None):
+def load_app(config_option: str | None, offline: bool = False):
     """The command's App; imported here so that --help does not load SQLAlchemy."""
     from .app import App
 
-    return App(config_option)
+    return App(config_option, offline)
 
 
 def config_option(command):
@@ -38,13 +41,16 @@ def config_option(command):
     )(command)
 
 
+def offline_option(command):
+    return click.option("--offline", is_flag=True,
+                        help="Never fetch a missing model file ([models] fetch = false).")(command)
+
+
 def json_option(command):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(command)
 
 
 def k_option(default: int | None, help: str):
-    from .config import MAX_K
-
     return click.option("-k", type=click.IntRange(1, MAX_K), default=default,
                         show_default=default is not None, help=help)
 
@@ -53,20 +59,24 @@ def k_option(default: int | None, help: str):
 @click.version_option(package_name="lookalike")
 def cli():
     """Visual similarity search for fashion product images."""
+    from .logs import setup_logging
+
+    setup_logging(logging.WARNING)  # run logs more; a model fetch is always told
 
 
 @cli.command()
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               help="Log lines on stderr as text, or as JSON objects for log shippers.")
+@offline_option
 @config_option
-def run(log_format, config_option):
+def run(log_format, offline, config_option):
     """Run the service: index images_dir as it changes, answer images dropped into inbox_dir."""
     from lookalike.daemon.service import Service, ServiceSettings
 
     from .logs import setup_logging
 
     setup_logging(log_format=log_format)
-    app = load_app(config_option)
+    app = load_app(config_option, offline)
     config = app.config
     empty_index = app.vector_index()
     with app.locked("run"), app.opened_store() as store:
@@ -93,16 +103,14 @@ def run(log_format, config_option):
 @click.option("--allow-mass-removal", is_flag=True,
               help="Forget missing images even when they are more than "
                    "[daemon] max_removal_fraction of the catalogue.")
+@offline_option
 @config_option
-def index(allow_mass_removal, config_option):
+def index(allow_mass_removal, offline, config_option):
     """Index images_dir once (new, changed and deleted files), refresh the snapshot, exit."""
     from lookalike.daemon.reconcile import HELD_BACK, reconcile
     from lookalike.store.snapshot import publish_snapshot
 
-    from .logs import setup_logging
-
-    setup_logging(logging.WARNING)
-    app = load_app(config_option)
+    app = load_app(config_option, offline)
     config = app.config
     app.check_snapshot_folder()
     with app.locked("index"), app.opened_store() as store:
@@ -124,14 +132,15 @@ def index(allow_mass_removal, config_option):
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @k_option(None, "How many neighbours (default: [query] k).")
 @json_option
+@offline_option
 @config_option
-def query(images, k, as_json, config_option):
+def query(images, k, as_json, offline, config_option):
     """Find the catalogue images that look most like each IMAGE (--json: the inbox's JSON)."""
     from lookalike.daemon.files import stored_name
     from lookalike.pipeline.errors import ImageError
     from lookalike.store.query import EMPTY_INDEX, answer_queries, load_index
 
-    app = load_app(config_option)
+    app = load_app(config_option, offline)
     k = k or app.config.k
     queries = []
     for image in images:
@@ -166,8 +175,9 @@ def query(images, k, as_json, config_option):
 @cli.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=8501, show_default=True,
               help="Port on 127.0.0.1 to serve the interface on.")
+@offline_option
 @config_option
-def ui(port, config_option):
+def ui(port, offline, config_option):
     """Serve the visual interface on http://127.0.0.1:PORT (query by photo or catalogue item)."""
     import os
     import socket
@@ -175,7 +185,7 @@ def ui(port, config_option):
 
     from .config import CONFIG_ENV
 
-    app = load_app(config_option)
+    app = load_app(config_option, offline)
     for model_file in app.pipeline.model_files():
         model_file.required(f"{model_file.step} model file")
     with socket.socket() as probe:  # Streamlit's own message for this is easy to miss
@@ -200,8 +210,9 @@ def ui(port, config_option):
 @click.argument("folder", type=click.Path(file_okay=False))
 @k_option(10, "Neighbours per query.")
 @json_option
+@offline_option
 @config_option
-def evaluate(folder, k, as_json, config_option):
+def evaluate(folder, k, as_json, offline, config_option):
     """Precision@k of the configured pipeline on FOLDER, whose sub-folders are categories.
 
     Each image is queried against all the others (leave-one-out); a neighbour is a hit when it
@@ -211,7 +222,7 @@ def evaluate(folder, k, as_json, config_option):
 
     from lookalike.daemon.evaluate import categorised_images, evaluate_folder
 
-    app = load_app(config_option)
+    app = load_app(config_option, offline)
     folder = Path(folder).resolve()
     if not folder.is_dir():
         raise click.ClickException(f"{folder} is not a folder")
@@ -265,17 +276,39 @@ def status(as_json, config_option):
 
 
 @cli.command()
+@click.option("--fetch", is_flag=True, help="Fetch every missing file now (verified).")
+@click.option("--to", "folder", type=click.Path(file_okay=False),
+              help="With --fetch: put the files in this folder, for [models] dir elsewhere.")
 @json_option
+@offline_option
 @config_option
-def models(as_json, config_option):
-    """List the model files the configured pipeline needs; exit 1 when one is missing."""
-    files = load_app(config_option).pipeline.model_files()
+def models(fetch, folder, as_json, offline, config_option):
+    """List the model files the configured pipeline needs; exit 1 when one is missing.
+
+    Each file: where it is loaded from, whether it is there, its sha256, whether that matches
+    the digest lookalike pins for it, and where it is fetched from."""
+    from lookalike.pipeline.fetch import copy_verified, source_url
+
+    if folder and not fetch:
+        raise click.UsageError("--to needs --fetch")
+    files = load_app(config_option, offline).pipeline.model_files()
+    if fetch:
+        for file in files:
+            if folder:
+                copy_verified(file, Path(folder) / file.path.name)
+            else:
+                file.required(f"{file.step} model file")
+        if folder:
+            files = [replace(file, path=Path(folder) / file.path.name) for file in files]
     rows = [
         {
             "step": f.step,
             "path": str(f.path),
             "present": f.present,
             "sha256": f.sha256() if f.present else None,
+            "pin": f.pin,
+            "matches_pin": f.matches_pin() if f.present else None,
+            "source": source_url(f) if f.url else None,
             "how_to_supply": None if f.present else f.how_to_supply,
         }
         for f in files
@@ -285,6 +318,9 @@ def models(as_json, config_option):
     else:
         for row in rows:
             state = row["sha256"] if row["present"] else f"MISSING: {row['how_to_supply']}"
-            click.echo(f"{row['step']:<10} {row['path']}\n           {state}")
-    if not all(row["present"] for row in rows):
+            if row["matches_pin"] is False:
+                state += f" DOES NOT MATCH {row['pin']}"
+            source = f"\n           from {row['source']}" if row["source"] else ""
+            click.echo(f"{row['step']:<10} {row['path']}\n           {state}{source}")
+    if not all(row["present"] and row["matches_pin"] is not False for row in rows):
         raise SystemExit(1)

@@ -17,7 +17,7 @@ from pathlib import Path
 import streamlit as st
 
 from lookalike.cli.app import App
-from lookalike.cli.config import MAX_K
+from lookalike.cli.limits import MAX_K
 from lookalike.daemon.files import file_path
 from lookalike.pipeline.errors import ImageError, LookalikeError
 from lookalike.pipeline.pipeline import Pipeline

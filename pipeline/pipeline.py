@@ -14,7 +14,15 @@ from PIL import Image
 
 from .errors import ImageError, LookalikeError
 from .plugins import StepPlugin, installed
-from .steps import VECTOR_STEP_KINDS, Decoder, Embedder, ModelFile, Padder, Remover
+from .steps import (
+    VECTOR_STEP_KINDS,
+    Decoder,
+    Embedder,
+    ModelFile,
+    ModelSource,
+    Padder,
+    Remover,
+)
 
 
 @dataclass
@@ -31,11 +39,12 @@ class Pipeline:
         chosen: dict[str, str],
         tables: dict[str, dict[str, Any]],
         base_dir: Path,
+        models: ModelSource,
     ) -> Pipeline:
         """Build each chosen step from its plugin and the config table named after it."""
         return cls(**{
             kind: installed(steps, kind, chosen[kind]).build(tables.get(chosen[kind], {}),
-                                                              base_dir)
+                                                              base_dir, models)
             for kind in VECTOR_STEP_KINDS
         })
 

@@ -12,7 +12,7 @@ import pluggy
 
 from . import hookspecs
 from .errors import ConfigError
-from .steps import STEP_KINDS, StepSettings
+from .steps import STEP_KINDS, ModelSource, StepSettings
 
 ENTRY_POINT_GROUP = "lookalike"
 # Comma-separated entry-point names to load; unset loads all, empty loads none (tests use that).
@@ -37,8 +37,8 @@ class StepPlugin:
     factory: Callable[[StepSettings], Any]
     options: dict[str, Any]
 
-    def build(self, table: dict[str, Any], base_dir) -> Any:
-        return self.factory(StepSettings({**self.options, **table}, base_dir))
+    def build(self, table: dict[str, Any], base_dir, models: ModelSource) -> Any:
+        return self.factory(StepSettings({**self.options, **table}, base_dir, models))
 
 
 def plugin_manager() -> pluggy.PluginManager:

@@ -76,6 +76,7 @@ class Workspace:
             "rembg": {"model_path": str(self.model_home / "rembg" / "custom" / "mask.onnx")},
             "resnet18": {"weights": str(self.model_home / "resnet18-test.pth")},
             "daemon": {"settle_seconds": 0.5},
+            "models": {"fetch": False},  # a test never reaches for the internet
         }
         for name, value in overrides.items():
             if isinstance(value, dict):

@@ -12,6 +12,7 @@ from builders import cropped_query, product_photo, write_resnet18_state_dict
 from lookalike.pipeline.errors import ConfigError, ImageError, LookalikeError, ModelMissingError
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
+from lookalike.pipeline.steps import ModelSource
 
 DEFAULT_STEPS = {"decoder": "pillow", "remover": "rembg", "padder": "white", "embedder": "resnet18"}
 
@@ -24,7 +25,8 @@ def build(model_home, tmp_path, **tables) -> Pipeline:
     }
     for name, table in tables.items():
         defaults[name] = {**defaults.get(name, {}), **table}
-    return Pipeline.build(collect_steps(plugin_manager()), chosen, defaults, tmp_path)
+    return Pipeline.build(collect_steps(plugin_manager()), chosen, defaults, tmp_path,
+                          ModelSource(fetch=False))
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **params) -> bytes:
@@ -108,17 +110,25 @@ def test_missing_rembg_model_names_the_expected_path(model_home, tmp_path):
 
 
 def test_unknown_rembg_model_lists_the_choices(model_home, tmp_path):
-    pipeline = build(model_home, tmp_path, rembg={"model": "nope", "model_path": ""})
-    with pytest.raises(ConfigError, match="not a rembg model; one of: .*u2net"):
-        pipeline.warm_up()
+    with pytest.raises(ConfigError, match="'nope' is not one lookalike can verify; one of: "):
+        build(model_home, tmp_path, rembg={"model": "nope", "model_path": ""})
 
 
-def test_custom_rembg_model_outside_rembgs_folder_is_a_clear_error(model_home, tmp_path):
-    outside = tmp_path / "mask.onnx"
+def test_a_custom_rembg_model_loads_from_any_folder(model_home, tmp_path):
+    outside = tmp_path / "mask.onnx"  # rembg alone would refuse a path outside its folder
     outside.write_bytes((model_home / "rembg" / "custom" / "mask.onnx").read_bytes())
     pipeline = build(model_home, tmp_path, rembg={"model_path": str(outside)})
-    with pytest.raises(ModelMissingError, match="must be within the models directory"):
-        pipeline.warm_up()
+    pipeline.warm_up()
+    assert pipeline.remover.id.startswith("rembg-u2net_custom@")
+    assert pipeline.remover.model_files()[0].path == outside
+
+
+def test_a_rembg_model_that_is_not_onnx_stops_the_command(model_home, tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    pipeline = build(model_home, tmp_path, rembg={"model_path": str(broken)})
+    with pytest.raises(ModelMissingError, match="cannot load rembg model"):
+        pipeline.prepare(encode(Image.new("RGB", (40, 40), "red")))
 
 
 def test_onnxruntime_and_torch_backends_give_the_same_vectors(model_home, tmp_path, catalogue):

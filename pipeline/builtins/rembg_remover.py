@@ -12,16 +12,58 @@ from PIL import Image
 from ..errors import ConfigError, ModelMissingError
 from ..hookspecs import hookimpl
 from ..imaging import on_white
-from ..steps import ModelFile, StepSettings
+from ..steps import ModelFile, ModelSource, StepSettings
 
 CUSTOM_SESSION = "u2net_custom"
+RELEASES = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/"
+# rembg's single-file models: the file each is released as, and the md5 rembg's own session
+# class checks it by (pinned here, so a fetch is verified before anything loads it).
+MODELS = {
+    "u2net": ("u2net.onnx", "md5:60024c5c889badc19c04ad937298a77b"),
+    "u2netp": ("u2netp.onnx", "md5:8e83ca70e441ab06c318d82300c84806"),
+    "u2net_human_seg": ("u2net_human_seg.onnx", "md5:c09ddc2e0104f800e3e1bb4652583d1f"),
+    "u2net_cloth_seg": ("u2net_cloth_seg.onnx", "md5:2434d1f3cb744e0e49386c906e5a08bb"),
+    "silueta": ("silueta.onnx", "md5:55e59e0d8062d2f5d013f4725ee84782"),
+    "isnet-general-use": ("isnet-general-use.onnx", "md5:fc16ebd8b0c10d971d3513d564d01e29"),
+    "isnet-anime": ("isnet-anime.onnx", "md5:6f184e756bb3bd901c8849220a83e38e"),
+    "birefnet-general": ("BiRefNet-general-epoch_244.onnx",
+                         "md5:7a35a0141cbbc80de11d9c9a28f52697"),
+    "birefnet-general-lite": ("BiRefNet-general-bb_swin_v1_tiny-epoch_232.onnx",
+                              "md5:4fab47adc4ff364be1713e97b7e66334"),
+    "birefnet-portrait": ("BiRefNet-portrait-epoch_150.onnx",
+                          "md5:c3a64a6abf20250d090cd055f12a3b67"),
+    "birefnet-dis": ("BiRefNet-DIS-epoch_590.onnx", "md5:2d4d44102b446f33a4ebb2e56c051f2b"),
+    "birefnet-hrsod": ("BiRefNet-HRSOD_DHU-epoch_115.onnx",
+                       "md5:c017ade5de8a50ff0fd74d790d268dda"),
+    "birefnet-cod": ("BiRefNet-COD-epoch_125.onnx", "md5:f6d0d21ca89d287f17e7afe9f5fd3b45"),
+    "birefnet-massive": ("BiRefNet-massive-TR_DIS5K_TR_TEs-epoch_420.onnx",
+                         "md5:33e726a2136a3d59eb0fdf613e31e3e9"),
+}
 
 
 class RembgRemover:
     def __init__(self, settings: StepSettings):
-        self._model_path = settings.path("model_path")
-        self._model = CUSTOM_SESSION if self._model_path else settings.options["model"]
+        how = "set [rembg] model_path to an ONNX file or an https:// URL with model_path_sha256"
+        custom = settings.model_file("model_path", "rembg", how)
+        self._model = CUSTOM_SESSION if custom else settings.options["model"]
+        self._file = custom or self._named_model_file(settings.models)
         self._session = None
+
+    def _named_model_file(self, source: ModelSource) -> ModelFile:
+        """A model rembg releases: in [models] dir, else rembg's folder, fetched there."""
+        if self._model not in MODELS:
+            names = ", ".join(sorted(MODELS))
+            raise ConfigError(f"[rembg] model {self._model!r} is not one lookalike can verify; "
+                              f"one of: {names} (or set [rembg] model_path)")
+        released, pin = MODELS[self._model]
+        session_class = self._session_class
+        file_name = f"{self._model}.onnx"  # how rembg names it in its folder
+        existing = session_class.resolve_existing(file_name)
+        default = Path(existing or os.path.join(session_class.model_dir(), file_name))
+        how = (f"copy {released} from rembg's releases there as {file_name} (or into "
+               "[models] dir)")
+        return ModelFile("rembg", source.place(file_name, default), how, url=RELEASES + released,
+                         pin=pin, source=source)
 
     @cached_property
     def _session_class(self):
@@ -30,39 +72,36 @@ class RembgRemover:
         for session_class in sessions_class:
             if session_class.name() == self._model:
                 return session_class
-        names = ", ".join(sorted(c.name() for c in sessions_class))
-        raise ConfigError(f"[rembg] model {self._model!r} is not a rembg model; one of: {names}")
+        raise ConfigError(f"[rembg] model {self._model!r} is not a rembg model")
 
     def model_files(self) -> list[ModelFile]:
-        session_class = self._session_class
-        if self._model_path:
-            roots = [Path(session_class.rembg_home()), Path(session_class.legacy_home())]
-            how = f"rembg loads custom models only from inside {roots[0]} (REMBG_HOME)"
-            return [ModelFile("rembg", self._model_path, how)]
-        file_name = f"{self._model}.onnx"
-        existing = session_class.resolve_existing(file_name)
-        path = Path(existing or os.path.join(session_class.model_dir(), file_name))
-        how = f"copy {file_name} from rembg's releases there (or set REMBG_HOME / U2NET_HOME)"
-        return [ModelFile("rembg", path, how)]
+        return [self._file]
 
     @cached_property
     def _model_file(self) -> ModelFile:
-        return self.model_files()[0].required(f"rembg model {self._model}")
+        return self._file.required(f"rembg model {self._model}")
 
     @cached_property
     def id(self) -> str:
         return f"rembg-{self._model}@{self._model_file.sha256()[:12]}"
 
     def _new_session(self):
-        from rembg import new_session
+        import onnxruntime
 
-        path = self._model_file.path
-        if self._model_path is None:
-            return new_session(self._model)
-        try:
-            return new_session(CUSTOM_SESSION, model_path=str(path))
-        except ValueError as exc:  # rembg refuses paths outside its model folder
-            raise ModelMissingError(f"[rembg] model_path {path}: {exc}") from None
+        path = str(self._model_file.path)
+
+        class VerifiedFile(self._session_class):
+            """rembg's session over exactly the file lookalike located and verified: rembg
+            neither downloads nor looks elsewhere."""
+
+            @classmethod
+            def download_models(cls, *args, **kwargs):
+                return path
+
+        try:  # the custom session wants to be told its path too
+            return VerifiedFile(self._model, onnxruntime.SessionOptions(), model_path=path)
+        except Exception as exc:  # the model itself, not an image: stop the command
+            raise ModelMissingError(f"cannot load rembg model {path}: {exc}") from None
 
     def remove(self, image: Image.Image) -> Image.Image:
         from rembg import remove
@@ -89,5 +128,5 @@ class NoRemover:
 
 @hookimpl
 def register_removers(register):
-    register("rembg", RembgRemover, {"model": "u2net", "model_path": ""})
+    register("rembg", RembgRemover, {"model": "u2net", "model_path": "", "model_path_sha256": ""})
     register("none", lambda settings: NoRemover())

@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..errors import ConfigError, LookalikeError
 from ..hookspecs import hookimpl
-from ..steps import ModelFile, StepSettings
+from ..steps import ModelFile, ModelSource, StepSettings
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -29,7 +29,10 @@ PIXEL_SHIFT = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
 # torchvision's ResNet18_Weights.IMAGENET1K_V1, named here so finding it needs no torch import.
 IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 BACKENDS = ("onnxruntime", "torch")
-OPTIONS = {"weights": "imagenet", "backend": "onnxruntime", "cache_dir": ""}
+# torchvision checks this file by the sha256 prefix in its name; so does lookalike.
+IMAGENET_PIN = "sha256:f37072fd"
+OPTIONS = {"weights": "imagenet", "weights_sha256": "", "backend": "onnxruntime",
+           "cache_dir": ""}
 
 
 def torch_hub_dir() -> Path:
@@ -38,12 +41,13 @@ def torch_hub_dir() -> Path:
     return Path(os.environ.get("TORCH_HOME", cache / "torch")).expanduser() / "hub"
 
 
-def imagenet_weights_file() -> ModelFile:
-    """Where torchvision caches the IMAGENET1K_V1 weights, and where they come from."""
-    path = torch_hub_dir() / "checkpoints" / Path(IMAGENET_URL).name
-    how = (f"download {IMAGENET_URL} to that path (or set TORCH_HOME), "
-           "or set [resnet18] weights to a file")
-    return ModelFile("resnet18", path, how)
+def imagenet_weights_file(source: ModelSource) -> ModelFile:
+    """The IMAGENET1K_V1 weights: in [models] dir, else torchvision's cache, fetched there."""
+    name = Path(IMAGENET_URL).name
+    how = (f"download {IMAGENET_URL} to that path (or to [models] dir), or set [resnet18] "
+           "weights to a file")
+    return ModelFile("resnet18", source.place(name, torch_hub_dir() / "checkpoints" / name),
+                     how, url=IMAGENET_URL, pin=IMAGENET_PIN, source=source)
 
 
 def default_cache_dir() -> Path:
@@ -134,16 +138,15 @@ class ResNet18Embedder:
         if options["backend"] not in BACKENDS:
             raise ConfigError(f"resnet18.backend must be one of {', '.join(BACKENDS)}")
         self._backend_name = options["backend"]
-        self._custom_weights = None
-        if options["weights"] != "imagenet":
-            self._custom_weights = settings.path("weights")
+        if options["weights"] == "imagenet":
+            self._weights_file = imagenet_weights_file(settings.models)
+        else:
+            how = "set [resnet18] weights to a ResNet-18 state dict, or to \"imagenet\""
+            self._weights_file = settings.model_file("weights", "resnet18", how)
         self._cache_dir = settings.path("cache_dir") or default_cache_dir()
 
     def model_files(self) -> list[ModelFile]:
-        if self._custom_weights is None:
-            return [imagenet_weights_file()]
-        how = "set [resnet18] weights to a ResNet-18 state dict, or to \"imagenet\""
-        return [ModelFile("resnet18", self._custom_weights, how)]
+        return [self._weights_file]
 
     @cached_property
     def _weights(self) -> ModelFile:

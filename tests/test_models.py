@@ -1,0 +1,212 @@
+"""Model files that arrive by themselves: real downloads over loopback from a small HTTP server
+that serves the tests' own model files, misbehaving on request (no mocks of the network)."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from running import LOOKALIKE, stored
+
+
+class ModelServer:
+    """Serves a folder on 127.0.0.1: ``/files/<name>`` as it is, ``/truncated/<name>`` cut off
+    halfway (the connection closes), ``/silent/<name>`` never answers; all else is a 404."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.requests = folder, []
+        self._quiet = threading.Event()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the name http.server calls
+                server.requests.append(self.path)
+                kind, _, name = self.path.lstrip("/").partition("/")
+                file = server.folder / name
+                if kind == "silent":
+                    server._quiet.wait(3)
+                    return
+                if kind not in ("files", "truncated") or not file.is_file():
+                    self.send_error(404)
+                    return
+                data = file.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data if kind == "files" else data[: len(data) // 2])
+
+            def log_message(self, *args):
+                pass
+
+        self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._http.server_address[1]}"
+        self._thread = threading.Thread(target=self._http.serve_forever, name="model-server")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._quiet.set()
+        self._http.shutdown()
+        self._http.server_close()
+        self._thread.join()
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def server(model_home, tmp_path):
+    folder = tmp_path / "served"
+    folder.mkdir()
+    shutil.copy(model_home / "resnet18-test.pth", folder / "resnet18-test.pth")
+    # Built-in names with the wrong content: what a bad mirror would serve.
+    shutil.copy(model_home / "resnet18-test.pth", folder / "resnet18-f37072fd.pth")
+    shutil.copy(model_home / "rembg" / "custom" / "mask.onnx", folder / "u2net.onnx")
+    running = ModelServer(folder)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def caches(tmp_path, monkeypatch):
+    """Empty model caches: nothing is found until it is fetched."""
+    home = tmp_path / "caches"
+    for name, folder in (("TORCH_HOME", "torch"), ("REMBG_HOME", "rembg"),
+                         ("XDG_CACHE_HOME", "cache")):
+        monkeypatch.setenv(name, str(home / folder))
+    return home
+
+
+def weights_by_url(workspace, url: str, digest: str, **models) -> None:
+    workspace.write_config(resnet18={"weights": url, "weights_sha256": digest},
+                           models={"fetch": True, "timeout_seconds": 2.0, **models})
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*")) if folder.exists() else []
+
+
+def test_a_url_in_the_config_is_fetched_once_then_works_with_the_server_stopped(
+        workspace, catalogue, server, caches, run_cli, model_home):
+    digest = sha256(model_home / "resnet18-test.pth")
+    weights_by_url(workspace, f"{server.url}/files/resnet18-test.pth", digest)
+    workspace.add_catalogue(catalogue, 3)
+    result = run_cli("index")
+    assert result.exit_code == 0, result.output
+    assert f"fetching resnet18-test.pth from {server.url}/files/resnet18-test.pth" in result.output
+    assert "3 embedded" in result.output
+    fetched = caches / "cache" / "lookalike" / "models" / digest[:16] / "resnet18-test.pth"
+    assert sha256(fetched) == digest and leftovers(fetched.parent) == ["resnet18-test.pth"]
+
+    server.stop()
+    (workspace.images / "item00.jpg").unlink()
+    result = run_cli("index")
+    assert result.exit_code == 0 and "1 removed" in result.output
+    assert "fetching" not in result.output
+
+
+@pytest.mark.parametrize("scheme", ["http", "file"])
+def test_a_mirror_is_used_instead_of_upstream(workspace, server, caches, run_cli, model_home,
+                                              scheme):
+    digest = sha256(model_home / "resnet18-test.pth")
+    mirror = f"{server.url}/files/" if scheme == "http" else server.folder.as_uri() + "/"
+    weights_by_url(workspace, f"{server.url}/gone/resnet18-test.pth", digest, mirror=mirror)
+    result = run_cli("models", "--fetch", "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.output[result.output.index("["):])[1]
+    assert row["source"] == mirror + "resnet18-test.pth"
+    assert row["sha256"] == digest and row["matches_pin"] is True
+    assert not any(path.startswith("/gone/") for path in server.requests)
+
+
+@pytest.mark.parametrize(("table", "file", "algorithm"), [
+    ({"resnet18": {"weights": "imagenet"}}, "torch/hub/checkpoints/resnet18-f37072fd.pth",
+     "sha256 f37072fd"),
+    ({"rembg": {"model_path": "", "model": "u2net"}}, "rembg/models/u2net/u2net.onnx",
+     "md5 60024c5c889badc19c04ad937298a77b"),
+])
+def test_a_built_in_file_with_the_wrong_content_is_refused_by_its_pin(
+        workspace, server, caches, run_cli, table, file, algorithm):
+    workspace.write_config(models={"fetch": True, "mirror": f"{server.url}/files/"}, **table)
+    result = run_cli("models", "--fetch")
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"Error: {server.url}/files/{Path(file).name}: expected {algorithm}, "
+                           "received ") and line.endswith("; nothing was kept")
+    assert leftovers((caches / file).parent) == []  # nothing a later run would load
+
+
+@pytest.mark.parametrize(("path", "reason"), [
+    ("truncated", "bytes, 23,418,150 more expected"),  # the server hangs up halfway
+    ("files/missing.pth", "404 Not Found"),
+    ("silent", "no answer within 2 s ([models] timeout_seconds)"),
+])
+def test_a_broken_transfer_is_one_line_and_leaves_nothing(workspace, server, caches, run_cli,
+                                                          model_home, path, reason):
+    digest = sha256(model_home / "resnet18-test.pth")
+    url = f"{server.url}/{path}" + ("" if path.endswith(".pth") else "/resnet18-test.pth")
+    weights_by_url(workspace, url, digest)
+    started = time.monotonic()
+    result = run_cli("index")
+    assert result.exit_code == 1 and time.monotonic() - started < 30, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert line.startswith(f"Error: cannot fetch {url}: ") and line.endswith(reason), (
+        result.output)
+    assert leftovers(caches / "cache" / "lookalike" / "models" / digest[:16]) == []
+    assert not stored(workspace)
+
+
+def test_offline_never_touches_the_network(workspace, catalogue, server, caches, run_cli,
+                                           model_home):
+    digest = sha256(model_home / "resnet18-test.pth")
+    weights_by_url(workspace, f"{server.url}/files/resnet18-test.pth", digest)
+    result = run_cli("query", str(catalogue / "item00.jpg"), "--offline")
+    assert result.exit_code == 1 and server.requests == []
+    assert result.output.strip().splitlines() == [
+        f"Error: ResNet-18 weights not found at "
+        f"{caches / 'cache' / 'lookalike' / 'models' / digest[:16] / 'resnet18-test.pth'}: "
+        "set [resnet18] weights to a ResNet-18 state dict, or to \"imagenet\""]
+
+
+def test_fetched_to_a_folder_then_found_there_on_a_machine_without_network(
+        workspace, catalogue, server, caches, run_cli, model_home, tmp_path):
+    digest = sha256(model_home / "resnet18-test.pth")
+    weights_by_url(workspace, f"{server.url}/files/resnet18-test.pth", digest)
+    carried = tmp_path / "carried"
+    result = run_cli("models", "--fetch", "--to", str(carried))
+    assert result.exit_code == 0, result.output
+    assert leftovers(carried) == ["mask.onnx", "resnet18-test.pth"]
+
+    server.stop()  # the air-gapped machine: no server, empty caches, [models] dir
+    shutil.rmtree(caches, ignore_errors=True)
+    weights_by_url(workspace, f"{server.url}/files/resnet18-test.pth", digest,
+                   dir=str(carried), fetch=False)
+    workspace.add_catalogue(catalogue, 2)
+    result = run_cli("index")
+    assert result.exit_code == 0 and "2 embedded" in result.output, result.output
+
+
+def test_ctrl_c_during_a_download_leaves_no_partial_file(workspace, server, caches, model_home):
+    digest = sha256(model_home / "resnet18-test.pth")
+    weights_by_url(workspace, f"{server.url}/silent/resnet18-test.pth", digest,
+                   timeout_seconds=30.0)
+    folder = caches / "cache" / "lookalike" / "models" / digest[:16]
+    fetching = subprocess.Popen([LOOKALIKE, "models", "--fetch", "--config",
+                                 str(workspace.config)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not leftovers(folder):  # the partial file exists while the server keeps silent
+        assert time.monotonic() < deadline and fetching.poll() is None
+        time.sleep(0.1)
+    fetching.send_signal(signal.SIGINT)
+    assert fetching.wait(timeout=30) != 0
+    assert leftovers(folder) == []
