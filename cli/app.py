@@ -73,22 +73,24 @@ class App:
             raise ConfigError(f"{self.config.path}: the folder of snapshot ({folder}) does not "
                               "exist")
 
-    def status(self, store: Store) -> dict[str, Any]:
-        """What `lookalike status` and the UI report: counts, last refresh, the service."""
-        counts = store.counts()
+    def status(self, store: Store | None) -> dict[str, Any]:
+        """What `lookalike status` and the UI report: counts, last refresh, the service.
+        Without a store (no database made yet) everything is empty."""
+        counts = store.counts() if store else {}
+        meta = store.get_meta if store else lambda key: None
         report = {
             "database": masked(self.config.database_url),
             "indexed": sum(c["indexed"] for c in counts.values()),
             "failed": sum(c["failed"] for c in counts.values()),
             "models": {model: c["indexed"] for model, c in counts.items() if c["indexed"]},
-            "index_size": int(store.get_meta("index_size") or 0),
-            "last_refresh": store.get_meta("last_refresh"),
-            "removals_held_back": store.get_meta(HELD_BACK) or None,
+            "index_size": int(meta("index_size") or 0),
+            "last_refresh": meta("last_refresh"),
+            "removals_held_back": meta(HELD_BACK) or None,
             "service": read_holder(self.service_lock().path),
         }
         if report["service"] is not None:
-            report["service"]["queue"] = int(store.get_meta("service_queue") or 0)
-            report["service"]["last_problem"] = store.get_meta("service_last_problem")
+            report["service"]["queue"] = int(meta("service_queue") or 0)
+            report["service"]["last_problem"] = meta("service_last_problem")
         return report
 
     def service_lock(self) -> ServiceLock:

@@ -62,7 +62,8 @@ def config_path(option: str | None) -> Path:
     """--config, else $LOOKALIKE_CONFIG, else ./config.toml."""
     path = Path(option or os.environ.get(CONFIG_ENV) or "config.toml").expanduser()
     if not path.is_file():
-        raise ConfigError(f"config file {path} not found (use --config or {CONFIG_ENV})")
+        raise ConfigError(f"config file {path} not found: run `lookalike init` to make one, or "
+                          f"use --config or {CONFIG_ENV}")
     return path.resolve()
 
 

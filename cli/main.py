@@ -65,6 +65,30 @@ def cli():
 
 
 @cli.command()
+@click.argument("folder", default=".", type=click.Path(file_okay=False))
+def init(folder):
+    """Write a commented config.toml and the images/ and inbox/ folders into FOLDER (default:
+    here), to start lookalike anywhere; an existing config.toml is never overwritten."""
+    from importlib.resources import files
+
+    folder = Path(folder)
+    config = folder / "config.toml"
+    template = files("lookalike.cli").joinpath("config.toml").read_bytes()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(config, "xb") as f:  # x: refuses an existing file, even one made meanwhile
+            f.write(template)
+        for name in ("images", "inbox"):
+            (folder / name).mkdir(exist_ok=True)
+    except FileExistsError:
+        raise LookalikeError(f"{config} exists already; nothing was changed") from None
+    except OSError as exc:
+        raise LookalikeError(f"cannot write {config}: {exc.strerror}") from None
+    click.echo(f"wrote {config}, {folder / 'images'} and {folder / 'inbox'}: put product photos "
+               f"in images/, then run `lookalike run` there (models are fetched on first use)")
+
+
+@cli.command()
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               help="Log lines on stderr as text, or as JSON objects for log shippers.")
 @offline_option
@@ -250,9 +274,14 @@ def evaluate(folder, k, as_json, offline, config_option):
 @config_option
 def status(as_json, config_option):
     """Counts of indexed and failed images, index size, last refresh, and the service."""
+    from lookalike.store.store import database_exists
+
     app = load_app(config_option)
-    with app.opened_store() as store:
-        report = app.status(store)
+    if database_exists(app.config.database_url):
+        with app.opened_store() as store:
+            report = app.status(store)
+    else:  # looking makes nothing: the first `index` or `run` makes the database
+        report = app.status(None)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

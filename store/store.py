@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,6 +73,14 @@ class ImageRow:
     model: str | None = None
     vector: bytes | None = None
     error: str | None = None
+
+
+def database_exists(url: str) -> bool:
+    """False for a SQLite file that is not there yet; a server's database is assumed."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return True
+    return Path(parsed.database).exists()
 
 
 def masked(url: str) -> str:

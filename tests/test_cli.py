@@ -5,6 +5,12 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
 
 from builders import cropped_query, product_photo
 from lookalike.store.snapshot import read_snapshot
@@ -152,3 +158,46 @@ def test_models_lists_files_with_digests_and_fails_when_one_is_missing(
     result = run_cli("models")
     assert result.exit_code == 1
     assert "MISSING" in result.output and "resnet18-f37072fd.pth" in result.output
+
+
+def test_init_starts_anywhere_and_looking_makes_nothing(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from lookalike.cli.main import cli
+
+    runner = CliRunner()
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(cli, ["run"])
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        "Error: config file config.toml not found: run `lookalike init` to make one, or use "
+        "--config or LOOKALIKE_CONFIG"]
+    assert runner.invoke(cli, ["init", "shop"]).exit_code == 0
+    shop = tmp_path / "shop"
+    assert sorted(p.name for p in shop.iterdir()) == ["config.toml", "images", "inbox"]
+    repo_config = Path(__file__).resolve().parent.parent / "config.toml"
+    assert (shop / "config.toml").read_bytes() == repo_config.read_bytes()
+    (shop / "config.toml").write_text("# mine\n")
+    result = runner.invoke(cli, ["init", "shop"])
+    assert result.exit_code == 1 and "exists already; nothing was changed" in result.output
+    assert (shop / "config.toml").read_text() == "# mine\n"
+
+    (shop / "config.toml").write_bytes(repo_config.read_bytes())
+    for args in (["status"], ["status", "--json"], ["--help"], ["status", "--help"]):
+        assert runner.invoke(cli, [*args[:1], "--config", str(shop / "config.toml"),
+                                   *args[1:]] if args[0] != "--help" else args).exit_code == 0
+    assert sorted(p.name for p in shop.iterdir()) == ["config.toml", "images", "inbox"]
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_every_module_and_the_config_template(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                    "--no-build-isolation", "-w", str(tmp_path), str(root)], check=True,
+                   capture_output=True)
+    [wheel] = tmp_path.glob("lookalike-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert archive.read("lookalike/cli/config.toml") == (root / "config.toml").read_bytes()
+    for folder in ("cli", "daemon", "pipeline", "store"):
+        for module in (root / folder).rglob("*.py"):
+            assert f"lookalike/{module.relative_to(root).as_posix()}" in names
