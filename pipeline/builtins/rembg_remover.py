@@ -60,8 +60,8 @@ class RembgRemover:
         file_name = f"{self._model}.onnx"  # how rembg names it in its folder
         existing = session_class.resolve_existing(file_name)
         default = Path(existing or os.path.join(session_class.model_dir(), file_name))
-        how = (f"copy {released} from rembg's releases there as {file_name} (or into "
-               "[models] dir)")
+        renamed = f" as {file_name}" if released != file_name else ""
+        how = f"copy {released} from rembg's releases there{renamed} (or into [models] dir)"
         return ModelFile("rembg", source.place(file_name, default), how, url=RELEASES + released,
                          pin=pin, source=source)
 
