@@ -58,6 +58,15 @@ def upsampled_like(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, size=target.shape[2:], mode="bilinear", align_corners=False)
 
 
+def pooled_between(blocks: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """Each block's output, the input halved by max pooling before every block but the first."""
+    outputs, h = [], x
+    for level, block in enumerate(blocks):
+        h = block(F.max_pool2d(h, 2, 2, ceil_mode=True) if level else h)
+        outputs.append(h)
+    return outputs
+
+
 class RSU(nn.Module):
     """Residual U-block of ``height``: a small U-Net inside each stage (pooling, then
     upsampling back), its output added to its input convolution."""
@@ -73,13 +82,8 @@ class RSU(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         start = self.conv_in(x)
-        skips, h = [], start
-        for level, conv in enumerate(self.down):
-            if level:
-                h = F.max_pool2d(h, 2, 2, ceil_mode=True)
-            h = conv(h)
-            skips.append(h)
-        h = self.bottom(h)
+        skips = pooled_between(self.down, start)
+        h = self.bottom(skips[-1])
         for conv, skip in zip(self.up, reversed(skips), strict=True):
             h = conv(torch.cat([upsampled_like(h, skip), skip], 1))
         return h + start
@@ -126,12 +130,7 @@ class U2Net(nn.Module):
         self.fuse = nn.Conv2d(len(side_inputs), 1, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features, h = [], x
-        for level, block in enumerate(self.encoder):
-            if level:
-                h = F.max_pool2d(h, 2, 2, ceil_mode=True)
-            h = block(h)
-            features.append(h)
+        features = pooled_between(self.encoder, x)
         decoded, h = [], features[-1]
         for block, skip in zip(self.decoder, reversed(features[:-1]), strict=True):
             h = block(torch.cat([upsampled_like(h, skip), skip], 1))
