@@ -305,6 +305,25 @@ def status(as_json, config_option):
 
 
 @cli.command()
+@json_option
+def plugins(as_json):
+    """List every installed step and index: its kind, name, source and options (defaults)."""
+    from lookalike.pipeline.plugins import collect_steps, plugin_manager
+
+    steps = collect_steps(plugin_manager())
+    rows = [{"kind": kind, "name": name, "source": plugin.source, "options": plugin.options}
+            for kind, named in steps.items() for name, plugin in sorted(named.items())]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        options = ", ".join(f"{key} = {json.dumps(value)}" for key, value in row["options"].items())
+        click.echo(f"{row['kind']:<9} {row['name']:<12} {row['source']}")
+        if options:
+            click.echo(f"{'':<22} [{row['name']}] {options}")
+
+
+@cli.command()
 @click.option("--fetch", is_flag=True, help="Fetch every missing file now (verified).")
 @click.option("--to", "folder", type=click.Path(file_okay=False),
               help="With --fetch: put the files in this folder, for [models] dir elsewhere.")

@@ -18,6 +18,15 @@ ENTRY_POINT_GROUP = "lookalike"
 # Comma-separated entry-point names to load; unset loads all, empty loads none (tests use that).
 LOAD_PLUGINS_ENV = "LOOKALIKE_LOAD_PLUGINS"
 
+# The hook through which plugins offer each kind of step.
+HOOKS = {
+    "decoder": "register_decoders",
+    "remover": "register_removers",
+    "padder": "register_padders",
+    "embedder": "register_embedders",
+    "index": "register_indexes",
+}
+
 BUILTIN_PLUGINS = (
     "lookalike.pipeline.builtins.pillow_decoder",
     "lookalike.pipeline.builtins.rembg_remover",
@@ -36,6 +45,7 @@ class StepPlugin:
     name: str
     factory: Callable[[StepSettings], Any]
     options: dict[str, Any]
+    source: str  # "lookalike (built in)", or the distribution that installed the plugin
 
     def build(self, table: dict[str, Any], base_dir, models: ModelSource) -> Any:
         return self.factory(StepSettings({**self.options, **table}, base_dir, models))
@@ -65,16 +75,19 @@ def installed(steps: dict[str, dict[str, StepPlugin]], kind: str, name: str) -> 
 
 
 def collect_steps(pm: pluggy.PluginManager) -> dict[str, dict[str, StepPlugin]]:
-    """Every registered step, by kind and then by name."""
+    """Every registered step, by kind and then by name, with the plugin it came from."""
     steps: dict[str, dict[str, StepPlugin]] = {kind: {} for kind in STEP_KINDS}
+    distributions = {plugin: f"{dist.project_name} {dist.version}"
+                     for plugin, dist in pm.list_plugin_distinfo()}
     for kind in STEP_KINDS:
+        for hook in getattr(pm.hook, HOOKS[kind]).get_hookimpls():
+            source = distributions.get(hook.plugin, "lookalike (built in)")
 
-        def register(name, factory, options=None, kind=kind):
-            # Names are unique across kinds: a step reads the config table named after it.
-            if any(name in named for named in steps.values()):
-                raise ConfigError(f"two plugins register a step named {name!r}")
-            steps[kind][name] = StepPlugin(kind, name, factory, dict(options or {}))
+            def register(name, factory, options=None, kind=kind, source=source):
+                # Names are unique across kinds: a step reads the config table named after it.
+                if any(name in named for named in steps.values()):
+                    raise ConfigError(f"two plugins register a step named {name!r}")
+                steps[kind][name] = StepPlugin(kind, name, factory, dict(options or {}), source)
 
-        hook = "register_indexes" if kind == "index" else f"register_{kind}s"
-        getattr(pm.hook, hook)(register=register)
+            hook.function(register=register)
     return steps

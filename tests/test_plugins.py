@@ -56,6 +56,13 @@ def test_readme_embedder_plugin_works_with_another_dimension(workspace, catalogu
         return subprocess.run([LOOKALIKE, *args, "--config", str(workspace.config)],
                               capture_output=True, text=True, env=env, timeout=120)
 
+    listed = json.loads(subprocess.run([LOOKALIKE, "plugins", "--json"], capture_output=True,
+                                       text=True, env=env, timeout=120).stdout)
+    assert {"kind": "embedder", "name": "colour-histogram", "source":
+            "lookalike-colour-histogram 0.1.0", "options": {"bins": 16}} in listed
+    assert {"kind": "remover", "name": "rembg", "source": "lookalike (built in)", "options": {
+        "model": "u2net", "model_path": "", "model_path_sha256": ""}} in listed
+
     indexed = lookalike("index")
     assert indexed.returncode == 0, indexed.stderr
     assert "4 embedded" in indexed.stdout
