@@ -39,7 +39,7 @@ from .files import (
 )
 from .inbox import answer_path, is_answered, query_digest
 from .ingest import ingest, preparing_pool
-from .reconcile import BacklogProgress, ImagesDirMissing, differences
+from .reconcile import BacklogProgress, Differences, ImagesDirMissing, differences
 from .settle import Settler
 from .snapshots import SnapshotWriter
 from .watcher import Watcher
@@ -150,7 +150,7 @@ class Service:
         log.info("reconciling %s: %d file(s) new, changed or gone; %d unchanged",
                  self.settings.images_dir, len(found.paths), found.current)
 
-    def _differences(self):
+    def _differences(self) -> Differences:
         return differences(self.store, self.settings.images_dir, self.pipeline.model_id,
                            self.settings.max_removal_fraction)
 

@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlsplit
@@ -125,6 +126,14 @@ class ModelFile:
 
 
 def file_digest(path: Path, algorithm: str) -> str:
+    """The file's digest, computed once while its size and mtime stay the same: a start checks
+    the pin and makes the model id from the same file (a 168 MB u2net is not read twice)."""
+    stat = path.stat()
+    return _digest(path, stat.st_size, stat.st_mtime_ns, algorithm)
+
+
+@lru_cache(maxsize=64)
+def _digest(path: Path, size: int, mtime_ns: int, algorithm: str) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, algorithm).hexdigest()
 
