@@ -70,7 +70,7 @@ def main() -> None:
         items = (write_folder(root / "c", catalogue_x, catalogue_y)
                  + write_folder(root / "q", query_x, query_y))
         folders = ["c"] * len(catalogue_x) + ["q"] * len(query_x)
-        squares = [pipeline.prepare((root / folder / path).read_bytes())[0]
+        squares = [pipeline.prepare((root / folder / path).read_bytes()).square
                    for folder, (path, _) in zip(folders, items, strict=True)]
         pixels = embedder.pixels(squares)
         int8_path, optimised = root / "resnet18-int8.onnx", root / "resnet18-optimised.onnx"

@@ -94,20 +94,19 @@ def main() -> None:
         catalogue_items = write_folder(root / "catalogue", catalogue_x, catalogue_y)
         query_items = write_folder(root / "queries", query_x, query_y)
         started = time.perf_counter()
-        kept, catalogue_vectors, _ = embed_files(pipeline, root / "catalogue", catalogue_items,
-                                                 app.config.batch_size)
-        kept_queries, query_vectors, _ = embed_files(pipeline, root / "queries", query_items,
-                                                     app.config.batch_size)
+        catalogue = embed_files(pipeline, root / "catalogue", catalogue_items,
+                                app.config.batch_size)
+        queries = embed_files(pipeline, root / "queries", query_items, app.config.batch_size)
         seconds = time.perf_counter() - started
-    labels = np.array([label for _, label in kept])
-    query_labels = np.array([label for _, label in kept_queries])
-    model = same_category_hits(query_vectors, query_labels, args.k, catalogue_vectors, labels)
+    labels = np.array([label for _, label in catalogue.kept])
+    query_labels = np.array([label for _, label in queries.kept])
+    model = same_category_hits(queries.vectors, query_labels, args.k, catalogue.vectors, labels)
     names = np.array(CLASSES)
     pixels = same_category_hits(unit_rows(query_x), names[query_y], args.k,
                                 unit_rows(catalogue_x), names[catalogue_y])
-    embedded = len(kept) + len(kept_queries)
+    embedded = len(catalogue.kept) + len(queries.kept)
     print(f"model: {pipeline.model_id}")
-    print(f"catalogue {len(kept)} images, {len(kept_queries)} queries, "
+    print(f"catalogue {len(catalogue.kept)} images, {len(queries.kept)} queries, "
           f"embedded in {seconds:.0f} s ({embedded / seconds:.1f} images/s)")
     print(f"precision@{args.k}: pipeline {model.mean():.4f}   raw-pixel cosine {pixels.mean():.4f}")
     for name in CLASSES:

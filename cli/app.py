@@ -83,6 +83,7 @@ class App:
             "indexed": sum(c["indexed"] for c in counts.values()),
             "failed": sum(c["failed"] for c in counts.values()),
             "models": {model: c["indexed"] for model, c in counts.items() if c["indexed"]},
+            "removals": store.removal_counts() if store else {},
             "index_size": int(meta("index_size") or 0),
             "last_refresh": meta("last_refresh"),
             "removals_held_back": meta(HELD_BACK) or None,

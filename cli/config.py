@@ -26,7 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "snapshot": "feature_vectors.pkl",
     "database": "sqlite:///lookalike.db",
     "pipeline": {
-        "decoder": "pillow", "remover": "rembg", "padder": "white", "embedder": "resnet18",
+        "decoder": "pillow", "remover": "auto", "padder": "white", "embedder": "resnet18",
         "index": "exact",
     },
     "query": {"k": 10},

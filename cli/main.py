@@ -260,11 +260,13 @@ def evaluate(folder, k, as_json, offline, config_option):
             "categories": {c: {"images": result.sizes[c], "precision": p}
                            for c, p in result.per_category.items()},
             "failed": [{"path": path, "error": error} for path, error in result.failed],
+            "removals": result.removals,
         }, indent=2))
         return
     click.echo(f"precision@{result.k}: {result.overall:.4f} over {result.images} images")
     for category, precision in result.per_category.items():
         click.echo(f"  {category:<24} {precision:.4f}  ({result.sizes[category]} images)")
+    click.echo(f"background removed by: {ways(result.removals)}")
     for path, error in result.failed:
         click.echo(f"  skipped {path}: {error}")
 
@@ -291,6 +293,8 @@ def status(as_json, config_option):
     click.echo(f"failed:       {report['failed']}")
     for model, count in report["models"].items():
         click.echo(f"model:        {model} ({count} images)")
+    if report["removals"]:
+        click.echo(f"removed by:   {ways(report['removals'])}")
     click.echo(f"index size:   {report['index_size']}")
     click.echo(f"last refresh: {report['last_refresh'] or 'never'}")
     if report["removals_held_back"]:
@@ -302,6 +306,11 @@ def status(as_json, config_option):
         click.echo(f"service:      lookalike {command} running (pid {pid}, since {since})")
         click.echo(f"queue:        {service['queue']} file(s) waiting")
         click.echo(f"last problem: {service['last_problem'] or 'none'}")
+
+
+def ways(removals: dict[str, int]) -> str:
+    """How many images took each way of removing the background, most first."""
+    return ", ".join(f"{way or 'not recorded'} {count}" for way, count in removals.items())
 
 
 @cli.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ class Evaluation:
     per_category: dict[str, float]
     sizes: dict[str, int]
     failed: list[tuple[str, str]]
+    removals: dict[str, int]  # images by the way their background was removed
 
 
 def categorised_images(folder: Path) -> list[tuple[str, str]]:
@@ -46,18 +48,30 @@ def evaluate_folder(
     items = categorised_images(folder)
     if not items:
         raise LookalikeError(f"{folder} has no images in category sub-folders")
-    kept, vectors, failed = embed_files(pipeline, folder, items, batch_size, on_progress)
-    labels = np.array([category for _, category in kept])
-    hits = same_category_hits(vectors, labels, k)
+    embedded = embed_files(pipeline, folder, items, batch_size, on_progress)
+    labels = np.array([category for _, category in embedded.kept])
+    hits = same_category_hits(embedded.vectors, labels, k)
     categories = sorted(set(labels))
     return Evaluation(
         k=k,
-        images=len(kept),
+        images=len(embedded.kept),
         overall=float(hits.mean()),
         per_category={c: float(hits[labels == c].mean()) for c in categories},
         sizes={c: int((labels == c).sum()) for c in categories},
-        failed=failed,
+        failed=embedded.failed,
+        removals=dict(embedded.removals.most_common()),
     )
+
+
+@dataclass
+class Embedded:
+    """The (path, label) items embedded, their vectors, the (path, error) of those that could
+    not be read or decoded, and how many took each way of removing the background."""
+
+    kept: list[tuple[str, str]]
+    vectors: np.ndarray
+    failed: list[tuple[str, str]]
+    removals: Counter
 
 
 def embed_files(
@@ -66,15 +80,16 @@ def embed_files(
     items: list[tuple[str, str]],
     batch_size: int,
     on_progress: Callable[[int], None] = lambda n: None,
-) -> tuple[list[tuple[str, str]], np.ndarray, list[tuple[str, str]]]:
-    """Embed (path, label) items in batches: the items kept, their vectors, and the
-    (path, error) of those that could not be read or decoded."""
-    kept, vectors, failed = [], [], []
+) -> Embedded:
+    """Embed (path, label) items in batches."""
+    kept, vectors, failed, removals = [], [], [], Counter()
     for start in range(0, len(items), batch_size):
         batch, images = [], []
         for path, label in items[start:start + batch_size]:
             try:
-                images.append(pipeline.prepare(pipeline.read_file(file_path(folder, path)))[0])
+                prepared = pipeline.prepare(pipeline.read_file(file_path(folder, path)))
+                images.append(prepared.square)
+                removals[prepared.removal] += 1
                 batch.append((path, label))
             except ImageError as exc:
                 failed.append((path, str(exc)))
@@ -83,7 +98,7 @@ def embed_files(
         vectors.append(pipeline.embed(images))
         kept += batch
         on_progress(len(items[start:start + batch_size]))
-    return kept, np.concatenate(vectors), failed
+    return Embedded(kept, np.concatenate(vectors), failed, removals)
 
 
 def same_category_hits(

@@ -2,7 +2,8 @@
 
 It serves the watcher, the start-up reconciliation and ``lookalike index``. Each batch goes
 through named steps: read (and hash), sort out what is already known, prepare, embed, and
-store what is still current.
+store what is still current. Batches overlap: while one is embedded, the next one's images
+are decoded and their backgrounds removed on the other threads.
 """
 
 from __future__ import annotations
@@ -63,10 +64,18 @@ def ingest(
     report = IngestReport()
     paths = iter(paths)
     with _workers(pool) as workers:
-        while not should_stop() and (batch := list(islice(paths, batch_size))):
-            Batch(store, pipeline, images_dir, report, workers).ingest(batch)
-            if on_progress:
-                on_progress(len(batch))
+        waiting = None  # read, and being prepared while the batch before it is embedded
+        while waiting is not None or not should_stop():
+            chunk = [] if should_stop() else list(islice(paths, batch_size))
+            started = Batch(store, pipeline, images_dir, report, workers).start(
+                chunk, waiting) if chunk else None
+            if waiting is not None:
+                waiting.finish()
+                if on_progress:
+                    on_progress(len(waiting.paths))
+            if started is None:
+                break
+            waiting = started
     return report
 
 
@@ -105,7 +114,8 @@ class _Read:
 
 
 class Batch:
-    """One batch of paths through ingest's steps."""
+    """One batch of paths through ingest's steps: ``start`` reads the files and hands their
+    preparation to the pool; ``finish`` embeds and stores them."""
 
     def __init__(self, store: Store, pipeline: Pipeline, images_dir, report: IngestReport,
                  pool: ThreadPoolExecutor):
@@ -114,13 +124,25 @@ class Batch:
         self.model = pipeline.model_id
         self.done: list[ImageRow] = []  # rows to store
         self.gone: list[str] = []  # paths to forget
+        self.embedded: dict[str, ImageRow] = {}  # the embedded row of each content hash
 
-    def ingest(self, paths: list[str]) -> None:
-        fresh = self._read(paths)
-        to_prepare, copies = self._sort_out_known(fresh)
-        embedded = self._embed(self._prepare(to_prepare))
-        self._resolve_copies(copies, embedded)
-        self._store(fresh)
+    def start(self, paths: list[str], before: Batch | None = None) -> Batch:
+        """Read the files and start preparing them. Content that ``before`` (the batch not
+        stored yet) is preparing waits for its vector instead of being prepared twice."""
+        self.paths, self.before = paths, before
+        self.fresh = self._read(paths)
+        to_prepare, self.copies, self.copies_of_before = self._sort_out_known(self.fresh)
+        self.preparing = [(read, self.pool.submit(_prepare_one, self.pipeline, read.data))
+                          for read in to_prepare]
+        return self
+
+    def finish(self) -> None:
+        self._embed(self._prepared())
+        self._resolve_copies(self.copies, self)
+        if self.before is not None:
+            self._resolve_copies(self.copies_of_before, self.before)
+        self._store(self.fresh)
+        self.fresh, self.preparing, self.before = [], [], None  # the bytes, the batch before
 
     def _read(self, paths: list[str]) -> list[_Read]:
         """Read and hash the files that are new or changed; note the vanished ones."""
@@ -154,54 +176,56 @@ class Batch:
             return None
         return _Read(replace(row, sha256=hashlib.sha256(data).hexdigest()), data, stat)
 
-    def _sort_out_known(self, fresh: list[_Read]) -> tuple[list[_Read], list[ImageRow]]:
+    def _sort_out_known(self, fresh: list[_Read]):
         """Reuse the vector of content already stored; of equal new bytes prepare the first
-        file only. Returns the files to prepare and the copies waiting for them."""
+        file only. Returns the files to prepare, the copies waiting for them, and the copies
+        waiting for the batch before."""
         stored = self.store.indexed_rows({read.row.sha256 for read in fresh}, self.model)
-        to_prepare, copies, first_hashes = [], [], set()
+        preparing_before = ({read.row.sha256 for read, _ in self.before.preparing}
+                            if self.before is not None else set())
+        to_prepare, copies, copies_of_before, first_hashes = [], [], [], set()
         for read in fresh:
             row = read.row
             same = stored.get(row.sha256)
             if same is not None:
                 self._reuse(same, row)
+            elif row.sha256 in preparing_before:
+                copies_of_before.append(row)
             elif row.sha256 in first_hashes:
                 copies.append(row)
             else:
                 first_hashes.add(row.sha256)
                 to_prepare.append(read)
-        return to_prepare, copies
+        return to_prepare, copies, copies_of_before
 
-    def _prepare(self, to_prepare: list[_Read]) -> list[tuple[ImageRow, Image.Image]]:
-        """Decode and remove backgrounds side by side; a file that cannot be is failed."""
-        outcomes = self.pool.map(_prepare_one, [self.pipeline] * len(to_prepare),
-                                 [read.data for read in to_prepare])
+    def _prepared(self) -> list[tuple[ImageRow, Image.Image]]:
+        """Each prepared image with its row; a file that could not be prepared is failed."""
         prepared = []
-        for read, (outcome, error) in zip(to_prepare, outcomes, strict=True):
+        for read, future in self.preparing:
+            outcome, error = future.result()
             if error is not None:
                 self._fail(read.row, error)
                 continue
-            image, (width, height) = outcome
-            prepared.append((replace(read.row, width=width, height=height, model=self.model),
-                             image))
+            width, height = outcome.size
+            prepared.append((replace(read.row, width=width, height=height, model=self.model,
+                                     removal=outcome.removal), outcome.square))
         return prepared
 
-    def _embed(self, prepared: list[tuple[ImageRow, Image.Image]]) -> dict[str, ImageRow]:
-        """The embedded row of each content hash."""
+    def _embed(self, prepared: list[tuple[ImageRow, Image.Image]]) -> None:
         vectors = self.pipeline.embed([image for _, image in prepared])
-        embedded = {}
         for (row, _), vector in zip(prepared, vectors, strict=True):
-            embedded[row.sha256] = replace(row, vector=vector.tobytes())
-            self.done.append(embedded[row.sha256])
+            self.embedded[row.sha256] = replace(row, vector=vector.tobytes())
+            self.done.append(self.embedded[row.sha256])
             log.info("indexed %s", row.path)
-        self.report.embedded += len(embedded)
-        return embedded
+        self.report.embedded += len(prepared)
 
-    def _resolve_copies(self, copies: list[ImageRow], embedded: dict[str, ImageRow]) -> None:
-        """A copy shares its first file's vector, or fails alike."""
-        failed = {row.sha256: row.error for row in self.done if row.error is not None}
+    def _resolve_copies(self, copies: list[ImageRow], source: Batch) -> None:
+        """A copy shares the vector of the first file with its content (in ``source``), or
+        fails alike."""
+        failed = {row.sha256: row.error for row in source.done if row.error is not None}
         for row in copies:
-            if row.sha256 in embedded:
-                self._reuse(embedded[row.sha256], row)
+            if row.sha256 in source.embedded:
+                self._reuse(source.embedded[row.sha256], row)
             else:
                 self._fail(row, failed[row.sha256])
 

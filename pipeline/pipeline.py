@@ -25,6 +25,16 @@ from .steps import (
 )
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """An image ready to embed: the square the embedder sees, the decoded image's (width,
+    height), and the way its background was removed (a step id)."""
+
+    square: Image.Image
+    size: tuple[int, int]
+    removal: str
+
+
 @dataclass
 class Pipeline:
     decoder: Decoder
@@ -75,16 +85,16 @@ class Pipeline:
         with failures_of_one_file():
             return self.decoder.decode(data, min_side)
 
-    def prepare(self, data: bytes) -> tuple[Image.Image, tuple[int, int]]:
-        """The square image the embedder sees, and the decoded image's (width, height).
-
-        Raises ImageError for bytes any step cannot handle, whatever that step raised.
-        """
+    def prepare(self, data: bytes) -> Prepared:
+        """The image ready to embed. Raises ImageError for bytes any step cannot handle,
+        whatever that step raised."""
         size = self.embedder.input_size
         with failures_of_one_file():
             image = self.decoder.decode(data, size)
-            square = self.padder.pad(self.remover.remove(image), size)
-        return square, image.info.get("full_size", image.size)
+            cutout = self.remover.remove(image)
+            square = self.padder.pad(cutout, size)
+        return Prepared(square, image.info.get("full_size", image.size),
+                        cutout.info.get("removal", self.remover.id))
 
     def warm_up(self) -> None:
         """Load every model now, so a missing or broken one stops start-up, not an image."""

@@ -30,6 +30,7 @@ HOOKS = {
 BUILTIN_PLUGINS = (
     "lookalike.pipeline.builtins.pillow_decoder",
     "lookalike.pipeline.builtins.rembg_remover",
+    "lookalike.pipeline.builtins.auto_remover",
     "lookalike.pipeline.builtins.white_padder",
     "lookalike.pipeline.builtins.resnet18_embedder",
     "lookalike.pipeline.builtins.exact_index",

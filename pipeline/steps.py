@@ -159,7 +159,8 @@ class Remover(Protocol):
     def model_files(self) -> list[ModelFile]: ...
 
     def remove(self, image: Image.Image) -> Image.Image:
-        """Return the image as RGB with its background replaced by white."""
+        """Return the image as RGB with its background replaced by white. A remover with
+        several ways records the one it took, as a step id, in the result's info["removal"]."""
 
 
 class Padder(Protocol):

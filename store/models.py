@@ -41,6 +41,8 @@ class ImageRecord(Base):
     # store (the UI) re-read only rows newer than what they hold, without trusting clocks.
     generation: Mapped[int] = mapped_column(default=0, server_default="0", index=True)
     vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The way the background was removed (the remover's id, or the path "auto" took).
+    removal: Mapped[str | None] = mapped_column(String(96))
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -42,7 +42,7 @@ def answer_queries(
         try:
             if isinstance(data, ImageError):
                 raise data
-            prepared.append((position, pipeline.prepare(data)[0]))
+            prepared.append((position, pipeline.prepare(data).square))
         except ImageError as exc:
             errors[position] = str(exc)
     if seen is not None:

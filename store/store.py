@@ -28,7 +28,7 @@ from lookalike.pipeline.errors import LookalikeError
 
 from .models import FAILED, INDEXED, Base, ImageRecord, Meta, Removal
 
-SCHEMA_VERSION = 2  # 2: images.generation, removals
+SCHEMA_VERSION = 3  # 2: images.generation, removals; 3: images.removal
 # Write generations whose removals stay logged: a reader further behind compares every path.
 REMOVALS_KEPT = 10_000
 
@@ -41,8 +41,13 @@ def _add_generation(session: Session) -> None:
         index.create(session.connection(), checkfirst=True)
 
 
+def _add_removal(session: Session) -> None:
+    """Schema 2 did not record how each background was removed: unknown (NULL) for its rows."""
+    session.execute(text("ALTER TABLE images ADD COLUMN removal VARCHAR(96)"))
+
+
 # The upgrade to each schema version from the one before, applied in order.
-UPGRADES: dict[int, Callable[[Session], None]] = {2: _add_generation}
+UPGRADES: dict[int, Callable[[Session], None]] = {2: _add_generation, 3: _add_removal}
 
 
 class StoreError(LookalikeError):
@@ -73,6 +78,7 @@ class ImageRow:
     model: str | None = None
     vector: bytes | None = None
     error: str | None = None
+    removal: str | None = None  # how the background was removed (a step id)
 
 
 def database_exists(url: str) -> bool:
@@ -215,7 +221,7 @@ class Store:
             for (row,) in _rows_where(session, query, ImageRecord.sha256, hashes):
                 found.setdefault(row.sha256, ImageRow(
                     row.path, row.sha256, row.size, row.mtime_ns, row.width, row.height,
-                    row.model, row.vector))
+                    row.model, row.vector, removal=row.removal))
         return found
 
     def apply(self, facts: Iterable[ImageRow], gone: Iterable[str] = ()) -> int:
@@ -235,7 +241,7 @@ class Store:
                     session.add(row)
                 row.sha256, row.size, row.mtime_ns = item.sha256, item.size, item.mtime_ns
                 row.width, row.height, row.model = item.width, item.height, item.model
-                row.vector, row.error = item.vector, item.error
+                row.vector, row.error, row.removal = item.vector, item.error, item.removal
                 row.status = FAILED if item.error is not None else INDEXED
                 row.generation = generation
             if not gone:
@@ -375,6 +381,18 @@ class Store:
         for model, status, count in rows:
             counts.setdefault(model or "", {INDEXED: 0, FAILED: 0})[status] = count
         return counts
+
+    def removal_counts(self) -> dict[str, int]:
+        """Indexed rows by the way their background was removed ("" where not recorded)."""
+        return self._kept_until_next_write(("removals",), self._count_removals)
+
+    def _count_removals(self) -> dict[str, int]:
+        with self._session() as session:
+            rows = session.execute(
+                select(ImageRecord.removal, func.count()).where(ImageRecord.status == INDEXED)
+                .group_by(ImageRecord.removal).order_by(func.count().desc())
+            ).all()
+        return {removal or "": count for removal, count in rows}
 
     def failures(self, limit: int = 20) -> list[tuple[str, str]]:
         """The first ``limit`` failed files by path, with their errors."""

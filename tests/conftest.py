@@ -73,6 +73,7 @@ class Workspace:
         or a top-level key to its value."""
         tables = {
             "": {"images_dir": "images", "inbox_dir": "inbox"},
+            "auto": {"model_path": str(self.model_home / "rembg" / "custom" / "mask.onnx")},
             "rembg": {"model_path": str(self.model_home / "rembg" / "custom" / "mask.onnx")},
             "resnet18": {"weights": str(self.model_home / "resnet18-test.pth")},
             "daemon": {"settle_seconds": 0.5},

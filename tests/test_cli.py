@@ -38,7 +38,8 @@ def test_index_then_query_finds_the_cropped_copy_first(workspace, catalogue, run
     }
     assert [n["rank"] for n in answer["neighbours"]] == list(range(1, 11))
     assert re.fullmatch(
-        r"pillow@2\+rembg-u2net_custom@[0-9a-f]{12}\+white@2\+resnet18@[0-9a-f]{12}",
+        r"pillow@2\+auto:plain@1\|rembg-u2net_custom@[0-9a-f]{12}\+white@2"
+        r"\+resnet18@[0-9a-f]{12}",
         answer["model"])
     assert json.loads(run_cli("status", "--json").output)["models"] == {answer["model"]: 12}
 
@@ -151,7 +152,7 @@ def test_models_lists_files_with_digests_and_fails_when_one_is_missing(
     result = run_cli("models", "--json")
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
-    assert [row["step"] for row in rows] == ["rembg", "resnet18"]
+    assert [row["step"] for row in rows] == ["auto", "resnet18"]
     assert all(row["present"] and len(row["sha256"]) == 64 for row in rows)
 
     workspace.write_config(resnet18={"weights": "imagenet"})

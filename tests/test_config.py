@@ -28,11 +28,12 @@ def test_repo_config_is_valid_and_matches_the_documented_defaults(steps):
     config = load_config(repo_config, steps)
     assert config.images_dir == repo_config.parent / "images"
     assert config.database_url == f"sqlite:///{repo_config.parent / 'lookalike.db'}"
-    assert config.pipeline["remover"] == "rembg" and config.pipeline["embedder"] == "resnet18"
+    assert config.pipeline["remover"] == "auto" and config.pipeline["embedder"] == "resnet18"
     assert config.k == 10 and config.settle_seconds == 1.0
     assert config.tables["resnet18"] == {"weights": "imagenet", "weights_sha256": "",
                                          "backend": "onnxruntime", "cache_dir": ""}
     assert config.tables["rembg"] == {"model": "u2net", "model_path": "", "model_path_sha256": ""}
+    assert config.tables["auto"] == config.tables["rembg"]
     assert config.tables["pillow"] == {"max_pixels": 64_000_000, "max_file_bytes": 200_000_000}
     assert config.models == ModelSource() and config.max_removal_fraction == 0.5
     assert config.pipeline["index"] == "exact"

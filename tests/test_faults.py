@@ -62,7 +62,7 @@ def test_a_file_replaced_while_embedded_keeps_no_stale_vector(workspace, catalog
         pipeline.embed = real_embed
         ingest(store, pipeline, workspace.images, ["a.jpg"], batch_size=4)
         paths, vectors = store.vectors(pipeline.model_id)
-        expected = real_embed([pipeline.prepare(target.read_bytes())[0]])
+        expected = real_embed([pipeline.prepare(target.read_bytes()).square])
         assert paths == ["a.jpg"] and np.allclose(vectors[0], expected[0], atol=1e-5)
         assert sha256(target) in store.indexed_rows([sha256(target)], pipeline.model_id)
     finally:

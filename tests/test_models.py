@@ -132,7 +132,7 @@ def test_a_mirror_is_used_instead_of_upstream(workspace, server, caches, run_cli
 @pytest.mark.parametrize(("table", "file", "algorithm"), [
     ({"resnet18": {"weights": "imagenet"}}, "torch/hub/checkpoints/resnet18-f37072fd.pth",
      "sha256 f37072fd"),
-    ({"rembg": {"model_path": "", "model": "u2net"}}, "rembg/models/u2net/u2net.onnx",
+    ({"auto": {"model_path": "", "model": "u2net"}}, "rembg/models/u2net/u2net.onnx",
      "md5 60024c5c889badc19c04ad937298a77b"),
 ])
 def test_a_built_in_file_with_the_wrong_content_is_refused_by_its_pin(

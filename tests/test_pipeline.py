@@ -57,8 +57,9 @@ def test_transparent_background_becomes_white_and_image_is_padded_square(model_h
     pipeline = build(model_home, tmp_path, pipeline={"remover": "none"})
     image = Image.new("RGBA", (100, 50), (0, 0, 0, 0))
     image.paste((10, 120, 10, 255), (40, 10, 60, 40))
-    square, size = pipeline.prepare(encode(image))
-    assert size == (100, 50)
+    prepared = pipeline.prepare(encode(image))
+    square = prepared.square
+    assert prepared.size == (100, 50) and prepared.removal == "none"
     assert square.size == (224, 224) and square.mode == "RGB"
     assert square.getpixel((5, 5)) == (255, 255, 255)  # padding and former transparency
     assert square.getpixel((112, 112))[1] > 100  # the garment stays, centred
@@ -75,7 +76,8 @@ def test_rembg_replaces_the_background_with_white(model_home, tmp_path):
 
 def test_resnet18_gives_unit_vectors_of_512_and_a_digest_model_id(model_home, tmp_path):
     pipeline = build(model_home, tmp_path, pipeline={"remover": "none"})
-    images = [pipeline.prepare(encode(Image.new("RGB", (64, 80), c)))[0] for c in ("red", "navy")]
+    images = [pipeline.prepare(encode(Image.new("RGB", (64, 80), colour))).square
+              for colour in ("red", "navy")]
     vectors = pipeline.embed(images)
     assert vectors.shape == (2, 512) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
@@ -137,7 +139,7 @@ def test_onnxruntime_and_torch_backends_give_the_same_vectors(model_home, tmp_pa
     assert onnx.model_id == torch.model_id  # switching backends re-embeds nothing
     photos = [path.read_bytes() for path in sorted(catalogue.iterdir())]
     photos.append(encode(cropped_query(product_photo(3))))
-    images = [onnx.prepare(data)[0] for data in photos]
+    images = [onnx.prepare(data).square for data in photos]
     similarity = np.sum(onnx.embed(images) * torch.embed(images), axis=1)
     assert similarity.min() >= 0.9999
 

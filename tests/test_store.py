@@ -138,12 +138,13 @@ def test_a_schema_1_database_is_upgraded_in_place_keeping_its_rows(store, tmp_pa
     connection = sqlite3.connect(tmp_path / "test.db")  # as lookalike 0.1 left it
     connection.executescript("""
         DROP INDEX ix_images_generation; DROP INDEX ix_images_model_status_path;
-        ALTER TABLE images DROP COLUMN generation;
+        ALTER TABLE images DROP COLUMN generation; ALTER TABLE images DROP COLUMN removal;
         UPDATE meta SET value = '1' WHERE key = 'schema_version';""")
     connection.close()
     upgraded = Store(f"sqlite:///{tmp_path / 'test.db'}")
     try:
-        assert upgraded.get_meta("schema_version") == "2"
+        assert upgraded.get_meta("schema_version") == "3"
+        assert upgraded.removal_counts() == {"": 1}  # not recorded before schema 3
         assert upgraded.vectors("m")[1].tolist() == [[1, 0]]
         upgraded.apply([facts("b.jpg", [0, 1])])
         assert list(upgraded.written_since("m", 0)) == ["b.jpg"]

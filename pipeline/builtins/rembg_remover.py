@@ -1,8 +1,10 @@
-"""Removers "rembg" (rembg's sessions, one per process) and "none" (flatten onto white only)."""
+"""Removers "rembg" (u2net or another of rembg's networks on every image, one session per
+process) and "none" (flatten onto white only)."""
 
 from __future__ import annotations
 
 import os
+import threading
 from functools import cached_property
 from pathlib import Path
 
@@ -42,19 +44,25 @@ MODELS = {
 
 
 class RembgRemover:
-    def __init__(self, settings: StepSettings):
-        how = "set [rembg] model_path to an ONNX file or an https:// URL with model_path_sha256"
-        custom = settings.model_file("model_path", "rembg", how)
+    def __init__(self, settings: StepSettings, table: str = "rembg"):
+        """rembg's network as the config table ``table`` ([rembg], or [auto] for its
+        network) names it."""
+        self._table = table
+        how = f"set [{table}] model_path to an ONNX file or an https:// URL with model_path_sha256"
+        custom = settings.model_file("model_path", table, how)
         self._model = CUSTOM_SESSION if custom else settings.options["model"]
         self._file = custom or self._named_model_file(settings.models)
         self._session = None
+        # One image at a time: ONNX Runtime already uses every core for one, and two at once
+        # are slower than one after the other (bench/removal.py).
+        self._lock = threading.Lock()
 
     def _named_model_file(self, source: ModelSource) -> ModelFile:
         """A model rembg releases: in [models] dir, else rembg's folder, fetched there."""
         if self._model not in MODELS:
             names = ", ".join(sorted(MODELS))
-            raise ConfigError(f"[rembg] model {self._model!r} is not one lookalike can verify; "
-                              f"one of: {names} (or set [rembg] model_path)")
+            raise ConfigError(f"[{self._table}] model {self._model!r} is not one lookalike can "
+                              f"verify; one of: {names} (or set [{self._table}] model_path)")
         released, pin = MODELS[self._model]
         session_class = self._session_class
         file_name = f"{self._model}.onnx"  # how rembg names it in its folder
@@ -62,8 +70,8 @@ class RembgRemover:
         default = Path(existing or os.path.join(session_class.model_dir(), file_name))
         renamed = f" as {file_name}" if released != file_name else ""
         how = f"copy {released} from rembg's releases there{renamed} (or into [models] dir)"
-        return ModelFile("rembg", source.place(file_name, default), how, url=RELEASES + released,
-                         pin=pin, source=source)
+        return ModelFile(self._table, source.place(file_name, default), how,
+                         url=RELEASES + released, pin=pin, source=source)
 
     @cached_property
     def _session_class(self):
@@ -72,7 +80,7 @@ class RembgRemover:
         for session_class in sessions_class:
             if session_class.name() == self._model:
                 return session_class
-        raise ConfigError(f"[rembg] model {self._model!r} is not a rembg model")
+        raise ConfigError(f"[{self._table}] model {self._model!r} is not a rembg model")
 
     def model_files(self) -> list[ModelFile]:
         return [self._file]
@@ -106,11 +114,12 @@ class RembgRemover:
     def remove(self, image: Image.Image) -> Image.Image:
         from rembg import remove
 
-        if self._session is None:
-            self._session = self._new_session()
-        # rembg divides by the mask's range, which is 0 for a plain, uniform photo.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cutout = remove(image, session=self._session, bgcolor=(255, 255, 255, 255))
+        with self._lock:
+            if self._session is None:
+                self._session = self._new_session()
+            # rembg divides by the mask's range, which is 0 for a plain, uniform photo.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                cutout = remove(image, session=self._session, bgcolor=(255, 255, 255, 255))
         return on_white(cutout)
 
 
@@ -126,7 +135,11 @@ class NoRemover:
         return on_white(image)
 
 
+# The options of rembg's table, and of "auto"'s for its network.
+NETWORK_OPTIONS = {"model": "u2net", "model_path": "", "model_path_sha256": ""}
+
+
 @hookimpl
 def register_removers(register):
-    register("rembg", RembgRemover, {"model": "u2net", "model_path": "", "model_path_sha256": ""})
+    register("rembg", RembgRemover, NETWORK_OPTIONS)
     register("none", lambda settings: NoRemover())

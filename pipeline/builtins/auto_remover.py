@@ -1,0 +1,47 @@
+"""Remover "auto": a photo on a plain background is cut out by its colour in a few ms; any
+other goes to rembg's network, as remover "rembg" would send it."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from PIL import Image
+
+from ..hookspecs import hookimpl
+from ..imaging import WHITE, on_white
+from ..steps import ModelFile, StepSettings
+from .plain_background import VERSION, PlainBackground
+from .rembg_remover import NETWORK_OPTIONS, RembgRemover
+
+PLAIN = f"plain@{VERSION}"  # the way a plain background is removed, as rows record it
+
+
+class AutoRemover:
+    def __init__(self, settings: StepSettings):
+        self._network = RembgRemover(settings, table="auto")
+        self._plain = PlainBackground()
+
+    @cached_property
+    def id(self) -> str:
+        """Both ways: vectors of "auto" are never compared with those of "rembg" alone."""
+        return f"auto:{PLAIN}|{self._network.id}"
+
+    def model_files(self) -> list[ModelFile]:
+        return self._network.model_files()
+
+    def remove(self, image: Image.Image) -> Image.Image:
+        """The cut-out on white; ``info["removal"]`` names the way taken (a step id)."""
+        flat = on_white(image)  # a transparent background is a plain white one
+        mask = self._plain.mask(flat)
+        if mask is None:
+            cutout, removal = self._network.remove(image), self._network.id
+        else:
+            cutout, removal = Image.composite(flat, Image.new("RGB", flat.size, WHITE),
+                                              mask), PLAIN
+        cutout.info["removal"] = removal
+        return cutout
+
+
+@hookimpl
+def register_removers(register):
+    register("auto", AutoRemover, NETWORK_OPTIONS)

@@ -1,0 +1,219 @@
+"""Product photos with known masks: garments on plain and textured backgrounds.
+
+The ground truth for background removal. Each scene is a garment (a drawn silhouette, or a
+Fashion-MNIST item when Debian's dataset-fashion-mnist is installed) in a colour, a pattern
+or white on white, with a soft drop shadow on half the plain scenes, on one background kind:
+"white", "grey", "gradient" (plain: a studio sweep) or "textured" (wood, tiles, fabric,
+noise, a street). Edges are anti-aliased and each photo goes through JPEG, as a camera's would.
+The true mask is where the garment covers at least half a pixel.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+from scipy import ndimage
+
+from builders import _draw_silhouette
+
+KINDS = ("white", "grey", "gradient", "textured")
+PLAIN_KINDS = KINDS[:3]
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+SIZE = (400, 500)
+
+
+def scene(kind: str, seed: int, size: tuple[int, int] = SIZE) -> tuple[bytes, np.ndarray]:
+    """A JPEG photo of one garment on a ``kind`` background, and its true mask (bool, h×w)."""
+    rng = np.random.default_rng([KINDS.index(kind), seed])
+    coverage = garment_coverage(rng, size)
+    mask = coverage >= 0.5
+    background = BACKGROUNDS[kind](rng, size)
+    if kind in PLAIN_KINDS and rng.random() < 0.5:
+        background = with_shadow(background, coverage, rng)
+    garment = garment_pixels(rng, size, coverage, background)
+    alpha = coverage[..., None]
+    pixels = garment * alpha + background * (1 - alpha)
+    photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    out = io.BytesIO()
+    photo.save(out, "JPEG", quality=int(rng.integers(85, 96)))
+    return out.getvalue(), mask
+
+
+def garment_coverage(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """How much of each pixel the garment covers (0–1), drawn at 4× and averaged down."""
+    width, height = size
+    big = (width * 4, height * 4)
+    if fashion_items() is not None and rng.random() < 0.5:
+        items = fashion_items()
+        item = Image.fromarray(items[int(rng.integers(len(items)))])
+        side = int(min(big) * rng.uniform(0.55, 0.85))
+        shape = np.asarray(item.resize((side, side), Image.Resampling.BICUBIC)) > 24
+        shape = Image.fromarray(without_small_holes(shape).astype(np.uint8) * 255)
+        canvas = Image.new("L", big, 0)
+        canvas.paste(shape, ((big[0] - side) // 2 + int(rng.integers(-40, 41)),
+                             (big[1] - side) // 2 + int(rng.integers(-40, 41))))
+    else:
+        canvas = Image.new("L", (width, height), 0)
+        _draw_silhouette(ImageDraw.Draw(canvas), int(rng.integers(4)), width // 2, height // 2)
+        canvas = canvas.resize(big, Image.Resampling.NEAREST).rotate(
+            float(rng.uniform(-12, 12)), Image.Resampling.BILINEAR)
+        canvas = canvas.point(lambda v: 255 if v >= 128 else 0)
+    return np.asarray(canvas.resize(size, Image.Resampling.BOX), dtype=np.float32) / 255
+
+
+def without_small_holes(shape: np.ndarray) -> np.ndarray:
+    """The item with its dark specks filled: holes under 2 % of its area are not a design's
+    (Fashion-MNIST marks dark cloth as dark, not as absent)."""
+    holes, count = ndimage.label(~shape)
+    sizes = np.bincount(holes.ravel())
+    small = sizes < 0.02 * shape.sum()
+    small[holes[0, 0]] = False  # the outside
+    return shape | small[holes]
+
+
+def garment_pixels(rng, size, coverage, background) -> np.ndarray:
+    """The garment's colours: plain, striped or dotted, or white on white; lit with folds."""
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    style = rng.choice(["plain", "stripes", "dots", "white"], p=[0.35, 0.2, 0.2, 0.25])
+    if style == "white":  # off-white, darker towards its outline as real cloth is
+        base = np.array([236, 236, 233], np.float32) - rng.uniform(0, 10)
+        rim = Image.fromarray((coverage * 255).astype(np.uint8)).filter(
+            ImageFilter.GaussianBlur(3))
+        inside = np.asarray(rim, np.float32) / 255
+        colours = base * (0.86 + 0.14 * inside)[..., None] * np.ones((height, width, 1))
+    else:
+        base = rng.uniform(10, 230, 3).astype(np.float32)
+        colours = np.broadcast_to(base, (height, width, 3)).copy()
+        accent = 255 - base
+        period = float(rng.uniform(12, 30))
+        if style == "stripes":
+            colours[((x + y * 0.4) % period) < period / 3] = accent
+        elif style == "dots":
+            colours[((x % period - period / 2) ** 2 + (y % period - period / 2) ** 2)
+                    < (period / 5) ** 2] = accent
+    folds = 1 - 0.06 * (1 + np.sin(x / rng.uniform(15, 40) + rng.uniform(0, 6)))[..., None] / 2
+    return colours * folds
+
+
+def with_shadow(background, coverage, rng) -> np.ndarray:
+    """A soft drop shadow of the garment, offset down and to one side."""
+    shape = Image.fromarray((coverage * 255).astype(np.uint8))
+    dx, dy = int(rng.integers(-12, 13)), int(rng.integers(6, 16))
+    shifted = Image.new("L", shape.size, 0)
+    shifted.paste(shape, (dx, dy))
+    blur = min(shape.size) * rng.uniform(0.03, 0.05)
+    shadow = np.asarray(shifted.filter(ImageFilter.GaussianBlur(blur)), np.float32) / 255
+    return background * (1 - rng.uniform(0.1, 0.3) * shadow)[..., None]
+
+
+def _noise(rng, size, sigma=1.5) -> np.ndarray:
+    width, height = size
+    return rng.normal(0, sigma, (height, width, 1)).astype(np.float32)
+
+
+def white(rng, size) -> np.ndarray:
+    level = rng.uniform(246, 255)
+    return np.full((size[1], size[0], 3), level, np.float32) + _noise(rng, size)
+
+
+def grey(rng, size) -> np.ndarray:
+    colour = rng.uniform(150, 215) + rng.uniform(-6, 6, 3)
+    return np.broadcast_to(colour, (size[1], size[0], 3)).astype(np.float32) + _noise(rng, size)
+
+
+def gradient(rng, size) -> np.ndarray:
+    """A studio sweep: light to darker, straight or round (a vignette)."""
+    width, height = size
+    y, x = np.mgrid[-1:1:height * 1j, -1:1:width * 1j]
+    ramp = (x * x + y * y) / 2 if rng.random() < 0.4 else (y + 1) / 2
+    top, bottom = rng.uniform(215, 252), rng.uniform(160, 215)
+    tint = rng.uniform(-5, 5, 3)
+    pixels = top + (bottom - top) * ramp[..., None] + tint
+    return pixels.astype(np.float32) + _noise(rng, size)
+
+
+def textured(rng, size) -> np.ndarray:
+    return TEXTURES[int(rng.integers(len(TEXTURES)))](rng, size)
+
+
+def value_noise(rng, size, cells: int) -> np.ndarray:
+    """Smooth random variation with about ``cells`` blobs across (-1 to 1)."""
+    width, height = size
+    grid = rng.uniform(0, 255, (max(2, cells * height // width), cells)).astype(np.uint8)
+    smooth = Image.fromarray(grid).resize(size, Image.Resampling.BICUBIC)
+    return np.asarray(smooth, np.float32) / 127.5 - 1
+
+
+def stone(rng, size) -> np.ndarray:
+    base = rng.uniform(90, 200, 3)
+    detail = sum(value_noise(rng, size, cells) / i for i, cells in enumerate((6, 20, 60), 1))
+    return base + rng.uniform(18, 40) * detail[..., None] + _noise(rng, size, 4)
+
+
+def wood(rng, size) -> np.ndarray:
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    warp = 25 * value_noise(rng, size, 4)
+    grain = np.sin((x + warp) / rng.uniform(3, 8)) + 0.5 * value_noise(rng, size, 40)
+    base = np.array([150, 105, 60]) * rng.uniform(0.7, 1.3)
+    boards = (y // rng.uniform(40, 90) % 2)[..., None] * rng.uniform(-25, 25)
+    return base + rng.uniform(15, 30) * grain[..., None] + boards + _noise(rng, size, 3)
+
+
+def tiles(rng, size) -> np.ndarray:
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    step = rng.uniform(25, 70)
+    grout = ((x % step) < 3) | ((y % step) < 3)
+    tile = rng.uniform(120, 235, 3)
+    pixels = np.broadcast_to(tile, (height, width, 3)).astype(np.float32).copy()
+    pixels[grout] *= rng.uniform(0.4, 0.7)
+    return pixels + 8 * value_noise(rng, size, 15)[..., None] + _noise(rng, size, 2)
+
+
+def fabric(rng, size) -> np.ndarray:
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    period = rng.uniform(3, 7)
+    weave = np.sign(np.sin(x * np.pi / period)) * np.sign(np.sin(y * np.pi / period))
+    base = rng.uniform(60, 210, 3)
+    return base + rng.uniform(10, 25) * weave[..., None] + _noise(rng, size, 3)
+
+
+def street(rng, size) -> np.ndarray:
+    """Blocks of colour (walls, windows, pavement), some sharp, some blurred."""
+    width, height = size
+    image = Image.new("RGB", size, tuple(int(v) for v in rng.uniform(60, 200, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(12, 30))):
+        x0, y0 = rng.uniform(-50, width), rng.uniform(-50, height)
+        x1, y1 = x0 + rng.uniform(20, 200), y0 + rng.uniform(20, 200)
+        draw.rectangle([x0, y0, x1, y1], fill=tuple(int(v) for v in rng.uniform(0, 255, 3)))
+    image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 2.5)))
+    return np.asarray(image, np.float32) + _noise(rng, size, 3)
+
+
+TEXTURES = (stone, wood, tiles, fabric, street)
+BACKGROUNDS = {"white": white, "grey": grey, "gradient": gradient, "textured": textured}
+
+
+@cache
+def fashion_items() -> np.ndarray | None:
+    """Fashion-MNIST's 10,000 test items (28×28, garment bright on black), when installed."""
+    if not FASHION_MNIST.is_file():
+        return None
+    with gzip.open(FASHION_MNIST) as file:
+        data = file.read()
+    return np.frombuffer(data, np.uint8, offset=16).reshape(-1, 28, 28)
+
+
+def iou(found: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union of two boolean masks."""
+    union = (found | truth).sum()
+    return float((found & truth).sum() / union) if union else 1.0
