@@ -15,6 +15,7 @@ import pytest
 from builders import cropped_query, product_photo
 from lookalike.store.snapshot import read_snapshot
 from lookalike.store.store import Store
+from running import query_db
 
 
 def test_index_then_query_finds_the_cropped_copy_first(workspace, catalogue, run_cli, tmp_path):
@@ -68,6 +69,20 @@ def test_same_bytes_under_two_names_are_embedded_once(workspace, catalogue, run_
     (workspace.images / "copy.jpg").write_bytes((workspace.images / "item01.jpg").read_bytes())
     result = run_cli("index")
     assert "3 embedded, 1 reused" in result.output
+
+
+def test_copies_in_overlapping_batches_are_embedded_once(workspace, catalogue, run_cli):
+    """The next batch is read while the one before is still being prepared: a copy of what
+    that batch holds waits for its vector."""
+    workspace.write_config(daemon={"batch_size": 2})
+    workspace.add_catalogue(catalogue, 4)
+    for name, original in (("b-copy.jpg", "item01.jpg"), ("c-copy.jpg", "item02.jpg")):
+        (workspace.images / name).write_bytes((workspace.images / original).read_bytes())
+    result = run_cli("index")  # batches: b-copy c-copy | item00 item01 | item02 item03
+    assert "4 embedded, 2 reused, 0 unchanged, 0 failed" in result.output
+    vectors = dict(query_db(workspace, "SELECT path, vector FROM images"))
+    assert vectors["b-copy.jpg"] == vectors["item01.jpg"] is not None
+    assert vectors["c-copy.jpg"] == vectors["item02.jpg"] is not None
 
 
 def test_changing_the_pipeline_re_embeds_everything(workspace, catalogue, run_cli):

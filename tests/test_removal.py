@@ -1,0 +1,85 @@
+"""Background removal: the fast path for plain backgrounds, against ground truth; "auto" and
+the way each image took, as the store, status and eval report it."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from builders import product_photo
+from lookalike.pipeline.builtins.plain_background import PlainBackground
+from scenes import KINDS, PLAIN_KINDS, iou, scene
+from test_pipeline import build, encode
+
+SCENES = 24  # of each kind; bench/removal.py measures hundreds
+
+
+@pytest.fixture(scope="module")
+def cut_outs() -> dict[str, list[float | None]]:
+    """For each background kind, the fast path's IoU on each scene (None: declined)."""
+    plain = PlainBackground()
+    found = {}
+    for kind in KINDS:
+        found[kind] = []
+        for seed in range(SCENES):
+            data, truth = scene(kind, seed)
+            mask = plain.mask(Image.open(io.BytesIO(data)))
+            found[kind].append(None if mask is None else iou(np.asarray(mask) >= 128, truth))
+    return found
+
+
+@pytest.mark.parametrize("kind", PLAIN_KINDS)
+def test_plain_backgrounds_are_cut_out_as_the_true_mask(cut_outs, kind):
+    taken = [value for value in cut_outs[kind] if value is not None]
+    assert len(taken) >= 0.5 * SCENES  # white on white and the like go to the network
+    assert np.mean(taken) >= 0.95 and min(taken) >= 0.85
+
+
+def test_textured_backgrounds_are_declined(cut_outs):
+    assert cut_outs["textured"] == [None] * SCENES
+
+
+def test_a_photo_of_nothing_is_declined():
+    assert PlainBackground().mask(Image.new("RGB", (300, 400), (250, 250, 250))) is None
+
+
+def test_auto_cuts_a_studio_photo_itself_and_hands_a_street_photo_to_rembg(model_home,
+                                                                            tmp_path):
+    pipeline = build(model_home, tmp_path, pipeline={"remover": "auto"},
+                     auto={"model_path": str(model_home / "rembg" / "custom" / "mask.onnx")})
+    network = pipeline.remover._network.id
+    assert pipeline.remover.id == f"auto:plain@1|{network}" and network.startswith("rembg-")
+    assert pipeline.model_id != build(model_home, tmp_path).model_id  # never mixed with rembg's
+    studio = pipeline.prepare(encode(product_photo(2)))
+    assert studio.removal == "plain@1"
+    assert studio.square.getpixel((3, 3)) == (255, 255, 255)
+    street, _ = scene("textured", 0)
+    assert pipeline.prepare(street).removal == network
+    transparent = Image.new("RGBA", (200, 240), (0, 0, 0, 0))
+    transparent.paste((200, 30, 40, 255), (50, 60, 150, 200))
+    assert pipeline.prepare(encode(transparent)).removal == "plain@1"
+
+
+def test_status_and_eval_count_the_images_of_each_way(workspace, run_cli):
+    for seed in range(3):
+        product_photo(seed).save(workspace.images / f"studio{seed}.jpg")
+    for seed in range(2):
+        (workspace.images / f"street{seed}.jpg").write_bytes(scene("textured", seed)[0])
+    assert "5 embedded" in run_cli("index").output
+    report = json.loads(run_cli("status", "--json").output)
+    network = next(way for way in report["removals"] if way != "plain@1")
+    assert report["removals"] == {"plain@1": 3, network: 2} and network.startswith("rembg-")
+    assert f"removed by:   plain@1 3, {network} 2" in run_cli("status").output
+
+    folder = workspace.root / "labelled"
+    for category, names in (("studio", ["studio0.jpg", "studio1.jpg"]),
+                            ("street", ["street0.jpg", "street1.jpg"])):
+        (folder / category).mkdir(parents=True)
+        for name in names:
+            (folder / category / name).write_bytes((workspace.images / name).read_bytes())
+    evaluation = json.loads(run_cli("eval", str(folder), "-k", "1", "--json").output)
+    assert evaluation["removals"] == {"plain@1": 2, network: 2}
