@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup run test lint browser
+.PHONY: setup run test lint browser datasets
 
 # constraints.txt pins what this project's own venv is tested with; pyproject.toml declares
 # the ranges users may install.
@@ -19,7 +19,7 @@ setup: $(BIN)/lookalike
 run: setup
 	$(BIN)/lookalike run
 
-test: setup browser
+test: setup browser datasets
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -31,3 +31,9 @@ browser:
 	@[ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ] || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+
+# Fashion-MNIST items among the garments of the background-removal ground truth (tests/scenes.py).
+datasets:
+	@[ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }

@@ -60,14 +60,17 @@ def bare_forward(pipeline: Pipeline, count: int, batch: int) -> float:
     return (count // batch) * batch / (time.perf_counter() - started)
 
 
-def ingest_rate(pipeline: Pipeline, folder: Path, names: list[str], batch: int) -> float:
+def ingest_rate(pipeline: Pipeline, folder: Path, names: list[str],
+                batch: int) -> tuple[float, dict[str, int]]:
+    """Images embedded per second into a new store, and how many took each removal way."""
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/bench.db")
         started = time.perf_counter()
         report = ingest(store, pipeline, folder, names, batch)
         rate = report.embedded / (time.perf_counter() - started)
+        removals = store.removal_counts()
         store.close()
-    return rate
+    return rate, removals
 
 
 def removal_cost(app: App, folder: Path, names: list[str]) -> tuple[str, float, float]:
@@ -99,7 +102,7 @@ def main() -> None:
         for backend in BACKENDS:
             pipeline = pipeline_with(app, "none", backend)
             bare[backend] = bare_forward(pipeline, args.images, args.batch)
-            path[backend] = ingest_rate(pipeline, folder, names, args.batch)
+            path[backend] = ingest_rate(pipeline, folder, names, args.batch)[0]
             print(f"{backend:<12} bare forward {bare[backend]:6.1f} images/s   ingest path "
                   f"{path[backend]:6.1f} images/s   ratio {path[backend] / bare[backend]:.2f}"
                   "  (target >= 0.9)")

@@ -19,23 +19,13 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
 from quality import CLASSES, add_split_options, split, write_folder
 
 from lookalike.cli.app import App
 from lookalike.daemon.evaluate import same_category_hits
+from lookalike.pipeline.quantize import quantized
 
 BATCH = 16
-
-
-class Pixels(CalibrationDataReader):
-    def __init__(self, pixels: np.ndarray):
-        self._batches = (pixels[i:i + BATCH] for i in range(0, len(pixels), BATCH))
-
-    def get_next(self):
-        batch = next(self._batches, None)
-        return None if batch is None else {"pixels": batch}
 
 
 def session(path: Path) -> onnxruntime.InferenceSession:
@@ -73,13 +63,9 @@ def main() -> None:
         squares = [pipeline.prepare((root / folder / path).read_bytes()).square
                    for folder, (path, _) in zip(folders, items, strict=True)]
         pixels = embedder.pixels(squares)
-        int8_path, optimised = root / "resnet18-int8.onnx", root / "resnet18-optimised.onnx"
-        # Batch norms folded into the convolutions first, as ONNX Runtime's guide advises.
-        quant_pre_process(str(float32_path), str(optimised))
         calibration = pixels[np.random.default_rng(0).permutation(len(catalogue_x))[:200]]
-        quantize_static(str(optimised), str(int8_path), Pixels(calibration),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        int8_path = quantized(float32_path, root / "resnet18-int8.onnx", "pixels",
+                              [calibration[i:i + BATCH] for i in range(0, 200, BATCH)])
         float32_vectors, float32_rate = run(session(float32_path), pixels)
         int8_vectors, int8_rate = run(session(int8_path), pixels)
     names = np.array(CLASSES)

@@ -1,11 +1,11 @@
 """Product photos with known masks: garments on plain and textured backgrounds.
 
 The ground truth for background removal. Each scene is a garment (a drawn silhouette, or a
-Fashion-MNIST item when Debian's dataset-fashion-mnist is installed) in a colour, a pattern
-or white on white, with a soft drop shadow on half the plain scenes, on one background kind:
-"white", "grey", "gradient" (plain: a studio sweep) or "textured" (wood, tiles, fabric,
-noise, a street). Edges are anti-aliased and each photo goes through JPEG, as a camera's would.
-The true mask is where the garment covers at least half a pixel.
+Fashion-MNIST item from Debian's dataset-fashion-mnist, which `make test` installs) in a
+colour, a pattern or white on white, with a soft drop shadow on half the plain scenes, on one
+background kind: "white", "grey", "gradient" (plain: a studio sweep) or "textured" (wood,
+tiles, fabric, stone, a street). Edges are anti-aliased and each photo goes through JPEG, as a
+camera's would. The true mask is where the garment covers at least half a pixel.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def garment_coverage(rng: np.random.Generator, size: tuple[int, int]) -> np.ndar
     """How much of each pixel the garment covers (0–1), drawn at 4× and averaged down."""
     width, height = size
     big = (width * 4, height * 4)
-    if fashion_items() is not None and rng.random() < 0.5:
+    if rng.random() < 0.5:
         items = fashion_items()
         item = Image.fromarray(items[int(rng.integers(len(items)))])
         side = int(min(big) * rng.uniform(0.55, 0.85))
@@ -204,10 +204,11 @@ BACKGROUNDS = {"white": white, "grey": grey, "gradient": gradient, "textured": t
 
 
 @cache
-def fashion_items() -> np.ndarray | None:
-    """Fashion-MNIST's 10,000 test items (28×28, garment bright on black), when installed."""
+def fashion_items() -> np.ndarray:
+    """Fashion-MNIST's 10,000 test items (28×28, garment bright on black)."""
     if not FASHION_MNIST.is_file():
-        return None
+        raise FileNotFoundError(f"{FASHION_MNIST} is missing: `make datasets` installs "
+                                "Debian's dataset-fashion-mnist")
     with gzip.open(FASHION_MNIST) as file:
         data = file.read()
     return np.frombuffer(data, np.uint8, offset=16).reshape(-1, 28, 28)

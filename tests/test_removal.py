@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
+from scenes import KINDS, PLAIN_KINDS, iou, scene
+from test_pipeline import build, encode
 
 from builders import product_photo
 from lookalike.pipeline.builtins.plain_background import PlainBackground
-from scenes import KINDS, PLAIN_KINDS, iou, scene
-from test_pipeline import build, encode
 
 SCENES = 24  # of each kind; bench/removal.py measures hundreds
 
@@ -51,7 +51,7 @@ def test_auto_cuts_a_studio_photo_itself_and_hands_a_street_photo_to_rembg(model
                                                                             tmp_path):
     pipeline = build(model_home, tmp_path, pipeline={"remover": "auto"},
                      auto={"model_path": str(model_home / "rembg" / "custom" / "mask.onnx")})
-    network = pipeline.remover._network.id
+    network = pipeline.remover.network.id
     assert pipeline.remover.id == f"auto:plain@1|{network}" and network.startswith("rembg-")
     assert pipeline.model_id != build(model_home, tmp_path).model_id  # never mixed with rembg's
     studio = pipeline.prepare(encode(product_photo(2)))
@@ -83,3 +83,37 @@ def test_status_and_eval_count_the_images_of_each_way(workspace, run_cli):
             (folder / category / name).write_bytes((workspace.images / name).read_bytes())
     evaluation = json.loads(run_cli("eval", str(folder), "-k", "1", "--json").output)
     assert evaluation["removals"] == {"plain@1": 2, network: 2}
+
+
+def test_an_int8_network_is_made_from_the_users_photos_and_runs_under_its_own_id(
+        workspace, run_cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for seed in range(3):
+        product_photo(seed).save(workspace.images / f"studio{seed}.jpg")
+    for seed in range(2):
+        (workspace.images / f"street{seed}.jpg").write_bytes(scene("textured", seed)[0])
+    workspace.write_config(auto={"int8": True})
+    result = run_cli("index")
+    assert result.exit_code == 1
+    assert "int8 copy of rembg model u2net_custom is not made yet" in result.output
+    assert "run `lookalike quantize`" in result.output and len(result.output.splitlines()) == 1
+
+    result = run_cli("quantize")
+    assert result.exit_code == 0, result.output
+    made = next((tmp_path / "cache" / "lookalike" / "models").glob("u2net_custom-int8-*.onnx"))
+    assert f"written to {made}, calibrated on 5 photos" in result.output
+    assert "5 embedded" in run_cli("index").output
+    removals = json.loads(run_cli("status", "--json").output)["removals"]
+    int8 = next(way for way in removals if way != "plain@1")
+    assert removals == {"plain@1": 3, int8: 2} and int8.startswith("rembg-u2net_custom-int8@")
+
+
+def test_quantize_needs_a_network_and_photos(workspace, run_cli):
+    workspace.write_config(pipeline={"remover": "none"})
+    result = run_cli("quantize")
+    assert result.exit_code == 1 and "remover none has no network to quantize" in result.output
+    workspace.write_config()
+    product_photo(0).save(workspace.images / "only.jpg")
+    result = run_cli("quantize")
+    assert result.exit_code == 1
+    assert "has 1 readable photos: calibration needs at least 4" in result.output

@@ -17,24 +17,26 @@ PLAIN = f"plain@{VERSION}"  # the way a plain background is removed, as rows rec
 
 
 class AutoRemover:
+    network: RembgRemover  # for the photos that are not on a plain background
+
     def __init__(self, settings: StepSettings):
-        self._network = RembgRemover(settings, table="auto")
+        self.network = RembgRemover(settings, table="auto")
         self._plain = PlainBackground()
 
     @cached_property
     def id(self) -> str:
         """Both ways: vectors of "auto" are never compared with those of "rembg" alone."""
-        return f"auto:{PLAIN}|{self._network.id}"
+        return f"auto:{PLAIN}|{self.network.id}"
 
     def model_files(self) -> list[ModelFile]:
-        return self._network.model_files()
+        return self.network.model_files()
 
     def remove(self, image: Image.Image) -> Image.Image:
         """The cut-out on white; ``info["removal"]`` names the way taken (a step id)."""
         flat = on_white(image)  # a transparent background is a plain white one
         mask = self._plain.mask(flat)
         if mask is None:
-            cutout, removal = self._network.remove(image), self._network.id
+            cutout, removal = self.network.remove(image), self.network.id
         else:
             cutout, removal = Image.composite(flat, Image.new("RGB", flat.size, WHITE),
                                               mask), PLAIN

@@ -14,7 +14,7 @@ from PIL import Image
 from ..errors import ConfigError, ModelMissingError
 from ..hookspecs import hookimpl
 from ..imaging import on_white
-from ..steps import ModelFile, ModelSource, StepSettings
+from ..steps import ModelFile, ModelSource, StepSettings, file_digest
 
 CUSTOM_SESSION = "u2net_custom"
 RELEASES = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/"
@@ -41,6 +41,10 @@ MODELS = {
     "birefnet-massive": ("BiRefNet-massive-TR_DIS5K_TR_TEs-epoch_420.onnx",
                          "md5:33e726a2136a3d59eb0fdf613e31e3e9"),
 }
+# The u2net family: one 320×320 input normalised as ImageNet's, which an int8 copy is
+# calibrated on exactly as the session feeds it.
+INT8_MODELS = {"u2net", "u2netp", "u2net_human_seg", "silueta", CUSTOM_SESSION}
+U2NET_INPUT = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (320, 320))
 
 
 class RembgRemover:
@@ -52,6 +56,11 @@ class RembgRemover:
         custom = settings.model_file("model_path", table, how)
         self._model = CUSTOM_SESSION if custom else settings.options["model"]
         self._file = custom or self._named_model_file(settings.models)
+        self._int8 = bool(settings.options["int8"])
+        if self._int8 and self._model not in INT8_MODELS:
+            raise ConfigError(f"[{table}] int8: only for the u2net family "
+                              f"({', '.join(sorted(INT8_MODELS))}), not {self._model}")
+        self._int8_folder = settings.models.cache_dir
         self._session = None
         # One image at a time: ONNX Runtime already uses every core for one, and two at once
         # are slower than one after the other (bench/removal.py).
@@ -91,12 +100,50 @@ class RembgRemover:
 
     @cached_property
     def id(self) -> str:
+        if self._int8:
+            return f"rembg-{self._model}-int8@{file_digest(self._run_path, 'sha256')[:12]}"
         return f"rembg-{self._model}@{self._model_file.sha256()[:12]}"
 
-    def _new_session(self):
+    @property
+    def int8_path(self) -> Path:
+        """Where the int8 copy of the (verified) model is kept: named by the model's digest."""
+        digest = self._model_file.sha256()[:16]
+        return self._int8_folder / f"{self._model}-int8-{digest}.onnx"
+
+    @cached_property
+    def _run_path(self) -> Path:
+        """The file the session runs: the verified model, or its int8 copy when asked for."""
+        if not self._int8:
+            return self._model_file.path
+        if not self.int8_path.is_file():
+            raise ModelMissingError(
+                f"the int8 copy of rembg model {self._model} is not made yet "
+                f"({self.int8_path}): run `lookalike quantize` (it calibrates the copy on "
+                "photos from images_dir)")
+        return self.int8_path
+
+    @property
+    def name(self) -> str:
+        """The model and the table naming it, as messages show them: "u2net ([auto])"."""
+        return f"{self._model} ([{self._table}])"
+
+    def quantize(self, photos: list[Image.Image]) -> Path:
+        """Make the int8 copy of the model (``int8_path``), its ranges calibrated on
+        ``photos`` exactly as the session feeds them to the network."""
+        from ..quantize import quantized
+
+        if self._model not in INT8_MODELS:
+            raise ConfigError(f"[{self._table}] model {self._model}: int8 copies are made only "
+                              f"of the u2net family ({', '.join(sorted(INT8_MODELS))})")
+        session = self._new_session(self._model_file.path)
+        name = session.inner_session.get_inputs()[0].name
+        samples = [session.normalize(photo, *U2NET_INPUT)[name] for photo in photos]
+        return quantized(self._model_file.path, self.int8_path, name, samples)
+
+    def _new_session(self, model: Path | None = None):
         import onnxruntime
 
-        path = str(self._model_file.path)
+        path = str(model or self._run_path)
 
         class VerifiedFile(self._session_class):
             """rembg's session over exactly the file lookalike located and verified: rembg
@@ -136,7 +183,7 @@ class NoRemover:
 
 
 # The options of rembg's table, and of "auto"'s for its network.
-NETWORK_OPTIONS = {"model": "u2net", "model_path": "", "model_path_sha256": ""}
+NETWORK_OPTIONS = {"model": "u2net", "model_path": "", "model_path_sha256": "", "int8": False}
 
 
 @hookimpl
