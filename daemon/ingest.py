@@ -11,9 +11,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from itertools import islice
 
@@ -38,12 +37,19 @@ class IngestReport:
     # Files that changed while being read or embedded: nothing was stored for them, and
     # the caller processes them again once they settle.
     busy: list[str] = field(default_factory=list)
+    files: int = 0  # the paths this report covers
 
     def __str__(self) -> str:
         return (
             f"{self.embedded} embedded, {self.reused} reused, {self.unchanged} unchanged, "
             f"{self.failed} failed, {self.removed} removed"
         )
+
+    def __iadd__(self, other: IngestReport) -> IngestReport:
+        for name in ("embedded", "reused", "unchanged", "failed", "removed", "files"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.busy += other.busy
+        return self
 
 
 def ingest(
@@ -54,29 +60,49 @@ def ingest(
     batch_size: int,
     on_progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
-    pool: ThreadPoolExecutor | None = None,
 ) -> IngestReport:
     """Embed new or changed files, forget vanished ones; equal bytes are embedded once.
 
     Stops between batches when ``should_stop()`` turns true; what was not stored yet is
-    found again by the next reconciliation. ``pool`` prepares a batch's images side by side
-    (a service keeps one for its lifetime); without it, one is made for this call."""
+    found again by the next reconciliation."""
     report = IngestReport()
     paths = iter(paths)
-    with _workers(pool) as workers:
-        waiting = None  # read, and being prepared while the batch before it is embedded
-        while waiting is not None or not should_stop():
-            chunk = [] if should_stop() else list(islice(paths, batch_size))
-            started = Batch(store, pipeline, images_dir, report, workers).start(
-                chunk, waiting) if chunk else None
-            if waiting is not None:
-                waiting.finish()
-                if on_progress:
-                    on_progress(len(waiting.paths))
-            if started is None:
-                break
-            waiting = started
+    with preparing_pool() as pool:
+        ingester = Ingester(store, pipeline, images_dir, pool)
+        while not should_stop() and (chunk := list(islice(paths, batch_size))):
+            report += _progressed(ingester.feed(chunk), on_progress)
+        report += _progressed(ingester.flush(), on_progress)
     return report
+
+
+def _progressed(report: IngestReport, on_progress: Callable[[int], None] | None):
+    if on_progress and report.files:
+        on_progress(report.files)
+    return report
+
+
+class Ingester:
+    """Ingest in overlapping batches: ``feed`` reads a batch and starts preparing its images
+    on the pool, then embeds and stores the batch fed before it, so removing backgrounds and
+    embedding run at once. ``flush`` finishes the batch still waiting. A batch never
+    finished (the process stops) stored nothing: the next reconciliation finds its files."""
+
+    def __init__(self, store: Store, pipeline: Pipeline, images_dir, pool: ThreadPoolExecutor):
+        self.store, self.pipeline, self.images_dir, self.pool = store, pipeline, images_dir, pool
+        self._waiting: Batch | None = None
+
+    def feed(self, paths: list[str]) -> IngestReport:
+        """Start ``paths``; the report of the batch this finished (empty for the first)."""
+        started = Batch(self.store, self.pipeline, self.images_dir, self.pool).start(
+            paths, self._waiting)
+        finished = self.flush()
+        self._waiting = started
+        return finished
+
+    def flush(self) -> IngestReport:
+        """Finish the waiting batch; its report (empty when none was waiting)."""
+        waiting, self._waiting = self._waiting, None
+        return waiting.finish() if waiting is not None else IngestReport()
 
 
 def is_current(known: FileState | None, stat: os.stat_result, model: str) -> bool:
@@ -87,16 +113,6 @@ def is_current(known: FileState | None, stat: os.stat_result, model: str) -> boo
         and (known.size, known.mtime_ns) == signature(stat)[:2]
         and (known.status == FAILED or known.model == model)
     )
-
-
-@contextmanager
-def _workers(pool: ThreadPoolExecutor | None) -> Iterator[ThreadPoolExecutor]:
-    """The given pool, or one of every core for the duration of the block."""
-    if pool is not None:
-        yield pool
-        return
-    with preparing_pool() as made:
-        yield made
 
 
 def preparing_pool() -> ThreadPoolExecutor:
@@ -117,10 +133,9 @@ class Batch:
     """One batch of paths through ingest's steps: ``start`` reads the files and hands their
     preparation to the pool; ``finish`` embeds and stores them."""
 
-    def __init__(self, store: Store, pipeline: Pipeline, images_dir, report: IngestReport,
-                 pool: ThreadPoolExecutor):
+    def __init__(self, store: Store, pipeline: Pipeline, images_dir, pool: ThreadPoolExecutor):
         self.store, self.pipeline, self.images_dir = store, pipeline, images_dir
-        self.report, self.pool = report, pool
+        self.report, self.pool = IngestReport(), pool
         self.model = pipeline.model_id
         self.done: list[ImageRow] = []  # rows to store
         self.gone: list[str] = []  # paths to forget
@@ -129,20 +144,22 @@ class Batch:
     def start(self, paths: list[str], before: Batch | None = None) -> Batch:
         """Read the files and start preparing them. Content that ``before`` (the batch not
         stored yet) is preparing waits for its vector instead of being prepared twice."""
-        self.paths, self.before = paths, before
+        self.before = before
+        self.report.files = len(paths)
         self.fresh = self._read(paths)
         to_prepare, self.copies, self.copies_of_before = self._sort_out_known(self.fresh)
         self.preparing = [(read, self.pool.submit(_prepare_one, self.pipeline, read.data))
                           for read in to_prepare]
         return self
 
-    def finish(self) -> None:
+    def finish(self) -> IngestReport:
         self._embed(self._prepared())
         self._resolve_copies(self.copies, self)
         if self.before is not None:
             self._resolve_copies(self.copies_of_before, self.before)
         self._store(self.fresh)
         self.fresh, self.preparing, self.before = [], [], None  # the bytes, the batch before
+        return self.report
 
     def _read(self, paths: list[str]) -> list[_Read]:
         """Read and hash the files that are new or changed; note the vanished ones."""

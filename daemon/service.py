@@ -38,7 +38,7 @@ from .files import (
     stored_name,
 )
 from .inbox import answer_path, is_answered, query_digest
-from .ingest import ingest, preparing_pool
+from .ingest import Ingester, IngestReport, preparing_pool
 from .reconcile import BacklogProgress, Differences, ImagesDirMissing, differences
 from .settle import Settler
 from .snapshots import SnapshotWriter
@@ -86,6 +86,7 @@ class Service:
         self.pipeline = pipeline
         self._empty_index = empty_index
         self._pool = preparing_pool()
+        self._ingester = Ingester(store, pipeline, settings.images_dir, self._pool)
         self.events: queue.Queue[FileSystemEvent] = queue.Queue()
         self.settler = Settler(settings.settle_seconds)
         self.watcher = Watcher(settings.images_dir, settings.inbox_dir, self.events,
@@ -195,12 +196,10 @@ class Service:
         # new one has arrived lets ingest reuse its vector instead of embedding it again.
         gone = sorted(self._vanished) if idle or overdue else []
         self._vanished.difference_update(gone)
-        if present or gone:
-            report = ingest(self.store, self.pipeline, images_dir, present + gone,
-                            self.settings.batch_size, should_stop=self._stop.is_set,
-                            pool=self._pool)
-            for path in report.busy:
-                self._settle_later(file_path(images_dir, path))
+        if present or gone:  # finishes the batch fed the step before, while this one prepares
+            self._settle_busy(self._ingester.feed(present + gone))
+        if idle or not (present or gone):  # nothing to overlap the waiting batch with
+            self._settle_busy(self._ingester.flush())
         if self._backlog.advance(len(batch)):
             log.info("reconciled %s", images_dir)
         if self._index.refresh():  # what this batch and any moves wrote to the store
@@ -211,6 +210,11 @@ class Service:
             self._snapshot_due = False
             self._last_refresh = now
             self._snapshots.request()
+
+    def _settle_busy(self, report: IngestReport) -> None:
+        """Files that changed while they were ingested are settled again."""
+        for path in report.busy:
+            self._settle_later(file_path(self.settings.images_dir, path))
 
     def _rescan(self, reason: str) -> None:
         """Put every file that differs from the store back through settling and ingest."""

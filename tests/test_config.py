@@ -32,7 +32,8 @@ def test_repo_config_is_valid_and_matches_the_documented_defaults(steps):
     assert config.k == 10 and config.settle_seconds == 1.0
     assert config.tables["resnet18"] == {"weights": "imagenet", "weights_sha256": "",
                                          "backend": "onnxruntime", "cache_dir": ""}
-    assert config.tables["rembg"] == {"model": "u2net", "model_path": "", "model_path_sha256": ""}
+    assert config.tables["rembg"] == {"model": "u2net", "model_path": "", "model_path_sha256": "",
+                                      "int8": False}
     assert config.tables["auto"] == config.tables["rembg"]
     assert config.tables["pillow"] == {"max_pixels": 64_000_000, "max_file_bytes": 200_000_000}
     assert config.models == ModelSource() and config.max_removal_fraction == 0.5

@@ -60,8 +60,10 @@ def test_readme_embedder_plugin_works_with_another_dimension(workspace, catalogu
                                        text=True, env=env, timeout=120).stdout)
     assert {"kind": "embedder", "name": "colour-histogram", "source":
             "lookalike-colour-histogram 0.1.0", "options": {"bins": 16}} in listed
-    assert {"kind": "remover", "name": "rembg", "source": "lookalike (built in)", "options": {
-        "model": "u2net", "model_path": "", "model_path_sha256": ""}} in listed
+    network = {"model": "u2net", "model_path": "", "model_path_sha256": "", "int8": False}
+    for remover in ("auto", "rembg"):
+        assert {"kind": "remover", "name": remover, "source": "lookalike (built in)",
+                "options": network} in listed
 
     indexed = lookalike("index")
     assert indexed.returncode == 0, indexed.stderr
