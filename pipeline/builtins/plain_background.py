@@ -11,6 +11,7 @@ and holes are cleaned. All of it runs on a copy at most WORK_SIDE pixels wide: a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image
@@ -43,12 +44,14 @@ class PlainBackground:
         background is not plain enough to be cut out without a network."""
         work = image.convert("RGB")
         work.thumbnail((WORK_SIDE, WORK_SIDE), Image.Resampling.BOX)
-        pixels = np.asarray(work, dtype=np.float32)
+        # Channels first: sums over a channel are additions of whole planes, not slow
+        # reductions over an axis of three.
+        pixels = np.moveaxis(np.asarray(work, dtype=np.float32), 2, 0).copy()
         background = self._background(pixels)
         if background is None:
             return None
         model, noise, border_inliers = background
-        step = largest_step(pixels.mean(axis=2))
+        step = largest_step(pixels.sum(axis=0) / 3)
         foreground = self._foreground(pixels, model, noise, step, border_inliers)
         share = foreground.mean()
         if not self.foreground_shares[0] <= share <= self.foreground_shares[1]:
@@ -62,12 +65,12 @@ class PlainBackground:
     def _background(self, pixels: np.ndarray):
         """(the background's colour at each pixel, its noise, the border's background pixels),
         or None when the border is textured or mostly not background."""
-        height, width, _ = pixels.shape
+        _, height, width = pixels.shape
         band = max(2, round(0.02 * min(height, width)))
         border = np.zeros((height, width), dtype=bool)
         border[:band], border[-band:], border[:, :band], border[:, -band:] = True, True, True, True
         terms = quadratic_terms(height, width)
-        colours, border_terms = pixels[border], terms[border]
+        colours, border_terms = pixels[:, border].T, terms[:, border].T
         inliers = np.linalg.norm(colours - np.median(colours, axis=0), axis=1) <= 48
         for _ in range(3):  # refit on the pixels that fit: a garment on the border drops out
             if inliers.sum() < 16:
@@ -80,12 +83,14 @@ class PlainBackground:
             return None
         on_border = np.zeros_like(border)
         on_border[border] = inliers
-        return terms @ coefficients, noise, on_border
+        return np.tensordot(coefficients.T, terms, axes=1), noise, on_border
 
     def _foreground(self, pixels, model, noise, step, border_inliers) -> np.ndarray:
         """Everything not reachable from the border through background or its soft shadow,
         less the large enclosed holes of background colour; specks cleaned away."""
-        close = np.linalg.norm(pixels - model, axis=2) <= max(self.min_distance, 4 * noise)
+        difference = pixels - model
+        close = ((difference * difference).sum(axis=0)
+                 <= max(self.min_distance, 4 * noise) ** 2)
         near = ndimage.distance_transform_cdt(~close) <= self.max_shadow_width * max(close.shape)
         reachable = close | (self._shadow_coloured(pixels, model) & near
                              & (step <= self.max_shadow_step))
@@ -98,9 +103,9 @@ class PlainBackground:
 
     def _shadow_coloured(self, pixels: np.ndarray, model: np.ndarray) -> np.ndarray:
         """Pixels that are the background darkened, keeping its tint."""
-        light, model_light = pixels.sum(axis=2) + 1, model.sum(axis=2) + 1
+        light, model_light = pixels.sum(axis=0) + 1, model.sum(axis=0) + 1
         ratio = light / model_light
-        tint = np.abs(pixels / light[..., None] - model / model_light[..., None]).max(axis=2)
+        tint = np.abs(pixels / light - model / model_light).max(axis=0)
         return (ratio >= self.min_shadow_ratio) & (ratio <= 1) & (tint <= self.max_shadow_tint)
 
     def _edges_left_in_background(self, foreground: np.ndarray, step: np.ndarray) -> bool:
@@ -130,10 +135,13 @@ def largest_step(level: np.ndarray) -> np.ndarray:
     return step
 
 
+@lru_cache(maxsize=16)
 def quadratic_terms(height: int, width: int) -> np.ndarray:
-    """(height, width, 6): 1, x, y, x², xy, y² at each pixel, x and y in [-1, 1]."""
+    """(6, height, width): 1, x, y, x², xy, y² at each pixel, x and y in [-1, 1]."""
     y, x = np.mgrid[-1:1:height * 1j, -1:1:width * 1j].astype(np.float32)
-    return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=2)
+    terms = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y])
+    terms.flags.writeable = False  # shared between calls
+    return terms
 
 
 def regions_at_least(mask: np.ndarray, min_size: float) -> np.ndarray:

@@ -153,8 +153,11 @@ class RembgRemover:
             def download_models(cls, *args, **kwargs):
                 return path
 
+        options = onnxruntime.SessionOptions()
+        # Its threads sleep between runs, leaving the cores to the embedder meanwhile.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:  # the custom session wants to be told its path too
-            return VerifiedFile(self._model, onnxruntime.SessionOptions(), model_path=path)
+            return VerifiedFile(self._model, options, model_path=path)
         except Exception as exc:  # the model itself, not an image: stop the command
             raise ModelMissingError(f"cannot load rembg model {path}: {exc}") from None
 

@@ -122,6 +122,9 @@ class OnnxBackend:
         # One image batch at a time, spread over every core; no second pool competing with it.
         options.intra_op_num_threads = os.cpu_count() or 1
         options.inter_op_num_threads = 1
+        # Its threads sleep between runs instead of spinning: the threads removing the next
+        # batch's backgrounds need those cores meanwhile.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = onnxruntime.InferenceSession(str(path), options,
                                                      providers=["CPUExecutionProvider"])
 
