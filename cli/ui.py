@@ -19,8 +19,9 @@ import streamlit as st
 from lookalike.cli.app import App
 from lookalike.cli.limits import MAX_K
 from lookalike.daemon.files import file_path
+from lookalike.pipeline.builtins.auto_remover import PLAIN
 from lookalike.pipeline.errors import ImageError, LookalikeError
-from lookalike.pipeline.pipeline import Pipeline
+from lookalike.pipeline.pipeline import Pipeline, Prepared
 from lookalike.store.follow import FollowedIndex
 from lookalike.store.query import EMPTY_INDEX, answer_queries
 from lookalike.store.store import Store
@@ -115,9 +116,13 @@ def answer_for(app: App, followed: FollowedIndex, query: dict, k: int):
     return st.session_state.answer
 
 
-def what_the_steps_did(pipeline: Pipeline) -> str:
-    removed = ("transparency flattened onto white" if pipeline.remover.id == "none"
-               else "background removed")
+def what_the_steps_did(pipeline: Pipeline, seen: Prepared) -> str:
+    if seen.removal == "none":
+        removed = "transparency flattened onto white"
+    elif seen.removal == PLAIN:
+        removed = "plain background cut out by its colour"
+    else:
+        removed = f"background removed by {seen.removal.split('@')[0]}"
     return f"{removed}, padded to {pipeline.embedder.input_size} px"
 
 
@@ -142,8 +147,8 @@ def query_panel(app: App, followed: FollowedIndex) -> None:
             st.image(query["thumbnail"], caption=query["name"], alt=f"query: {query['name']}",
                      width="stretch")
         if seen is not None:
-            st.image(seen, caption=f"What the model saw: {what_the_steps_did(app.pipeline)}",
-                     alt="what the model saw", width="stretch")
+            st.image(seen.square, alt="what the model saw", width="stretch",
+                     caption=f"What the model saw: {what_the_steps_did(app.pipeline, seen)}")
     with results_column:
         if "error" in answer:
             st.error(f"{query['name']}: {answer['error']}")

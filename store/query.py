@@ -6,10 +6,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from PIL import Image
-
 from lookalike.pipeline.errors import ImageError
-from lookalike.pipeline.pipeline import Pipeline
+from lookalike.pipeline.pipeline import Pipeline, Prepared
 from lookalike.pipeline.steps import VectorIndex
 
 from .index import NeighbourIndex
@@ -30,25 +28,25 @@ def answer_queries(
     index: NeighbourIndex,
     queries: Sequence[tuple[str, bytes | ImageError]],
     k: int,
-    seen: list[Image.Image | None] | None = None,
+    seen: list[Prepared | None] | None = None,
 ) -> list[dict[str, Any]]:
     """One answer per (name, bytes): the k nearest catalogue images, or an "error" field
     (also where the bytes are the ImageError met reading them).
 
-    ``seen``, when given, receives per query the square image the embedder saw (None where the
-    image could not be read), so a viewer can tell a bad cut-out from a bad match."""
+    ``seen``, when given, receives per query the image as prepared for the embedder (None
+    where it could not be read), so a viewer can tell a bad cut-out from a bad match."""
     prepared, errors = [], {}
     for position, (_, data) in enumerate(queries):
         try:
             if isinstance(data, ImageError):
                 raise data
-            prepared.append((position, pipeline.prepare(data).square))
+            prepared.append((position, pipeline.prepare(data)))
         except ImageError as exc:
             errors[position] = str(exc)
     if seen is not None:
         squares = dict(prepared)
         seen.extend(squares.get(position) for position in range(len(queries)))
-    vectors = pipeline.embed([image for _, image in prepared])
+    vectors = pipeline.embed([image.square for _, image in prepared])
     found = {
         position: index.search(vector, k)
         for (position, _), vector in zip(prepared, vectors, strict=True)

@@ -40,7 +40,7 @@ def scene(kind: str, seed: int, size: tuple[int, int] = SIZE) -> tuple[bytes, np
     pixels = garment * alpha + background * (1 - alpha)
     photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
     out = io.BytesIO()
-    photo.save(out, "JPEG", quality=int(rng.integers(85, 96)))
+    photo.save(out, "JPEG", quality=int(rng.integers(70, 96)))
     return out.getvalue(), mask
 
 

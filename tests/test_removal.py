@@ -15,7 +15,7 @@ from test_pipeline import build, encode
 from builders import product_photo
 from lookalike.pipeline.builtins.plain_background import PlainBackground
 
-SCENES = 24  # of each kind; bench/removal.py measures hundreds
+SCENES = 48  # of each kind; bench/removal.py measures hundreds
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def cut_outs() -> dict[str, list[float | None]]:
 def test_plain_backgrounds_are_cut_out_as_the_true_mask(cut_outs, kind):
     taken = [value for value in cut_outs[kind] if value is not None]
     assert len(taken) >= 0.5 * SCENES  # white on white and the like go to the network
-    assert np.mean(taken) >= 0.95 and min(taken) >= 0.85
+    assert np.mean(taken) >= 0.95 and np.percentile(taken, 10) >= 0.88
 
 
 def test_textured_backgrounds_are_declined(cut_outs):

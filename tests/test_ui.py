@@ -139,6 +139,8 @@ def test_an_uploaded_photo_shows_its_catalogue_item_first(indexed, ui, browser, 
     assert wait_for(browser, ranked_first, "a ranked answer") == "item05.jpg"
     alts = image_alts(browser)
     assert "what the model saw" in alts and "query: shopper.jpg" in alts
+    caption = "What the model saw: plain background cut out by its colour, padded to 224 px"
+    assert caption in body_text(browser)
     assert len([alt for alt in alts if alt.startswith("rank ")]) == 10  # [query] k
     page = body_text(browser)
     assert re.search(r"#1 · 0\.9\d\d\nitem05\.jpg", page), page  # rank, similarity, path
@@ -166,7 +168,7 @@ def test_an_uploaded_photo_shows_its_catalogue_item_first(indexed, ui, browser, 
     upload(browser, deep)
     wait_for(browser, ranked_first, "the TIFF's answer")
     page = body_text(browser)
-    assert "What the model saw: background removed, padded to 224 px" in page
+    assert "What the model saw: plain background cut out by its colour, padded to 224" in page
     assert "Error" not in page and "Traceback" not in page
 
     # The catalogue browser filters by path.

@@ -111,7 +111,7 @@ class PlainBackground:
     def _edges_left_in_background(self, foreground: np.ndarray, step: np.ndarray) -> bool:
         """The self-check: a plain background has no edges away from the garment's outline.
         Edges there are texture, or a garment of the background's colour only partly found."""
-        away = ~ndimage.binary_dilation(foreground, iterations=2)
+        away = ~ndimage.binary_dilation(foreground, iterations=4)  # JPEG rings near edges
         edges = int((away & (step > self.min_edge_step)).sum())
         return edges > self.max_edge_share * foreground.size
 
