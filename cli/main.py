@@ -274,7 +274,8 @@ def evaluate(folder, k, as_json, offline, config_option):
 @json_option
 @config_option
 def status(as_json, config_option):
-    """Counts of indexed and failed images, index size, last refresh, and the service."""
+    """Counts of indexed and failed images, how their backgrounds were removed, index size,
+    last refresh, and the service."""
     from lookalike.store.store import database_exists
 
     app = load_app(config_option)
