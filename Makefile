@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: setup run test lint browser datasets
+.PHONY: setup run test lint browser datasets postgres
 
 # constraints.txt pins what this project's own venv is tested with; pyproject.toml declares
 # the ranges users may install.
@@ -19,7 +19,7 @@ setup: $(BIN)/lookalike
 run: setup
 	$(BIN)/lookalike run
 
-test: setup browser datasets
+test: setup browser datasets postgres
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -37,3 +37,9 @@ datasets:
 	@[ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] || { \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq dataset-fashion-mnist; }
+
+# tests/test_postgres.py runs a real PostgreSQL server of Debian's package in a temporary folder.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Index, LargeBinary, String
+from sqlalchemy import BigInteger, Index, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 INDEXED = "indexed"
@@ -32,8 +32,9 @@ class ImageRecord(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     path: Mapped[str] = mapped_column(unique=True)  # POSIX, relative to images_dir
     sha256: Mapped[str] = mapped_column(String(64))
-    size: Mapped[int]
-    mtime_ns: Mapped[int]
+    # 64 bits on every backend (PostgreSQL's INTEGER has 32: a nanosecond mtime overflows it).
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
     width: Mapped[int | None]
     height: Mapped[int | None]
     model: Mapped[str | None] = mapped_column(index=True)

@@ -194,6 +194,11 @@ def test_database_urls_are_masked_and_their_lock_is_per_database(workspace, run_
     workspace.write_config(database=url)
     result = run_cli("status")
     assert result.exit_code == 1 and len(result.output.splitlines()) == 1
+    assert "failed to resolve host 'db.internal'" in result.output
+    assert "s3cret" not in result.output
+    workspace.write_config(database="mysql+pymysql://shop:s3cret@db.internal/catalogue")
+    result = run_cli("status")
+    assert result.exit_code == 1 and len(result.output.splitlines()) == 1
     assert "driver is not installed" in result.output and "s3cret" not in result.output
 
 

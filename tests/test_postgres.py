@@ -1,0 +1,91 @@
+"""The store and the commands on a real PostgreSQL 15 (one server for the module, a database
+per test): the same rows, generations, removals and refusals as on SQLite."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from postgres import PostgresServer, free_port
+from sqlalchemy import create_engine, text
+
+from builders import cropped_query, product_photo
+from lookalike.store.store import ImageRow, Store, StoreError
+
+
+@pytest.fixture(scope="module")
+def server():
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database(server) -> str:
+    return server.new_database()
+
+
+def row(path: str, vector: list[float], sha: str, removal: str | None = None) -> ImageRow:
+    return ImageRow(path, sha, 10, 1, 4, 4, "m", np.asarray(vector, np.float32).tobytes(),
+                    removal=removal)
+
+
+def test_rows_generations_and_removals_as_on_sqlite(database):
+    store = Store(database)
+    try:
+        store.apply([row("a.jpg", [1, 0], "ha", "plain@1"), row("b.jpg", [0, 1], "hb")])
+        assert store.generation() == 1
+        store.apply([row("c.jpg", [1, 1], "hc")], gone=["a.jpg"])
+        assert store.generation() == 2
+        assert list(store.written_since("m", 1)) == ["c.jpg"]
+        paths, vectors = store.vectors("m")
+        assert paths == ["b.jpg", "c.jpg"] and vectors.tolist() == [[0, 1], [1, 1]]
+        assert store.counts() == {"m": {"indexed": 2, "failed": 0}}
+        assert store.indexed_rows({"hb"}, "m")["hb"].path == "b.jpg"
+    finally:
+        store.close()
+    reopened = Store(database)
+    try:
+        assert reopened.get_meta("schema_version") == "3" and reopened.generation() == 2
+    finally:
+        reopened.close()
+
+
+def test_a_foreign_or_newer_database_is_refused_and_left_alone(database):
+    engine = create_engine(database)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE orders (id integer primary key)"))
+    with pytest.raises(StoreError, match="was not made by lookalike"):
+        Store(database)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE orders"))
+    Store(database).close()
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE meta SET value = '99' WHERE key = 'schema_version'"))
+    with pytest.raises(StoreError, match="has schema 99, newer than this lookalike"):
+        Store(database)
+    engine.dispose()
+
+
+def test_index_query_and_status_on_postgresql(workspace, catalogue, run_cli, database):
+    workspace.write_config(database=database)
+    workspace.add_catalogue(catalogue, 4)
+    result = run_cli("index")
+    assert result.exit_code == 0, result.output
+    assert "4 embedded" in result.output
+    query = workspace.root / "query.jpg"
+    cropped_query(product_photo(2)).save(query)
+    answer = json.loads(run_cli("query", str(query), "--json").output)
+    assert answer["neighbours"][0]["path"] == "item02.jpg"
+    report = json.loads(run_cli("status", "--json").output)
+    assert report["indexed"] == 4 and report["database"].startswith("postgresql+psycopg://")
+    assert "4 unchanged" in run_cli("index").output
+
+
+def test_an_unreachable_server_is_one_line(workspace, run_cli):
+    workspace.write_config(database=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x")
+    result = run_cli("index")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: cannot open database postgresql+psycopg://")
+    assert "connection" in result.output.lower() and len(result.output.splitlines()) == 1
