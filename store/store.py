@@ -141,6 +141,7 @@ class Store:
         version = self.get_meta("schema_version")
         if version is None:
             self.set_meta("schema_version", str(SCHEMA_VERSION))
+            self.set_meta("generation", "0")  # a row to lock from the first write on
         elif int(version) > SCHEMA_VERSION:
             raise StoreError(
                 f"database {self.engine.url} has schema {version}, newer than this lookalike "
@@ -186,7 +187,11 @@ class Store:
 
     @staticmethod
     def _next_generation(session: Session) -> int:
-        row = session.get(Meta, "generation")
+        """The next write generation, its row locked until this transaction commits: a second
+        writer waits here and takes the one after, so generations follow commit order and a
+        reader that holds g never misses rows stamped with less (on PostgreSQL; SQLite lets
+        one writer in at a time anyway)."""
+        row = session.get(Meta, "generation", with_for_update=True)
         generation = int(row.value) + 1 if row else 1
         session.merge(Meta(key="generation", value=str(generation)))
         return generation

@@ -4,6 +4,8 @@ per test): the same rows, generations, removals and refusals as on SQLite."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -89,3 +91,35 @@ def test_an_unreachable_server_is_one_line(workspace, run_cli):
     assert result.exit_code == 1
     assert result.output.startswith("Error: cannot open database postgresql+psycopg://")
     assert "connection" in result.output.lower() and len(result.output.splitlines()) == 1
+
+
+def test_generations_follow_commit_order_under_concurrent_writers(database):
+    """A writer that takes generation g and commits late must not let a second writer commit
+    g (or less) after it: the second waits for the first and takes g + 1."""
+    first, second = Store(database), Store(database)
+    try:
+        first.apply([row("a.jpg", [1, 0], "ha")])
+        engine = create_engine(database)
+        slow = engine.connect()
+        transaction = slow.begin()  # a writer that took generation 2 and has not committed
+        slow.execute(text("SELECT value FROM meta WHERE key = 'generation' FOR UPDATE"))
+        slow.execute(text("UPDATE meta SET value = '2' WHERE key = 'generation'"))
+        writer = threading.Thread(target=second.apply, args=([row("b.jpg", [0, 1], "hb")],))
+        writer.start()
+        deadline = time.monotonic() + 30
+        with engine.connect() as watcher:  # the second writer waits on the generation's lock
+            while not watcher.execute(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            )).scalar():
+                assert time.monotonic() < deadline, "the second writer never waited"
+                time.sleep(0.05)
+        transaction.commit()
+        slow.close()
+        writer.join(30)
+        assert not writer.is_alive()
+        assert first.generation() == 3
+        assert list(first.written_since("m", 2)) == ["b.jpg"]  # a reader at 2 sees it
+        engine.dispose()
+    finally:
+        first.close()
+        second.close()
