@@ -79,11 +79,11 @@ def product_photo(seed: int, size: tuple[int, int] = (480, 640)) -> Image.Image:
             for y in range(0, height, step):
                 draw.ellipse([offset, y, offset + 6, y + 6], fill=accent)
     silhouette = Image.new("L", size, 0)
-    _draw_silhouette(ImageDraw.Draw(silhouette), seed % 4, width // 2, height // 2)
+    draw_silhouette(ImageDraw.Draw(silhouette), seed % 4, width // 2, height // 2)
     return Image.composite(garment, Image.new("RGB", size, (250, 250, 248)), silhouette)
 
 
-def _draw_silhouette(draw: ImageDraw.ImageDraw, shape: int, cx: int, cy: int) -> None:
+def draw_silhouette(draw: ImageDraw.ImageDraw, shape: int, cx: int, cy: int) -> None:
     """A t-shirt, trousers, a dress or a bag, centred at (cx, cy)."""
     if shape == 0:
         draw.rectangle([cx - 90, cy - 120, cx + 90, cy + 160], fill=255)

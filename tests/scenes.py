@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
-from builders import _draw_silhouette
+from builders import draw_silhouette
 
 KINDS = ("white", "grey", "gradient", "textured")
 PLAIN_KINDS = KINDS[:3]
@@ -59,7 +59,7 @@ def garment_coverage(rng: np.random.Generator, size: tuple[int, int]) -> np.ndar
                              (big[1] - side) // 2 + int(rng.integers(-40, 41))))
     else:
         canvas = Image.new("L", (width, height), 0)
-        _draw_silhouette(ImageDraw.Draw(canvas), int(rng.integers(4)), width // 2, height // 2)
+        draw_silhouette(ImageDraw.Draw(canvas), int(rng.integers(4)), width // 2, height // 2)
         canvas = canvas.resize(big, Image.Resampling.NEAREST).rotate(
             float(rng.uniform(-12, 12)), Image.Resampling.BILINEAR)
         canvas = canvas.point(lambda v: 255 if v >= 128 else 0)
