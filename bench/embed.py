@@ -24,6 +24,7 @@ from lookalike.cli.app import App
 from lookalike.daemon.ingest import ingest
 from lookalike.pipeline.builtins.resnet18_embedder import BACKENDS
 from lookalike.pipeline.pipeline import Pipeline
+from lookalike.store.nodes import joined
 from lookalike.store.store import Store
 
 
@@ -66,7 +67,8 @@ def ingest_rate(pipeline: Pipeline, folder: Path, names: list[str],
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(f"sqlite:///{tmp}/bench.db")
         started = time.perf_counter()
-        report = ingest(store, pipeline, folder, names, batch)
+        with joined(store, "index", pipeline.model_id) as node:
+            report = ingest(store, pipeline, folder, node, names, batch)
         rate = report.embedded / (time.perf_counter() - started)
         removals = store.removal_counts()
         store.close()

@@ -44,6 +44,7 @@ from lookalike.daemon.ingest import Ingester, preparing_pool
 from lookalike.pipeline.builtins.plain_background import PlainBackground
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.quantize import quantized
+from lookalike.store.nodes import joined
 from lookalike.store.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -322,12 +323,13 @@ def sequential_rate(pipeline: Pipeline, folder: Path, names: list[str], batch: i
     """Images per second of ingest with no overlap: each batch finished before the next."""
     with tempfile.TemporaryDirectory() as tmp, preparing_pool() as pool:
         store = Store(f"sqlite:///{tmp}/bench.db")
-        ingester = Ingester(store, pipeline, folder, pool)
-        started = time.perf_counter()
-        for start in range(0, len(names), batch):
-            ingester.feed(names[start:start + batch])
-            ingester.flush()
-        rate = len(names) / (time.perf_counter() - started)
+        with joined(store, "index", pipeline.model_id) as node:
+            ingester = Ingester(store, pipeline, folder, pool, node)
+            started = time.perf_counter()
+            for start in range(0, len(names), batch):
+                ingester.feed(names[start:start + batch])
+                ingester.flush()
+            rate = len(names) / (time.perf_counter() - started)
         store.close()
     return rate
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from lookalike.daemon.lock import ServiceLock, lock_path, read_holder
+from lookalike.daemon.lock import ServiceLock, lock_path
 from lookalike.daemon.reconcile import HELD_BACK
-from lookalike.pipeline.errors import ConfigError
+from lookalike.pipeline.errors import ConfigError, LookalikeError
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.plugins import StepPlugin, collect_steps, installed, plugin_manager
 from lookalike.pipeline.steps import ModelSource, VectorIndex
+from lookalike.store.nodes import ThisNode, joined, nodes
 from lookalike.store.store import Store, masked
 
 from .config import Config, config_path, load_config
@@ -59,13 +61,32 @@ class App:
 
     @contextmanager
     def locked(self, command: str) -> Iterator[None]:
-        """Held while ``command`` (run or index) writes: one writer per database."""
-        lock = self.service_lock()
-        lock.acquire(command)
+        """Held while ``command`` (run or index) writes: one writer per SQLite file (a
+        database server is shared by nodes)."""
+        path = lock_path(self.config.database_url)
+        lock = ServiceLock(path) if path else None
+        if lock:
+            lock.acquire(command)
         try:
             yield
         finally:
-            lock.release()
+            if lock:
+                lock.release()
+
+    @contextmanager
+    def node(self, store: Store, command: str) -> Iterator[ThisNode]:
+        """This process as a node of the store while ``command`` (run or index) works. A
+        node with another pipeline would re-embed every image the others embed, and they
+        its: refused while such a node is live."""
+        model = self.pipeline.model_id
+        for other in nodes(store, self.config.lease_seconds):
+            if other.live and other.model != model:
+                raise LookalikeError(
+                    f"lookalike {other.command} on {other.host} (pid {other.pid}) embeds with "
+                    f"another pipeline ({other.model}, this config: {model}): every node of "
+                    "one database must use the same pipeline")
+        with joined(store, command, model, self.config.lease_seconds) as node:
+            yield node
 
     def check_snapshot_folder(self) -> None:
         folder = self.config.snapshot.parent
@@ -74,7 +95,7 @@ class App:
                               "exist")
 
     def status(self, store: Store | None) -> dict[str, Any]:
-        """What `lookalike status` and the UI report: counts, last refresh, the service.
+        """What `lookalike status` and the UI report: counts, last refresh, the nodes.
         Without a store (no database made yet) everything is empty."""
         counts = store.counts() if store else {}
         meta = store.get_meta if store else lambda key: None
@@ -87,12 +108,12 @@ class App:
             "index_size": int(meta("index_size") or 0),
             "last_refresh": meta("last_refresh"),
             "removals_held_back": meta(HELD_BACK) or None,
-            "service": read_holder(self.service_lock().path),
+            "nodes": [{**asdict(node), "since": _iso(node.since),
+                       "heartbeat": _iso(node.heartbeat)}
+                      for node in (nodes(store, self.config.lease_seconds) if store else [])],
         }
-        if report["service"] is not None:
-            report["service"]["queue"] = int(meta("service_queue") or 0)
-            report["service"]["last_problem"] = meta("service_last_problem")
         return report
 
-    def service_lock(self) -> ServiceLock:
-        return ServiceLock(lock_path(self.config.database_url))
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")

@@ -32,7 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "query": {"k": 10},
     "models": {"dir": "", "mirror": "", "fetch": True, "timeout_seconds": 60.0},
     "daemon": {"settle_seconds": 1.0, "batch_size": 16, "polling": False, "rescan_seconds": 600.0,
-               "max_removal_fraction": 0.5},
+               "max_removal_fraction": 0.5, "lease_seconds": 60.0},
 }
 
 
@@ -50,6 +50,7 @@ class Config:
     polling: bool
     rescan_seconds: float
     max_removal_fraction: float
+    lease_seconds: float
     models: ModelSource
     tables: dict[str, dict[str, Any]]
 
@@ -95,6 +96,7 @@ def load_config(path: Path, steps: dict[str, dict[str, StepPlugin]]) -> Config:
         polling=merged["daemon"]["polling"],
         rescan_seconds=merged["daemon"]["rescan_seconds"],
         max_removal_fraction=merged["daemon"]["max_removal_fraction"],
+        lease_seconds=merged["daemon"]["lease_seconds"],
         models=_model_source(path, merged["models"]),
         tables=tables,
     )
@@ -158,6 +160,8 @@ def _check_values(config: Config) -> None:
         raise ConfigError(f"{config.path}: daemon.batch_size must be at least 1")
     if config.rescan_seconds <= 0:
         raise ConfigError(f"{config.path}: daemon.rescan_seconds must be positive")
+    if config.lease_seconds <= 0:
+        raise ConfigError(f"{config.path}: daemon.lease_seconds must be positive")
     if config.settle_seconds < 0:
         raise ConfigError(f"{config.path}: daemon.settle_seconds must not be negative")
     if not 0 <= config.max_removal_fraction <= 1:

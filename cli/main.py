@@ -103,7 +103,7 @@ def run(log_format, offline, config_option):
     app = load_app(config_option, offline)
     config = app.config
     empty_index = app.vector_index()
-    with app.locked("run"), app.opened_store() as store:
+    with app.locked("run"), app.opened_store() as store, app.node(store, "run") as node:
         app.pipeline.warm_up()
         settings = ServiceSettings(
             images_dir=config.images_dir,
@@ -116,7 +116,7 @@ def run(log_format, offline, config_option):
             rescan_seconds=config.rescan_seconds,
             max_removal_fraction=config.max_removal_fraction,
         )
-        service = Service(settings, store, app.pipeline, empty_index)
+        service = Service(settings, store, app.pipeline, empty_index, node)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: service.stop())
         logging.getLogger(__name__).info("model %s", app.pipeline.model_id)
@@ -130,24 +130,34 @@ def run(log_format, offline, config_option):
 @offline_option
 @config_option
 def index(allow_mass_removal, offline, config_option):
-    """Index images_dir once (new, changed and deleted files), refresh the snapshot, exit."""
+    """Index images_dir once (new, changed and deleted files), refresh the snapshot, exit.
+    Alongside services on a shared database it is one more node (the snapshot is then left
+    to the service that writes it)."""
     from lookalike.daemon.reconcile import HELD_BACK, reconcile
+    from lookalike.store.nodes import SnapshotLeader
     from lookalike.store.snapshot import publish_snapshot
 
     app = load_app(config_option, offline)
     config = app.config
     app.check_snapshot_folder()
-    with app.locked("index"), app.opened_store() as store:
+    with app.locked("index"), app.opened_store() as store, app.node(store, "index") as node:
         pipeline = app.pipeline
-        report = reconcile(store, pipeline, config.images_dir, config.batch_size,
+        report = reconcile(store, pipeline, node, config.images_dir, config.batch_size,
                            config.max_removal_fraction, allow_mass_removal)
+        leader = SnapshotLeader(store)
         try:
-            size = publish_snapshot(store, pipeline.model_id, config.snapshot)
+            written = leader.holds()
+            if written:
+                publish_snapshot(store, pipeline.model_id, config.snapshot)
         except OSError as exc:
             raise LookalikeError(f"cannot write snapshot {config.snapshot}: {exc.strerror}"
                                  ) from None
+        finally:
+            leader.release()
+        size = store.count_indexed(pipeline.model_id)
         held_back = store.get_meta(HELD_BACK)
-    click.echo(f"{report}; index holds {size} images")
+    click.echo(f"{report}; index holds {size} images"
+               + ("" if written else "; the snapshot is written by a running service"))
     if held_back:
         click.echo(f"Warning: removals held back: {held_back}", err=True)
 
@@ -275,7 +285,7 @@ def evaluate(folder, k, as_json, offline, config_option):
 @config_option
 def status(as_json, config_option):
     """Counts of indexed and failed images, how their backgrounds were removed, index size,
-    last refresh, and the service."""
+    last refresh, and every node (service) working on the database."""
     from lookalike.store.store import database_exists
 
     app = load_app(config_option)
@@ -287,7 +297,6 @@ def status(as_json, config_option):
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
-    service = report["service"]
     click.echo(f"database:     {report['database']}")
     click.echo(f"indexed:      {report['indexed']}")
     click.echo(f"failed:       {report['failed']}")
@@ -299,13 +308,16 @@ def status(as_json, config_option):
     click.echo(f"last refresh: {report['last_refresh'] or 'never'}")
     if report["removals_held_back"]:
         click.echo(f"held back:    {report['removals_held_back']}")
-    if service is None:
+    live = [node for node in report["nodes"] if node["live"]]
+    if not live:
         click.echo("service:      not running")
-    else:
-        command, pid, since = service.get("command"), service.get("pid"), service.get("started_at")
-        click.echo(f"service:      lookalike {command} running (pid {pid}, since {since})")
-        click.echo(f"queue:        {service['queue']} file(s) waiting")
-        click.echo(f"last problem: {service['last_problem'] or 'none'}")
+    for node in report["nodes"]:
+        state = "running" if node["live"] else "GONE (not heard from)"
+        click.echo(f"node:         lookalike {node['command']} on {node['host']} (pid "
+                   f"{node['pid']}) {state}, since {node['since']}, last heartbeat "
+                   f"{node['heartbeat']}")
+        click.echo(f"              queue {node['queue']} file(s), embedded {node['embedded']}, "
+                   f"last problem: {node['last_problem'] or 'none'}")
 
 
 def ways(removals: dict[str, int]) -> str:

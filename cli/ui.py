@@ -181,12 +181,13 @@ def catalogue_status(app: App, followed: FollowedIndex) -> None:
         st.caption(f"{others:,} images were embedded by another model; the service re-embeds "
                    "them with this one.")
     st.markdown(f"**Last refresh** {report['last_refresh'] or 'never'}")
-    service = report["service"]
-    if service is None:
+    live = [node for node in report["nodes"] if node["live"]]
+    if not live:
         st.markdown("**Service** not running: new images are indexed by `lookalike run`")
     else:
-        st.markdown(f"**Service** running (pid {service.get('pid')}), "
-                    f"{service['queue']:,} file(s) waiting")
+        where = ", ".join(f"pid {node['pid']} on {node['host']}" for node in live)
+        st.markdown(f"**Service** running ({where}), "
+                    f"{sum(node['queue'] for node in live):,} file(s) waiting")
     st.caption(f"Checked at {datetime.now().strftime('%H:%M:%S')}, every {REFRESH_SECONDS} s")
     if report["failed"]:
         with st.expander(f"Failed files ({report['failed']:,})"):

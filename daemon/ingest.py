@@ -4,6 +4,11 @@ It serves the watcher, the start-up reconciliation and ``lookalike index``. Each
 through named steps: read (and hash), sort out what is already known, prepare, embed, and
 store what is still current. Batches overlap: while one is embedded, the next one's images
 are decoded and their backgrounds removed on the other threads.
+
+Several nodes may ingest into one store: a batch claims each file before reading it and each
+new content before preparing it (``ThisNode.claim``); what another node holds is left to it
+and reported as ``elsewhere``, to be tried again later (when that node has stored it, or its
+claim ran out).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -21,11 +27,24 @@ from PIL import Image
 from lookalike.pipeline.errors import ImageError
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.store.models import FAILED
+from lookalike.store.nodes import ThisNode
 from lookalike.store.store import FileState, ImageRow, Store
 
 from .files import changed_since, file_path, image_file, signature
 
 log = logging.getLogger(__name__)
+
+# Work another node holds is tried again after this long.
+CLAIM_RETRY_SECONDS = 2.0
+
+
+def file_claim(path: str) -> str:
+    return "file:" + path
+
+
+def content_claim(sha256: str) -> str:
+    return "content:" + sha256
+
 
 @dataclass
 class IngestReport:
@@ -37,7 +56,9 @@ class IngestReport:
     # Files that changed while being read or embedded: nothing was stored for them, and
     # the caller processes them again once they settle.
     busy: list[str] = field(default_factory=list)
-    files: int = 0  # the paths this report covers
+    # Files or contents another node is working on: tried again later.
+    elsewhere: list[str] = field(default_factory=list)
+    files: int = 0  # the paths this report covers (not those left to another node)
 
     def __str__(self) -> str:
         return (
@@ -49,6 +70,7 @@ class IngestReport:
         for name in ("embedded", "reused", "unchanged", "failed", "removed", "files"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.busy += other.busy
+        self.elsewhere += other.elsewhere
         return self
 
 
@@ -56,22 +78,30 @@ def ingest(
     store: Store,
     pipeline: Pipeline,
     images_dir,
+    node: ThisNode,
     paths: Iterable[str],
     batch_size: int,
     on_progress: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> IngestReport:
     """Embed new or changed files, forget vanished ones; equal bytes are embedded once.
+    Files other nodes hold are tried again until they are done (by them, or by this node
+    once their claims run out).
 
     Stops between batches when ``should_stop()`` turns true; what was not stored yet is
     found again by the next reconciliation."""
     report = IngestReport()
-    paths = iter(paths)
     with preparing_pool() as pool:
-        ingester = Ingester(store, pipeline, images_dir, pool)
-        while not should_stop() and (chunk := list(islice(paths, batch_size))):
-            report += _progressed(ingester.feed(chunk), on_progress)
-        report += _progressed(ingester.flush(), on_progress)
+        ingester = Ingester(store, pipeline, images_dir, pool, node)
+        while paths:
+            paths = iter(paths)
+            while not should_stop() and (chunk := list(islice(paths, batch_size))):
+                report += _progressed(ingester.feed(chunk), on_progress)
+            report += _progressed(ingester.flush(), on_progress)
+            paths, report.elsewhere = report.elsewhere, []
+            if paths and not should_stop():
+                log.info("%d file(s) held by other nodes: trying again", len(paths))
+                time.sleep(CLAIM_RETRY_SECONDS)
     return report
 
 
@@ -87,13 +117,15 @@ class Ingester:
     embedding run at once. ``flush`` finishes the batch still waiting. A batch never
     finished (the process stops) stored nothing: the next reconciliation finds its files."""
 
-    def __init__(self, store: Store, pipeline: Pipeline, images_dir, pool: ThreadPoolExecutor):
+    def __init__(self, store: Store, pipeline: Pipeline, images_dir, pool: ThreadPoolExecutor,
+                 node: ThisNode):
         self.store, self.pipeline, self.images_dir, self.pool = store, pipeline, images_dir, pool
+        self.node = node
         self._waiting: Batch | None = None
 
     def feed(self, paths: list[str]) -> IngestReport:
         """Start ``paths``; the report of the batch this finished (empty for the first)."""
-        started = Batch(self.store, self.pipeline, self.images_dir, self.pool).start(
+        started = Batch(self.store, self.pipeline, self.images_dir, self.pool, self.node).start(
             paths, self._waiting)
         finished = self.flush()
         self._waiting = started
@@ -133,9 +165,11 @@ class Batch:
     """One batch of paths through ingest's steps: ``start`` reads the files and hands their
     preparation to the pool; ``finish`` embeds and stores them."""
 
-    def __init__(self, store: Store, pipeline: Pipeline, images_dir, pool: ThreadPoolExecutor):
+    def __init__(self, store: Store, pipeline: Pipeline, images_dir, pool: ThreadPoolExecutor,
+                 node: ThisNode):
         self.store, self.pipeline, self.images_dir = store, pipeline, images_dir
-        self.report, self.pool = IngestReport(), pool
+        self.report, self.pool, self.node = IngestReport(), pool, node
+        self.claimed: set[str] = set()  # released once the batch is stored
         self.model = pipeline.model_id
         self.done: list[ImageRow] = []  # rows to store
         self.gone: list[str] = []  # paths to forget
@@ -145,6 +179,9 @@ class Batch:
         """Read the files and start preparing them. Content that ``before`` (the batch not
         stored yet) is preparing waits for its vector instead of being prepared twice."""
         self.before = before
+        self.claimed = self.node.claim(file_claim(path) for path in paths)
+        self.report.elsewhere = [path for path in paths if file_claim(path) not in self.claimed]
+        paths = [path for path in paths if file_claim(path) in self.claimed]
         self.report.files = len(paths)
         self.fresh = self._read(paths)
         to_prepare, self.copies, self.copies_of_before = self._sort_out_known(self.fresh)
@@ -158,6 +195,7 @@ class Batch:
         if self.before is not None:
             self._resolve_copies(self.copies_of_before, self.before)
         self._store(self.fresh)
+        self.node.release(self.claimed)
         self.fresh, self.preparing, self.before = [], [], None  # the bytes, the batch before
         return self.report
 
@@ -195,11 +233,15 @@ class Batch:
 
     def _sort_out_known(self, fresh: list[_Read]):
         """Reuse the vector of content already stored; of equal new bytes prepare the first
-        file only. Returns the files to prepare, the copies waiting for them, and the copies
-        waiting for the batch before."""
+        file only, and only content this node could claim (the files of content another node
+        prepares are left for later, to reuse its vector). Returns the files to prepare, the
+        copies waiting for them, and the copies waiting for the batch before."""
         stored = self.store.indexed_rows({read.row.sha256 for read in fresh}, self.model)
         preparing_before = ({read.row.sha256 for read, _ in self.before.preparing}
                             if self.before is not None else set())
+        new = {read.row.sha256 for read in fresh} - set(stored) - preparing_before
+        held = self.node.claim(content_claim(sha256) for sha256 in new)
+        self.claimed |= held
         to_prepare, copies, copies_of_before, first_hashes = [], [], [], set()
         for read in fresh:
             row = read.row
@@ -208,6 +250,9 @@ class Batch:
                 self._reuse(same, row)
             elif row.sha256 in preparing_before:
                 copies_of_before.append(row)
+            elif content_claim(row.sha256) not in held:
+                self.report.elsewhere.append(row.path)
+                self.report.files -= 1
             elif row.sha256 in first_hashes:
                 copies.append(row)
             else:

@@ -1,12 +1,11 @@
-"""One service per database: an exclusive lock on a file beside it, holding pid and start time."""
+"""One service per SQLite database: an exclusive lock on a file beside it, holding pid and
+start time. A database server is shared by nodes instead (store/nodes.py)."""
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,16 +18,13 @@ class AlreadyRunning(LookalikeError):
     """Another service holds the lock of this database."""
 
 
-def lock_path(database_url: str) -> Path:
-    """``<db file>.lock`` for SQLite files; for a database server, a file in this machine's
-    temporary folder named after the server and database (not the user or password), so two
-    configs on one database on this machine find each other."""
+def lock_path(database_url: str) -> Path | None:
+    """``<db file>.lock`` for SQLite files; None for a database server, which several
+    services (nodes) may share."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         return Path(url.database + ".lock")
-    where = f"{url.get_backend_name()}://{url.host or ''}:{url.port or ''}/{url.database or ''}"
-    digest = hashlib.sha256(where.encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"lookalike-{digest}.lock"
+    return None
 
 
 class ServiceLock:

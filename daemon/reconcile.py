@@ -17,6 +17,7 @@ import click
 
 from lookalike.pipeline.errors import LookalikeError
 from lookalike.pipeline.pipeline import Pipeline
+from lookalike.store.nodes import ThisNode
 from lookalike.store.store import Store
 
 from .files import scan
@@ -76,6 +77,7 @@ def differences(store: Store, images_dir: Path, model: str, max_removal_fraction
 def reconcile(
     store: Store,
     pipeline: Pipeline,
+    node: ThisNode,
     images_dir: Path,
     batch_size: int,
     max_removal_fraction: float,
@@ -85,7 +87,7 @@ def reconcile(
     found = differences(store, images_dir, pipeline.model_id, max_removal_fraction,
                         allow_mass_removal)
     with progress_bar(len(found.paths)) as bar:
-        report = ingest(store, pipeline, images_dir, found.paths, batch_size,
+        report = ingest(store, pipeline, images_dir, node, found.paths, batch_size,
                         on_progress=bar.update)
     report.unchanged += found.current
     return report

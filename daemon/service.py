@@ -4,6 +4,11 @@ The watcher only queues events. This loop settles paths, ingests images in batch
 the in-memory index up to date after each batch (only the paths that changed), answers inbox
 queries, and asks a background writer for a new snapshot, debounced. It rescans the folder
 periodically and whenever the watcher may have lost events.
+
+Several services (nodes) may share one database and images_dir: each sees every change, and
+the claims in the database decide which node embeds a file or answers a query. While the
+database cannot be reached, the loop logs it once, retries with backoff, and rescans when it
+is back.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+from sqlalchemy.exc import InterfaceError, OperationalError
 from watchdog.events import FileSystemEvent
 
 from lookalike.pipeline.errors import ImageError
@@ -24,6 +30,7 @@ from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.steps import VectorIndex
 from lookalike.store.atomic import write_atomically
 from lookalike.store.follow import FollowedIndex
+from lookalike.store.nodes import SnapshotLeader, ThisNode
 from lookalike.store.query import answer_queries
 from lookalike.store.store import Store
 
@@ -38,7 +45,7 @@ from .files import (
     stored_name,
 )
 from .inbox import answer_path, is_answered, query_digest
-from .ingest import Ingester, IngestReport, preparing_pool
+from .ingest import CLAIM_RETRY_SECONDS, Ingester, IngestReport, preparing_pool
 from .reconcile import BacklogProgress, Differences, ImagesDirMissing, differences
 from .settle import Settler
 from .snapshots import SnapshotWriter
@@ -48,6 +55,8 @@ log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
 STATUS_SECONDS = 1.0
+# Waits between tries to reach the database again, doubled from the first up to the last.
+OUTAGE_RETRY_SECONDS = (1.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -80,13 +89,14 @@ class LastProblem(logging.Handler):
 
 class Service:
     def __init__(self, settings: ServiceSettings, store: Store, pipeline: Pipeline,
-                 empty_index: VectorIndex):
+                 empty_index: VectorIndex, node: ThisNode):
         self.settings = settings
         self.store = store
         self.pipeline = pipeline
+        self.node = node
         self._empty_index = empty_index
         self._pool = preparing_pool()
-        self._ingester = Ingester(store, pipeline, settings.images_dir, self._pool)
+        self._ingester = Ingester(store, pipeline, settings.images_dir, self._pool, node)
         self.events: queue.Queue[FileSystemEvent] = queue.Queue()
         self.settler = Settler(settings.settle_seconds)
         self.watcher = Watcher(settings.images_dir, settings.inbox_dir, self.events,
@@ -96,7 +106,7 @@ class Service:
         self._snapshot_due = True
         self._last_refresh = 0.0
         self._snapshots = SnapshotWriter(store, pipeline.model_id, settings.snapshot,
-                                         settings.retry_seconds)
+                                         settings.retry_seconds, SnapshotLeader(store))
         self._next_rescan = 0.0
         self._ready: dict[str, None] = {}  # settled images, in arrival order, one batch a step
         self._backlog = BacklogProgress(0)
@@ -106,6 +116,7 @@ class Service:
         self._problem = LastProblem()
         self._status: tuple | None = None
         self._status_at = 0.0
+        self._embedded = 0  # by this node, for `lookalike status`
 
     def stop(self) -> None:
         """Ask the loop to finish its current file and return (safe from a signal handler)."""
@@ -129,15 +140,37 @@ class Service:
             self._next_rescan = time.monotonic() + settings.rescan_seconds
             self._settle_inbox()
             log.info("watching %s and %s", settings.images_dir, settings.inbox_dir)
+            outage = None
             while not self._stop.is_set():
-                self._step()
+                try:
+                    self._step()
+                except (OperationalError, InterfaceError) as exc:
+                    outage = self._wait_out(exc, outage)
+                    continue
+                if outage is not None:
+                    outage = None
+                    log.warning("database reachable again")
+                    self._rescan("the database was unreachable")
         finally:
             self.watcher.stop()
             self._snapshots.stop()
             self._pool.shutdown()
-            self.store.set_meta("service_queue", "0")
             logging.getLogger("lookalike").removeHandler(self._problem)
             log.info("stopped")
+
+    def _wait_out(self, exc: Exception, waited: float | None) -> float:
+        """The database went away during a step: log it once, wait longer each time, and
+        start the batch afresh (a rescan finds whatever was not stored)."""
+        first, longest = OUTAGE_RETRY_SECONDS
+        wait = first if waited is None else min(2 * waited, longest)
+        if waited is None:
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            log.error("database unreachable (%s): retrying, up to every %.0f s", reason,
+                      longest)
+            self._ingester = Ingester(self.store, self.pipeline, self.settings.images_dir,
+                                      self._pool, self.node)
+        self._stop.wait(wait)
+        return wait
 
     def _reconcile(self) -> None:
         """Queue what changed while the service was stopped, as its start-up backlog."""
@@ -212,9 +245,14 @@ class Service:
             self._snapshots.request()
 
     def _settle_busy(self, report: IngestReport) -> None:
-        """Files that changed while they were ingested are settled again."""
+        """Files that changed while they were ingested are settled again; those another
+        node holds are tried again after a while."""
+        self._embedded += report.embedded
         for path in report.busy:
             self._settle_later(file_path(self.settings.images_dir, path))
+        retry_at = time.monotonic() + CLAIM_RETRY_SECONDS
+        for path in report.elsewhere:
+            self._retry_at[file_path(self.settings.images_dir, path)] = retry_at
 
     def _rescan(self, reason: str) -> None:
         """Put every file that differs from the store back through settling and ingest."""
@@ -239,16 +277,15 @@ class Service:
             self.settler.touch(file_path(self.settings.inbox_dir, name))
 
     def _publish_status(self) -> None:
-        """Queue length and last problem, for `lookalike status`; written when they change."""
+        """Queue length, images embedded and last problem, for `lookalike status`; written
+        when they change, at most once a second."""
         now = time.monotonic()
-        status = (len(self.settler) + len(self._ready) + self.events.qsize(),
+        status = (len(self.settler) + len(self._ready) + self.events.qsize(), self._embedded,
                   self._problem.message)
         if status == self._status or now - self._status_at < STATUS_SECONDS:
             return
+        self.node.report(*status)
         self._status, self._status_at = status, now
-        self.store.set_meta("service_queue", str(status[0]))
-        if status[1]:
-            self.store.set_meta("service_last_problem", status[1])
 
     def _on_event(self, event: FileSystemEvent) -> None:
         if event.event_type == "moved":
@@ -318,10 +355,26 @@ class Service:
             return
 
     def _answer(self, paths: list[Path]) -> None:
-        queries = []
+        """Answer the queries not answered yet that this node could claim (a shared inbox
+        gets one answer, whichever node gives it); the others are tried again later."""
+        unanswered = {}
         for path in paths:
             digest = query_digest(path)
-            if digest is None or is_answered(path, digest):
+            if digest is not None and not is_answered(path, digest):
+                unanswered[f"query:{stored_name(path.name)}:{digest}"] = path, digest
+        held = self.node.claim(unanswered)
+        try:
+            self._answer_claimed([unanswered[key] for key in held])
+        finally:
+            self.node.release(held)
+        retry_at = time.monotonic() + CLAIM_RETRY_SECONDS
+        for key in unanswered.keys() - held:
+            self._retry_at[unanswered[key][0]] = retry_at
+
+    def _answer_claimed(self, claimed: list[tuple[Path, str]]) -> None:
+        queries = []
+        for path, digest in claimed:
+            if is_answered(path, digest):  # by the node that held it before
                 continue
             try:
                 data = self.pipeline.read_file(path)

@@ -1,7 +1,9 @@
 """The snapshot writer: a background thread that writes feature_vectors.pkl from the store.
 
 A catalogue of a million vectors makes a 2 GB snapshot; writing it in the service loop would
-stall ingest and inbox answers for seconds, so the loop only asks for a write.
+stall ingest and inbox answers for seconds, so the loop only asks for a write. Of several
+nodes sharing a store, the one that holds the snapshot lead writes it; the others keep asking
+for the lead while a write is wanted, and take over when its holder is gone.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from lookalike.store.nodes import SnapshotLeader
 from lookalike.store.snapshot import publish_snapshot
 from lookalike.store.store import Store
 
@@ -22,8 +25,9 @@ log = logging.getLogger(__name__)
 
 
 class SnapshotWriter:
-    def __init__(self, store: Store, model: str, path: Path, retry_seconds: float):
-        self._store, self._model, self._path = store, model, path
+    def __init__(self, store: Store, model: str, path: Path, retry_seconds: float,
+                 leader: SnapshotLeader):
+        self._store, self._model, self._path, self._leader = store, model, path, leader
         self._retry_seconds = retry_seconds
         self._wanted = threading.Event()
         self._stopping = threading.Event()
@@ -41,6 +45,7 @@ class SnapshotWriter:
         self._stopping.set()
         self._wanted.set()
         self._thread.join()
+        self._leader.release()
 
     def _run(self) -> None:
         writes = RetriedWrites()
@@ -51,6 +56,11 @@ class SnapshotWriter:
             self._wanted.clear()
             started = time.monotonic()
             try:
+                if not self._leader.holds():  # another node writes it; ask again later
+                    if self._stopping.wait(self._retry_seconds):
+                        return
+                    self._wanted.set()
+                    continue
                 size = publish_snapshot(self._store, self._model, self._path)
             except (OSError, SQLAlchemyError) as exc:
                 # The previous snapshot stays intact; try again after a while.

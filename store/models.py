@@ -1,4 +1,5 @@
-"""The SQLAlchemy tables: one row per image file, and a key/value table for store metadata."""
+"""The SQLAlchemy tables: one row per image file, a key/value table for store metadata, the
+removals log, and the claims and nodes of the processes that share the store."""
 
 from __future__ import annotations
 
@@ -68,3 +69,33 @@ class Removal(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     generation: Mapped[int] = mapped_column(index=True)
     path: Mapped[str]
+
+
+class Claim(Base):
+    """Work one node has taken on (a file, a content hash, an inbox query), until ``expires``
+    (seconds on the database's clock): the node renews it while it works, and another node
+    may take it over once it has run out (the first node died)."""
+
+    __tablename__ = "claims"
+
+    key: Mapped[str] = mapped_column(primary_key=True)
+    node: Mapped[str] = mapped_column(String(32), index=True)
+    expires: Mapped[float]
+
+
+class Node(Base):
+    """A process working on the store (`lookalike run` or `index`), as `lookalike status`
+    lists it; times are seconds on the database's clock."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    host: Mapped[str]
+    pid: Mapped[int]
+    command: Mapped[str] = mapped_column(String(16))
+    model: Mapped[str]
+    since: Mapped[float]
+    heartbeat: Mapped[float]
+    queue: Mapped[int] = mapped_column(default=0)
+    embedded: Mapped[int] = mapped_column(default=0)
+    last_problem: Mapped[str | None]

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import alembic.command
+import alembic.config
 import numpy as np
 from sqlalchemy import (
     create_engine,
@@ -26,28 +28,15 @@ from sqlalchemy.orm import Session
 
 from lookalike.pipeline.errors import LookalikeError
 
-from .models import FAILED, INDEXED, Base, ImageRecord, Meta, Removal
+from .models import FAILED, INDEXED, ImageRecord, Meta, Removal
 
-SCHEMA_VERSION = 3  # 2: images.generation, removals; 3: images.removal
+SCHEMA_VERSION = 4  # 2: generations, removals; 3: images.removal; 4: claims, nodes
 # Write generations whose removals stay logged: a reader further behind compares every path.
 REMOVALS_KEPT = 10_000
-
-
-def _add_generation(session: Session) -> None:
-    """Schema 1 had no write generation: add it (every row at 0) and its indexes (the new
-    removals table, create_all has already made)."""
-    session.execute(text("ALTER TABLE images ADD COLUMN generation INTEGER NOT NULL DEFAULT 0"))
-    for index in ImageRecord.__table__.indexes:
-        index.create(session.connection(), checkfirst=True)
-
-
-def _add_removal(session: Session) -> None:
-    """Schema 2 did not record how each background was removed: unknown (NULL) for its rows."""
-    session.execute(text("ALTER TABLE images ADD COLUMN removal VARCHAR(96)"))
-
-
-# The upgrade to each schema version from the one before, applied in order.
-UPGRADES: dict[int, Callable[[Session], None]] = {2: _add_generation, 3: _add_removal}
+# Alembic's scripts; revision "000N" makes schema N.
+MIGRATIONS = Path(__file__).with_name("migrations")
+# Several nodes opening one new PostgreSQL database at once: the first makes the schema.
+SCHEMA_LOCK = 0x6C6F6F6B  # "look"
 
 
 class StoreError(LookalikeError):
@@ -117,7 +106,8 @@ class Store:
         self.url = url
         self._kept: dict[tuple, tuple[int, Any]] = {}  # key -> (generation, value)
         try:
-            self.engine = create_engine(url)
+            # A server restarted meanwhile has closed the pooled connections: test each first.
+            self.engine = create_engine(url, pool_pre_ping=True)
         except (ImportError, NoSuchModuleError) as exc:
             raise StoreError(f"cannot open database {masked(url)}: its driver is not installed "
                              f"({exc})") from None
@@ -134,31 +124,37 @@ class Store:
             raise
 
     def _prepare_schema(self) -> None:
-        tables = set(inspect(self.engine).get_table_names())
-        if tables and "meta" not in tables:
-            raise StoreError(f"database {self.engine.url} was not made by lookalike")
-        Base.metadata.create_all(self.engine)
-        version = self.get_meta("schema_version")
-        if version is None:
-            self.set_meta("schema_version", str(SCHEMA_VERSION))
-            self.set_meta("generation", "0")  # a row to lock from the first write on
-        elif int(version) > SCHEMA_VERSION:
-            raise StoreError(
-                f"database {self.engine.url} has schema {version}, newer than this lookalike "
-                f"understands ({SCHEMA_VERSION}): upgrade lookalike"
-            )
-        else:
-            for step_to, upgrade in UPGRADES.items():  # in order, each in its transaction
-                if int(version) < step_to:
-                    with self._session() as session:
-                        upgrade(session)
-                        session.merge(Meta(key="schema_version", value=str(step_to)))
+        """Make or upgrade the schema with Alembic, in one transaction (under a lock on
+        PostgreSQL). A database made before lookalike used Alembic says its schema in meta."""
+        with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": SCHEMA_LOCK})
+            tables = set(inspect(connection).get_table_names())
+            if tables and "meta" not in tables:
+                raise StoreError(f"database {self.engine.url} was not made by lookalike")
+            version = connection.scalar(select(Meta.value).where(
+                Meta.key == "schema_version")) if tables else None
+            if version is not None and not version.isdigit():
+                raise StoreError(f"database {self.engine.url} has a corrupt schema version "
+                                 f"({version!r})")
+            if version is not None and int(version) > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database {self.engine.url} has schema {version}, newer than this "
+                    f"lookalike understands ({SCHEMA_VERSION}): upgrade lookalike")
+            migrations = alembic.config.Config()
+            migrations.set_main_option("script_location", str(MIGRATIONS))
+            migrations.attributes["connection"] = connection
+            if version is not None and "alembic_version" not in tables:
+                alembic.command.stamp(migrations, f"{int(version):04d}")
+            alembic.command.upgrade(migrations, "head")
 
     def close(self) -> None:
         self.engine.dispose()
 
     @contextmanager
-    def _session(self) -> Iterator[Session]:
+    def session(self) -> Iterator[Session]:
+        """One transaction, committed at the end of the block."""
         with Session(self.engine) as session, session.begin():
             yield session
 
@@ -169,7 +165,7 @@ class Store:
     def removed_since(self, generation: int) -> list[str] | None:
         """Paths taken out of the store by writes after ``generation``; None when the log of
         removals no longer reaches back that far (compare every path instead)."""
-        with self._session() as session:
+        with self.session() as session:
             complete_from = session.get(Meta, "removals_from")
             if complete_from and generation + 1 < int(complete_from.value):
                 return None
@@ -197,12 +193,12 @@ class Store:
         return generation
 
     def get_meta(self, key: str) -> str | None:
-        with self._session() as session:
+        with self.session() as session:
             row = session.get(Meta, key)
             return row.value if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._session() as session:
+        with self.session() as session:
             session.merge(Meta(key=key, value=value))
 
     def file_states(self, paths: Iterable[str] | None = None) -> dict[str, FileState]:
@@ -210,9 +206,9 @@ class Store:
         columns = (ImageRecord.path, ImageRecord.size, ImageRecord.mtime_ns,
                    ImageRecord.model, ImageRecord.status)
         if paths is None:
-            with self._session() as session:
+            with self.session() as session:
                 return {path: FileState(*rest) for path, *rest in session.execute(select(*columns))}
-        with self._session() as session:
+        with self.session() as session:
             rows = _rows_where(session, select(*columns), ImageRecord.path, paths)
             return {path: FileState(*rest) for path, *rest in rows}
 
@@ -222,7 +218,7 @@ class Store:
         found = {}
         query = select(ImageRecord).where(ImageRecord.model == model,
                                           ImageRecord.status == INDEXED)
-        with self._session() as session:
+        with self.session() as session:
             for (row,) in _rows_where(session, query, ImageRecord.sha256, hashes):
                 found.setdefault(row.sha256, ImageRow(
                     row.path, row.sha256, row.size, row.mtime_ns, row.width, row.height,
@@ -235,7 +231,7 @@ class Store:
         facts, gone = list(facts), list(gone)
         if not facts and not gone:
             return 0
-        with self._session() as session:
+        with self.session() as session:
             generation = self._next_generation(session)
             existing = {row.path: row for (row,) in _rows_where(
                 session, select(ImageRecord), ImageRecord.path, [f.path for f in facts])}
@@ -259,14 +255,14 @@ class Store:
 
     def paths_under(self, folder: str) -> list[str]:
         """Stored paths inside ``folder`` (not those of a folder that merely starts alike)."""
-        with self._session() as session:
+        with self.session() as session:
             under = ImageRecord.path.startswith(folder + "/", autoescape=True)
             return list(session.scalars(select(ImageRecord.path).where(under)))
 
     def move(self, source: str, destination: str) -> bool:
         """Give the row of ``source`` the path ``destination`` (replacing the row there);
         False, changing nothing, when ``source`` has no row (a folder move renamed it)."""
-        with self._session() as session:
+        with self.session() as session:
             if session.scalar(select(ImageRecord.id).where(ImageRecord.path == source)) is None:
                 return False
             generation = self._next_generation(session)
@@ -282,7 +278,7 @@ class Store:
     def move_folder(self, source: str, destination: str) -> list[tuple[str, str]]:
         """Move every row under folder ``source`` to folder ``destination``; returns the
         (old, new) path of each row moved."""
-        with self._session() as session:
+        with self.session() as session:
             generation = self._next_generation(session)
             prefix = source + "/"
             rows = session.execute(
@@ -309,7 +305,7 @@ class Store:
         Rows are streamed into a matrix allocated once, so a million vectors need their
         own size in memory, not two or three times it."""
         indexed = (ImageRecord.model == model, ImageRecord.status == INDEXED)
-        with self._session() as session:
+        with self.session() as session:
             count = session.scalar(select(func.count()).where(*indexed))
             rows = session.execute(
                 select(ImageRecord.path, ImageRecord.vector).where(*indexed)
@@ -336,13 +332,13 @@ class Store:
                       limit: int | None = None) -> list[str]:
         """The indexed paths of ``model`` that contain ``contains``, in path order, ``limit``
         of them from ``offset``: a catalogue of millions is browsed a page at a time."""
-        with self._session() as session:
+        with self.session() as session:
             return list(session.scalars(
                 select(ImageRecord.path).where(*self._indexed(model, contains))
                 .order_by(ImageRecord.path).offset(offset).limit(limit)))
 
     def count_indexed(self, model: str, contains: str = "") -> int:
-        with self._session() as session:
+        with self.session() as session:
             return session.scalar(select(func.count()).where(*self._indexed(model, contains)))
 
     @staticmethod
@@ -357,7 +353,7 @@ class Store:
         else None (failed, or another model's)."""
         query = select(ImageRecord.path, ImageRecord.model, ImageRecord.status,
                        ImageRecord.vector).where(ImageRecord.generation > generation)
-        with self._session() as session:
+        with self.session() as session:
             return {path: np.frombuffer(vector, dtype=np.float32)
                     if row_model == model and status == INDEXED else None
                     for path, row_model, status, vector in session.execute(query)}
@@ -377,7 +373,7 @@ class Store:
         return self._kept_until_next_write(("counts",), self._count_rows)
 
     def _count_rows(self) -> dict[str, dict[str, int]]:
-        with self._session() as session:
+        with self.session() as session:
             rows = session.execute(
                 select(ImageRecord.model, ImageRecord.status, func.count())
                 .group_by(ImageRecord.model, ImageRecord.status)
@@ -392,7 +388,7 @@ class Store:
         return self._kept_until_next_write(("removals",), self._count_removals)
 
     def _count_removals(self) -> dict[str, int]:
-        with self._session() as session:
+        with self.session() as session:
             rows = session.execute(
                 select(ImageRecord.removal, func.count()).where(ImageRecord.status == INDEXED)
                 .group_by(ImageRecord.removal).order_by(func.count().desc())
@@ -404,7 +400,7 @@ class Store:
         return self._kept_until_next_write(("failures", limit), lambda: self._failed_rows(limit))
 
     def _failed_rows(self, limit: int) -> list[tuple[str, str]]:
-        with self._session() as session:
+        with self.session() as session:
             rows = session.execute(
                 select(ImageRecord.path, ImageRecord.error)
                 .where(ImageRecord.status == FAILED).order_by(ImageRecord.path).limit(limit)

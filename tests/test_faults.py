@@ -40,6 +40,7 @@ def test_an_interrupted_write_leaves_the_previous_file_intact(tmp_path, monkeypa
 def test_a_file_replaced_while_embedded_keeps_no_stale_vector(workspace, catalogue):
     from lookalike.cli.app import App
     from lookalike.daemon.ingest import ingest
+    from lookalike.store.nodes import joined
 
     app = App(str(workspace.config))
     store = Store(app.config.database_url)
@@ -57,10 +58,11 @@ def test_a_file_replaced_while_embedded_keeps_no_stale_vector(workspace, catalog
 
     try:
         pipeline.embed = embed_while_replaced
-        report = ingest(store, pipeline, workspace.images, ["a.jpg"], batch_size=4)
-        assert report.busy == ["a.jpg"] and "a.jpg" not in store.file_states(["a.jpg"])
-        pipeline.embed = real_embed
-        ingest(store, pipeline, workspace.images, ["a.jpg"], batch_size=4)
+        with joined(store, "index", pipeline.model_id) as node:
+            report = ingest(store, pipeline, workspace.images, node, ["a.jpg"], batch_size=4)
+            assert report.busy == ["a.jpg"] and "a.jpg" not in store.file_states(["a.jpg"])
+            pipeline.embed = real_embed
+            ingest(store, pipeline, workspace.images, node, ["a.jpg"], batch_size=4)
         paths, vectors = store.vectors(pipeline.model_id)
         expected = real_embed([pipeline.prepare(target.read_bytes()).square])
         assert paths == ["a.jpg"] and np.allclose(vectors[0], expected[0], atol=1e-5)
@@ -178,6 +180,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(workspace, catalogue
 def test_a_step_that_trips_over_one_image_fails_that_image_only(workspace, catalogue):
     from lookalike.cli.app import App
     from lookalike.daemon.ingest import ingest
+    from lookalike.store.nodes import joined
 
     app = App(str(workspace.config))
     store = Store(app.config.database_url)
@@ -194,7 +197,8 @@ def test_a_step_that_trips_over_one_image_fails_that_image_only(workspace, catal
     pipeline.remover.remove = remove_that_breaks_on_tiny_images
     try:
         paths = ["item00.jpg", "item01.jpg", "item02.jpg", "tiny.png"]
-        report = ingest(store, pipeline, workspace.images, paths, batch_size=8)
+        with joined(store, "index", pipeline.model_id) as node:
+            report = ingest(store, pipeline, workspace.images, node, paths, batch_size=8)
         assert (report.embedded, report.failed) == (3, 1)
         assert store.failures() == [("tiny.png", "ValueError: mask has no pixels")]
     finally:

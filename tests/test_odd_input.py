@@ -184,12 +184,11 @@ def test_answers_to_names_near_the_filesystems_limit_are_written(tmp_path):
         [answer.name, answer_path(legal).name])
 
 
-def test_database_urls_are_masked_and_their_lock_is_per_database(workspace, run_cli, tmp_path):
+def test_database_urls_are_masked_and_only_sqlite_files_are_locked(workspace, run_cli, tmp_path):
     url = "postgresql+psycopg://shop:s3cret@db.internal:5432/catalogue"
     assert masked(url) == "postgresql+psycopg://shop:***@db.internal:5432/catalogue"
-    other_user = "postgresql+psycopg://other:pw@db.internal:5432/catalogue"
-    assert lock_path(url) == lock_path(other_user)  # one database: one lock, whoever asks
-    assert lock_path(url) != lock_path(url.replace("/catalogue", "/staging"))
+    assert lock_path(url) is None  # a server is shared by nodes
+    assert lock_path(f"sqlite:///{tmp_path}/a.db") == tmp_path / "a.db.lock"
 
     workspace.write_config(database=url)
     result = run_cli("status")

@@ -13,6 +13,7 @@ from postgres import PostgresServer, free_port
 from sqlalchemy import create_engine, text
 
 from builders import cropped_query, product_photo
+from test_store import schema_differences
 from lookalike.store.store import ImageRow, Store, StoreError
 
 
@@ -49,7 +50,8 @@ def test_rows_generations_and_removals_as_on_sqlite(database):
         store.close()
     reopened = Store(database)
     try:
-        assert reopened.get_meta("schema_version") == "3" and reopened.generation() == 2
+        assert reopened.get_meta("schema_version") == "4" and reopened.generation() == 2
+        assert schema_differences(reopened) == []  # Alembic made what the models describe
     finally:
         reopened.close()
 

@@ -93,7 +93,8 @@ def test_service_lifecycle(workspace, catalogue, service_factory, index):
     answer = json.loads(lookalike(workspace, "query", str(query), "--json").stdout)
     assert answer["neighbours"][0]["path"] == "item10.jpg"
     status = json.loads(lookalike(workspace, "status", "--json").stdout)
-    assert status["service"]["pid"] == service.process.pid and status["failed"] == 1
+    assert [node["pid"] for node in status["nodes"]] == [service.process.pid]
+    assert status["failed"] == 1
 
     # A second service, or a one-shot index, on the same database refuses to start.
     for command in ("run", "index"):

@@ -35,8 +35,8 @@ def test_a_flood_is_ingested_in_overlapping_batches_and_the_inbox_still_answered
     settings = ServiceSettings(images_dir=workspace.images, inbox_dir=workspace.inbox,
                                snapshot=app.config.snapshot, k=3, settle_seconds=0.2,
                                batch_size=2)
-    with app.opened_store() as store:
-        service = Service(settings, store, app.pipeline, app.vector_index())
+    with app.opened_store() as store, app.node(store, "run") as node:
+        service = Service(settings, store, app.pipeline, app.vector_index(), node)
         thread = threading.Thread(target=service.run)
         thread.start()
         try:

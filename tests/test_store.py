@@ -12,10 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
 
 from lookalike.pipeline.builtins.exact_index import ExactIndex
 from lookalike.pipeline.builtins.hnsw_index import HnswIndex
 from lookalike.store.index import NeighbourIndex
+from lookalike.store.models import Base
 from lookalike.store.snapshot import SnapshotError, read_snapshot, write_snapshot
 from lookalike.store.store import ImageRow, Store, StoreError
 
@@ -132,29 +135,70 @@ def test_a_reader_behind_the_log_of_removals_compares_every_path(store, tmp_path
     assert store.removed_since(followed.generation) == []
 
 
-def test_a_schema_1_database_is_upgraded_in_place_keeping_its_rows(store, tmp_path):
-    store.apply([facts("a.jpg", [1, 0])])
-    store.close()
-    connection = sqlite3.connect(tmp_path / "test.db")  # as lookalike 0.1 left it
-    connection.executescript("""
-        DROP INDEX ix_images_generation; DROP INDEX ix_images_model_status_path;
-        ALTER TABLE images DROP COLUMN generation; ALTER TABLE images DROP COLUMN removal;
-        UPDATE meta SET value = '1' WHERE key = 'schema_version';""")
+# The tables as lookalike made them before it used Alembic (schema 1: 0.1; schema 2: with
+# write generations and the removals log).
+SCHEMA_1 = """
+CREATE TABLE images (id INTEGER NOT NULL, path VARCHAR NOT NULL, sha256 VARCHAR(64) NOT NULL,
+    size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, width INTEGER, height INTEGER,
+    model VARCHAR, vector BLOB, status VARCHAR(16) NOT NULL, error VARCHAR,
+    created_at DATETIME NOT NULL, updated_at DATETIME NOT NULL, PRIMARY KEY (id), UNIQUE (path));
+CREATE INDEX ix_images_sha256_model ON images (sha256, model);
+CREATE INDEX ix_images_model ON images (model);
+CREATE TABLE meta ("key" VARCHAR NOT NULL, value VARCHAR NOT NULL, PRIMARY KEY ("key"));
+INSERT INTO meta VALUES ('schema_version', '1');
+"""
+SCHEMA_2 = SCHEMA_1.replace("model VARCHAR, vector", "model VARCHAR, generation INTEGER "
+                            "DEFAULT '0' NOT NULL, vector") + """
+CREATE INDEX ix_images_generation ON images (generation);
+CREATE INDEX ix_images_model_status_path ON images (model, status, path);
+CREATE TABLE removals (id INTEGER NOT NULL, generation INTEGER NOT NULL, path VARCHAR NOT NULL,
+    PRIMARY KEY (id));
+CREATE INDEX ix_removals_generation ON removals (generation);
+INSERT INTO meta VALUES ('generation', '7');
+UPDATE meta SET value = '2' WHERE key = 'schema_version';
+"""
+
+
+def schema_differences(store: Store) -> list:
+    """How the store's tables differ from those the models describe (Alembic's autogenerate
+    comparison); on SQLite, whose INTEGER holds 64 bits, INTEGER is as good as BIGINT."""
+    with store.engine.connect() as connection:
+        found = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    return [d for d in found if not (
+        store.engine.dialect.name == "sqlite" and isinstance(d, list) and d[0][0] == "modify_type"
+        and {str(d[0][-2]), str(d[0][-1])} == {"INTEGER", "BIGINT"})]
+
+
+@pytest.mark.parametrize("schema", [SCHEMA_1, SCHEMA_2], ids=["schema-1", "schema-2"])
+def test_an_older_database_is_upgraded_in_place_keeping_its_rows(tmp_path, schema):
+    path = tmp_path / "old.db"
+    connection = sqlite3.connect(path)
+    connection.executescript(schema)
+    connection.execute(
+        "INSERT INTO images (path, sha256, size, mtime_ns, width, height, model, vector, status,"
+        " created_at, updated_at) VALUES ('a.jpg', 'ha', 10, 1, 4, 4, 'm', ?, 'indexed',"
+        " '2026-01-01', '2026-01-01')", (np.asarray([1, 0], np.float32).tobytes(),))
+    connection.commit()
     connection.close()
-    upgraded = Store(f"sqlite:///{tmp_path / 'test.db'}")
+    upgraded = Store(f"sqlite:///{path}")
     try:
-        assert upgraded.get_meta("schema_version") == "3"
+        assert upgraded.get_meta("schema_version") == "4"
         assert upgraded.removal_counts() == {"": 1}  # not recorded before schema 3
         assert upgraded.vectors("m")[1].tolist() == [[1, 0]]
+        before = upgraded.generation()
         upgraded.apply([facts("b.jpg", [0, 1])])
-        assert list(upgraded.written_since("m", 0)) == ["b.jpg"]
+        assert list(upgraded.written_since("m", before)) == ["b.jpg"]
+        assert schema_differences(upgraded) == []
     finally:
         upgraded.close()
-    connection = sqlite3.connect(tmp_path / "test.db")
-    indexes = {name for (name,) in connection.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'index'")}
-    connection.close()
-    assert {"ix_images_generation", "ix_images_model_status_path"} <= indexes
+    Store(f"sqlite:///{path}").close()  # opened again: nothing left to upgrade
+
+
+def test_a_corrupt_schema_version_is_refused(store, tmp_path):
+    store.set_meta("schema_version", "three")
+    store.close()
+    with pytest.raises(StoreError, match="corrupt schema version"):
+        Store(f"sqlite:///{tmp_path / 'test.db'}")
 
 
 def test_snapshot_round_trip(tmp_path):

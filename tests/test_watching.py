@@ -7,6 +7,7 @@ import os
 import pickle
 import shutil
 import signal
+import socket
 import time
 
 import pytest
@@ -112,14 +113,15 @@ def test_status_reports_the_running_service(workspace, catalogue, service_factor
         return json.loads(lookalike(workspace, "status", "--json").stdout)
 
     # Published at most once a second.
-    service.wait_for(lambda: "bad.jpg" in (current_status()["service"]["last_problem"] or ""),
+    service.wait_for(lambda: "bad.jpg" in (current_status()["nodes"][0]["last_problem"] or ""),
                      "the problem in status")
-    status = current_status()
-    assert status["service"]["pid"] == service.process.pid
-    assert status["service"]["command"] == "run"
-    assert status["service"]["queue"] == 0
-    assert "bad.jpg" in status["service"]["last_problem"]
+    (node,) = current_status()["nodes"]
+    assert node["pid"] == service.process.pid and node["live"]
+    assert node["command"] == "run" and node["host"] == socket.gethostname()
+    assert node["queue"] == 0 and node["embedded"] == 0
+    assert "bad.jpg" in node["last_problem"]
     assert service.stop() == 0
+    assert current_status()["nodes"] == []  # a node that stops signs off
 
 
 def test_json_logs_one_object_per_line(workspace, catalogue, service_factory):

@@ -1,0 +1,204 @@
+"""The processes that share one store (nodes), and the claims that split their work.
+
+Every `lookalike run` and `index` is a node: a row with its host, pid and heartbeat. Before a
+node reads a file, embeds new content or answers an inbox query, it claims the work by key
+for a lease; a claim held by another node is skipped (and retried later), one that ran out
+(its node died) is taken over. A live node renews its claims with its heartbeat. Times are
+the database's clock, so the nodes' clocks need not agree.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import delete, literal_column, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from .models import Claim, Node
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+# A node not heard from for this many leases is shown as gone; its row is forgotten after a day.
+LEASES_TO_GONE = 3
+FORGOTTEN_AFTER = 86_400.0
+# The session-level PostgreSQL advisory lock held by the node that writes the snapshot.
+SNAPSHOT_LOCK = 0x736E6170  # "snap"
+
+CLOCK = {
+    "postgresql": "extract(epoch from clock_timestamp())::float8",
+    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
+}
+
+
+def database_clock(store: Store) -> float:
+    """Seconds since 1970 by the database server's clock."""
+    with store.engine.connect() as connection:
+        return connection.scalar(select(literal_column(CLOCK[store.engine.dialect.name])))
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    id: str
+    host: str
+    pid: int
+    command: str
+    model: str
+    since: float
+    heartbeat: float
+    queue: int
+    embedded: int
+    last_problem: str | None
+    live: bool
+
+
+class ThisNode:
+    """This process among the store's nodes: its row, its claims, its heartbeat thread."""
+
+    def __init__(self, store: Store, command: str, model: str, lease_seconds: float):
+        self.store, self.lease = store, lease_seconds
+        self.id = uuid.uuid4().hex
+        self._insert = {"postgresql": postgresql.insert,
+                        "sqlite": sqlite.insert}[store.engine.dialect.name]
+        now = database_clock(store)
+        with store.session() as session:
+            session.execute(delete(Node).where(Node.heartbeat < now - FORGOTTEN_AFTER))
+            session.execute(delete(Claim).where(Claim.expires < now - FORGOTTEN_AFTER))
+            session.add(Node(id=self.id, host=socket.gethostname(), pid=os.getpid(),
+                             command=command, model=model, since=now, heartbeat=now,
+                             queue=0, embedded=0))
+        self._stopping = threading.Event()
+        self._beating = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self._beating.start()
+
+    def claim(self, keys: Iterable[str]) -> set[str]:
+        """Claim each of ``keys`` for a lease; returns those this node now holds (those it
+        held already among them). In key order, so two nodes never wait on each other."""
+        keys, held = sorted(set(keys)), set()
+        if not keys:
+            return held
+        with self.store.session() as session:
+            now = session.scalar(select(literal_column(CLOCK[self.store.engine.dialect.name])))
+            for start in range(0, len(keys), 500):
+                statement = self._insert(Claim).values([
+                    {"key": key, "node": self.id, "expires": now + self.lease}
+                    for key in keys[start:start + 500]])
+                statement = statement.on_conflict_do_update(
+                    index_elements=[Claim.key],
+                    set_={"node": statement.excluded.node, "expires": statement.excluded.expires},
+                    where=(Claim.expires < now) | (Claim.node == self.id),
+                ).returning(Claim.key)
+                held.update(session.scalars(statement))
+        return held
+
+    def release(self, keys: Iterable[str]) -> None:
+        """Give up claims once their work is stored (a claim since taken over stays)."""
+        keys = list(keys)
+        with self.store.session() as session:
+            for start in range(0, len(keys), 500):
+                session.execute(delete(Claim).where(
+                    Claim.node == self.id, Claim.key.in_(keys[start:start + 500])))
+
+    def report(self, queue: int, embedded: int, last_problem: str | None) -> None:
+        """What `lookalike status` shows of this node."""
+        with self.store.session() as session:
+            session.execute(update(Node).where(Node.id == self.id).values(
+                queue=queue, embedded=embedded, last_problem=last_problem))
+
+    def renew(self) -> None:
+        """The heartbeat: this node is alive and still working on what it claimed."""
+        with self.store.session() as session:
+            now = session.scalar(select(literal_column(CLOCK[self.store.engine.dialect.name])))
+            session.execute(update(Claim).where(Claim.node == self.id)
+                            .values(expires=now + self.lease))
+            session.execute(update(Node).where(Node.id == self.id).values(heartbeat=now))
+
+    def _beat(self) -> None:
+        while not self._stopping.wait(self.lease / LEASES_TO_GONE):
+            try:
+                self.renew()
+            except SQLAlchemyError as exc:  # the service loop logs the outage
+                log.debug("heartbeat failed: %s", exc)
+
+    def leave(self) -> None:
+        """Stop the heartbeat; drop this node's row and claims (a node killed leaves them to
+        run out)."""
+        self._stopping.set()
+        self._beating.join()
+        try:
+            with self.store.session() as session:
+                session.execute(delete(Claim).where(Claim.node == self.id))
+                session.execute(delete(Node).where(Node.id == self.id))
+        except SQLAlchemyError as exc:
+            log.warning("could not sign off from the database: %s", exc)
+
+
+@contextmanager
+def joined(store: Store, command: str, model: str,
+           lease_seconds: float = 60.0) -> Iterator[ThisNode]:
+    """This process as a node of ``store`` for the block."""
+    node = ThisNode(store, command, model, lease_seconds)
+    try:
+        yield node
+    finally:
+        node.leave()
+
+
+def nodes(store: Store, lease_seconds: float) -> list[NodeStatus]:
+    """Every node the store knows, oldest first; ``live`` when heard from within a few
+    leases."""
+    now = database_clock(store)
+    with store.session() as session:
+        rows = session.scalars(select(Node).order_by(Node.since)).all()
+        return [NodeStatus(row.id, row.host, row.pid, row.command, row.model, row.since,
+                           row.heartbeat, row.queue, row.embedded, row.last_problem,
+                           now - row.heartbeat <= LEASES_TO_GONE * lease_seconds)
+                for row in rows]
+
+
+class SnapshotLeader:
+    """Whether this process is the one that writes the snapshot: on PostgreSQL, the holder of
+    an advisory lock on a connection of its own (gone with the process or the connection, so
+    another node takes over); on SQLite, which one service uses, always."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._connection: Connection | None = None
+
+    def holds(self) -> bool:
+        """True when this process is (or just became) the writer."""
+        if self.store.engine.dialect.name != "postgresql":
+            return True
+        if self._connection is not None:
+            try:
+                self._connection.execute(text("SELECT 1"))
+                return True
+            except SQLAlchemyError:  # the connection and its lock are gone
+                self.release()
+        connection = self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            if connection.scalar(text("SELECT pg_try_advisory_lock(:key)"),
+                                 {"key": SNAPSHOT_LOCK}):
+                self._connection = connection
+                return True
+        except SQLAlchemyError:
+            connection.invalidate()
+            raise
+        connection.close()
+        return False
+
+    def release(self) -> None:
+        if self._connection is not None:
+            # Closed, not returned to the pool: the lock goes with the server session.
+            self._connection.invalidate()
+            self._connection.close()
+            self._connection = None
