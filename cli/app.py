@@ -79,7 +79,7 @@ class App:
         node with another pipeline would re-embed every image the others embed, and they
         its: refused while such a node is live."""
         model = self.pipeline.model_id
-        for other in nodes(store, self.config.lease_seconds):
+        for other in nodes(store):
             if other.live and other.model != model:
                 raise LookalikeError(
                     f"lookalike {other.command} on {other.host} (pid {other.pid}) embeds with "
@@ -110,7 +110,7 @@ class App:
             "removals_held_back": meta(HELD_BACK) or None,
             "nodes": [{**asdict(node), "since": _iso(node.since),
                        "heartbeat": _iso(node.heartbeat)}
-                      for node in (nodes(store, self.config.lease_seconds) if store else [])],
+                      for node in (nodes(store) if store else [])],
         }
         return report
 

@@ -96,6 +96,7 @@ class Node(Base):
     model: Mapped[str]
     since: Mapped[float]
     heartbeat: Mapped[float]
+    lease: Mapped[float]  # its claims' lease: not heard from for a few, it is gone
     queue: Mapped[int] = mapped_column(default=0)
     embedded: Mapped[int] = mapped_column(default=0)
     last_problem: Mapped[str | None]

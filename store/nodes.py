@@ -75,7 +75,7 @@ class ThisNode:
             session.execute(delete(Claim).where(Claim.expires < now - FORGOTTEN_AFTER))
             session.add(Node(id=self.id, host=socket.gethostname(), pid=os.getpid(),
                              command=command, model=model, since=now, heartbeat=now,
-                             queue=0, embedded=0))
+                             lease=lease_seconds, queue=0, embedded=0))
         self._stopping = threading.Event()
         self._beating = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self._beating.start()
@@ -153,15 +153,15 @@ def joined(store: Store, command: str, model: str,
         node.leave()
 
 
-def nodes(store: Store, lease_seconds: float) -> list[NodeStatus]:
-    """Every node the store knows, oldest first; ``live`` when heard from within a few
-    leases."""
+def nodes(store: Store) -> list[NodeStatus]:
+    """Every node the store knows, oldest first; ``live`` when heard from within a few of
+    its leases."""
     now = database_clock(store)
     with store.session() as session:
         rows = session.scalars(select(Node).order_by(Node.since)).all()
         return [NodeStatus(row.id, row.host, row.pid, row.command, row.model, row.since,
                            row.heartbeat, row.queue, row.embedded, row.last_problem,
-                           now - row.heartbeat <= LEASES_TO_GONE * lease_seconds)
+                           now - row.heartbeat <= LEASES_TO_GONE * row.lease)
                 for row in rows]
 
 

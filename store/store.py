@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ from sqlalchemy.orm import Session
 from lookalike.pipeline.errors import LookalikeError
 
 from .models import FAILED, INDEXED, ImageRecord, Meta, Removal
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4  # 2: generations, removals; 3: images.removal; 4: claims, nodes
 # Write generations whose removals stay logged: a reader further behind compares every path.
@@ -147,6 +150,9 @@ class Store:
             migrations.attributes["connection"] = connection
             if version is not None and "alembic_version" not in tables:
                 alembic.command.stamp(migrations, f"{int(version):04d}")
+            if version is not None and int(version) < SCHEMA_VERSION:
+                log.info("upgrading database %s from schema %s to %d", self.engine.url, version,
+                         SCHEMA_VERSION)
             alembic.command.upgrade(migrations, "head")
 
     def close(self) -> None:

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from postgres import PostgresServer, free_port
 from sqlalchemy import create_engine, text
+from test_store import schema_differences
 
 from builders import cropped_query, product_photo
-from test_store import schema_differences
 from lookalike.store.store import ImageRow, Store, StoreError
 
 

@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("model", sa.String, nullable=False),
         sa.Column("since", sa.Double, nullable=False),
         sa.Column("heartbeat", sa.Double, nullable=False),
+        sa.Column("lease", sa.Double, nullable=False),
         sa.Column("queue", sa.Integer, nullable=False),
         sa.Column("embedded", sa.Integer, nullable=False),
         sa.Column("last_problem", sa.String),

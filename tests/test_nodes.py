@@ -1,0 +1,303 @@
+"""Several nodes on one catalogue: real `lookalike run` processes sharing a real PostgreSQL 15
+(one server for the module, a database per test) and one images folder. Each image is
+embedded once, whichever node takes it; a node killed with -9 loses its claims when their
+lease runs out; a server restart is waited out; every node answers from the whole catalogue.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import threading
+import time
+from collections import Counter
+
+import pytest
+from conftest import Workspace
+from PIL import ImageDraw
+from postgres import PostgresServer
+from sqlalchemy import text
+
+from builders import cropped_query, product_photo
+from lookalike.cli.app import App
+from lookalike.daemon.ingest import Batch, ingest, preparing_pool
+from lookalike.store.nodes import joined, nodes
+from lookalike.store.snapshot import read_snapshot
+from lookalike.store.store import Store
+from running import RunningService, lookalike
+
+
+@pytest.fixture(scope="module")
+def server():
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database(server) -> str:
+    return server.new_database()
+
+
+@pytest.fixture
+def shared(workspace, database) -> Workspace:
+    """The workspace as the shared catalogue: its images, inbox and snapshot on PostgreSQL."""
+    workspace.write_config(database=database)
+    return workspace
+
+
+def node_workspace(shared: Workspace, name: str, **overrides) -> Workspace:
+    """A node's own folder and config.toml, on the shared images, inbox, snapshot and
+    database unless ``overrides`` says otherwise."""
+    node = Workspace(shared.root / name, shared.model_home)
+    node.root.mkdir()
+    settings = {"database": App(str(shared.config)).config.database_url,
+                "images_dir": str(shared.images), "inbox_dir": str(shared.inbox),
+                "snapshot": str(shared.root / "feature_vectors.pkl")}
+    node.write_config(**{**settings, **overrides})
+    return node
+
+
+@pytest.fixture
+def start_nodes():
+    """``start_nodes(workspace, ...)``: ``lookalike run`` on each workspace, all started at
+    once, returned when all watch; every node started is gone after the test."""
+    started: list[RunningService] = []
+
+    def start(*workspaces: Workspace) -> list[RunningService]:
+        nodes = [RunningService(ws, wait=False) for ws in workspaces]
+        started.extend(nodes)
+        for node in nodes:
+            node.wait_for(lambda n=node: "watching" in n.log(), "the node to start")
+        return nodes
+
+    yield start
+    for node in started:
+        if not node.log_file.closed:
+            node.kill()
+
+
+def embedded(log: str) -> list[str]:
+    """The paths a node's log says it embedded (not those that reused a stored vector)."""
+    return re.findall(r" indexed (\S+)$", log, re.MULTILINE)
+
+
+def shared_url(shared: Workspace) -> str:
+    return App(str(shared.config)).config.database_url
+
+
+def rows(shared: Workspace) -> dict[str, tuple[str, str]]:
+    """path -> (status, sha256) as the shared store holds it."""
+    store = Store(shared_url(shared))
+    try:
+        with store.session() as session:
+            return {path: (status, sha) for path, status, sha in session.execute(
+                text("SELECT path, status, sha256 FROM images"))}
+    finally:
+        store.close()
+
+
+def embeds_per_content(shared: Workspace, *services: RunningService) -> Counter:
+    """How many times the nodes embedded each content the store holds."""
+    stored = rows(shared)
+    return Counter(stored[path][1] for service in services for path in embedded(service.log()))
+
+
+def add_photos(folder, count: int, start: int = 0) -> list[str]:
+    """``count`` product photos as small JPEG files, each distinct (a patch coloured after its
+    number on the garment); their names."""
+    names = []
+    for seed in range(start, start + count):
+        photo = product_photo(seed).resize((96, 128))
+        ImageDraw.Draw(photo).rectangle([44, 60, 52, 68], fill=(seed % 256, seed // 256 * 60, 90))
+        name = f"p{seed:04d}.jpg"
+        photo.save(folder / name, quality=90)
+        names.append(name)
+    return names
+
+
+def test_a_claim_is_held_while_its_node_lives_and_taken_over_once_released(database):
+    store = Store(database)
+    try:
+        with joined(store, "run", "m", lease_seconds=1.0) as first, \
+                joined(store, "run", "m", lease_seconds=1.0) as second:
+            assert first.claim(["file:a", "file:b"]) == {"file:a", "file:b"}
+            assert second.claim(["file:b", "file:c"]) == {"file:c"}
+            time.sleep(1.5)  # past the lease: the heartbeat has renewed first's claims
+            assert second.claim(["file:a", "file:b"]) == set()
+            assert first.claim(["file:a"]) == {"file:a"}  # its own, again
+            first.release(["file:a"])
+            assert second.claim(["file:a"]) == {"file:a"}
+            assert [node.live for node in nodes(store)] == [True, True]
+            first.leave()  # signs off: its claims and row go with it
+            assert second.claim(["file:b"]) == {"file:b"}
+            assert [node.id for node in nodes(store)] == [second.id]
+    finally:
+        store.close()
+
+
+def test_equal_bytes_on_two_nodes_are_embedded_once(shared, catalogue):
+    for folder in ("a", "b"):
+        (shared.images / folder).mkdir()
+        shutil.copy(catalogue / "item01.jpg", shared.images / folder / "same.jpg")
+    app = App(str(shared.config))
+    pipeline = app.pipeline
+    with app.opened_store() as store, preparing_pool() as pool, \
+            joined(store, "run", pipeline.model_id) as first, \
+            joined(store, "run", pipeline.model_id) as second:
+        on_first = Batch(store, pipeline, shared.images, pool, first).start(["a/same.jpg"])
+        on_second = Batch(store, pipeline, shared.images, pool, second).start(["b/same.jpg"])
+        assert on_second.report.elsewhere == ["b/same.jpg"]  # the first prepares that content
+        assert on_first.finish().embedded == 1 and on_second.finish().embedded == 0
+        report = ingest(store, pipeline, shared.images, second, ["b/same.jpg"], 4)
+        assert (report.embedded, report.reused) == (0, 1)
+        assert store.count_indexed(pipeline.model_id) == 2
+
+
+def test_a_wrong_password_or_another_pipeline_is_one_line(shared, server, start_nodes):
+    wrong = node_workspace(shared, "wrong", database=server.new_database(password="guess"))
+    result = lookalike(wrong, "run")
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "password authentication failed" in result.stderr and "guess" not in result.stderr
+
+    (running,) = start_nodes(node_workspace(shared, "first"))
+    other = node_workspace(shared, "other", pipeline={"remover": "none"})
+    result = lookalike(other, "run")
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert f"(pid {running.process.pid}) embeds with another pipeline" in result.stderr
+    assert running.stop() == 0
+
+
+@pytest.mark.slow
+def test_two_nodes_split_the_work_and_embed_each_image_once(shared, catalogue, start_nodes):
+    names = add_photos(shared.images, 120)
+    (shared.images / "copies").mkdir()  # equal bytes far apart in the backlog
+    for name in names[::20]:
+        shutil.copy(shared.images / name, shared.images / "copies" / name)
+    first, second = start_nodes(node_workspace(shared, "first"), node_workspace(shared, "second"))
+    first.wait_for(lambda: len(rows(shared)) == 126, "the backlog")
+
+    # The start-up backlog was split, and every content embedded by one node only.
+    assert len(embedded(first.log())) and len(embedded(second.log()))
+    assert set(embeds_per_content(shared, first, second).values()) == {1}
+    assert len(embeds_per_content(shared, first, second)) == 120
+
+    def status() -> dict:
+        return json.loads(lookalike(shared, "status", "--json").stdout)
+
+    first.wait_for(lambda: sum(node["embedded"] for node in status()["nodes"]) == 120,
+                   "the nodes to report what they embedded")
+    assert sorted(node["pid"] for node in status()["nodes"] if node["live"]) == sorted(
+        [first.process.pid, second.process.pid])
+
+    # Arrivals while both watch: each embedded once; a shared inbox gets one answer a query.
+    arrivals = add_photos(shared.images, 40, start=500)
+    first.wait_for(lambda: len(rows(shared)) == 126 + len(arrivals), "the arrivals")
+    assert set(embeds_per_content(shared, first, second).values()) == {1}
+    assert len(embeds_per_content(shared, first, second)) == 160
+    for seed in range(1, 5):  # a catalogue photo itself: its own nearest neighbour
+        shutil.copy(shared.images / f"p{seed:04d}.jpg", shared.inbox / f"q{seed}.jpg")
+    for seed in range(1, 5):
+        first.wait_for(lambda s=seed: (shared.inbox / f"q{s}.jpg.neighbours.json").exists(),
+                       "the answer")
+        answers = [line for service in (first, second) for line in service.log().splitlines()
+                   if f"answered q{seed}.jpg" in line]
+        assert len(answers) == 1
+        answer = json.loads((shared.inbox / f"q{seed}.jpg.neighbours.json").read_text())
+        assert answer["neighbours"][0]["path"] == f"p{seed:04d}.jpg"
+        assert answer["index_size"] == 166
+
+    # One node writes the snapshot.
+    first.wait_for(lambda: len(read_snapshot(shared.root / "feature_vectors.pkl")["paths"])
+                   == 166, "the snapshot")
+    writers = [s for s in (first, second) if "snapshot written" in s.log()]
+    assert len(writers) == 1
+    assert first.stop() == 0 and second.stop() == 0
+
+
+def wait_to_embed(service: RunningService) -> None:
+    """Until ``service`` embeds one more image."""
+    before = len(embedded(service.log()))
+    service.wait_for(lambda: len(embedded(service.log())) > before, "one more image")
+
+
+@pytest.mark.slow
+def test_a_node_killed_ten_times_loses_nothing_and_doubles_nothing(shared, start_nodes):
+    """Two nodes ingest 1,000 images while one is killed with -9 ten times: every image ends
+    in exactly one row; only work in flight at a kill is embedded again."""
+    lease = {"daemon": {"settle_seconds": 0.2, "lease_seconds": 2.0}}
+    names = add_photos(shared.images, 1000)
+    steady = node_workspace(shared, "steady", **lease)
+    victim = node_workspace(shared, "victim", **lease)
+    survivor, killed = start_nodes(steady, victim)
+    for _ in range(10):
+        wait_to_embed(killed)
+        killed.process.send_signal(signal.SIGKILL)
+        killed.kill()
+        (killed,) = start_nodes(victim)  # its log file goes on
+    survivor.wait_for(lambda: len(rows(shared)) == 1000, "every image", timeout=600)
+    stored = rows(shared)
+    assert sorted(stored) == sorted(names)
+    assert {status for status, _ in stored.values()} == {"indexed"}
+    assert len({sha for _, sha in stored.values()}) == 1000
+    embeds = Counter(embedded(survivor.log()) + embedded(killed.log()))
+    assert set(embeds) == set(names)
+    again = [path for path, count in embeds.items() if count > 1]
+    assert len(again) <= 10 * 2 * 16  # at most two batches in flight at each kill
+
+    # Every killed node is listed as gone once three leases passed; the snapshot lead
+    # passed on if the killed node held it.
+    time.sleep(3 * 2.0 + 1)
+    status = json.loads(lookalike(shared, "status", "--json").stdout)
+    assert Counter(node["live"] for node in status["nodes"]) == {True: 2, False: 10}
+    survivor.wait_for(lambda: len(read_snapshot(shared.root / "feature_vectors.pkl")["paths"])
+                      == 1000, "the snapshot")
+    assert survivor.stop() == 0 and killed.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_database_restart_is_waited_out(shared, server, start_nodes):
+    names = add_photos(shared.images, 300)
+    first, second = start_nodes(node_workspace(shared, "first"), node_workspace(shared, "second"))
+    first.wait_for(lambda: len(rows(shared)) >= 30, "the ingest to start")
+    restart = threading.Thread(target=server.restart, args=(4.0,))
+    restart.start()
+    arrivals = add_photos(shared.images, 20, start=700)  # while the server is down
+    restart.join()
+    first.wait_for(lambda: len(rows(shared)) == 320, "every image", timeout=300)
+    assert sorted(rows(shared)) == sorted(names + arrivals)
+    for service in (first, second):
+        log = service.log()
+        assert log.count("database unreachable") == 1, log[-3000:]
+        assert "database reachable again" in log
+    assert first.stop() == 0 and second.stop() == 0
+
+
+@pytest.mark.slow
+def test_a_node_that_sees_no_images_forgets_none_and_answers_from_the_whole_catalogue(
+        shared, catalogue, start_nodes):
+    shared.add_catalogue(catalogue, 6)
+    (shared.root / "unmounted").mkdir()  # the share, as a node sees it when not mounted
+    own_inbox = shared.root / "blind-inbox"
+    (writer,) = start_nodes(node_workspace(shared, "writer"))
+    writer.wait_for(lambda: len(rows(shared)) == 6, "the catalogue")
+    (blind,) = start_nodes(node_workspace(
+        shared, "blind", images_dir=str(shared.root / "unmounted"), inbox_dir=str(own_inbox)))
+    assert "removals held back" in blind.log()
+    assert len(rows(shared)) == 6
+
+    # An image the other node embeds is found by a query to this node's own inbox.
+    shutil.copy(catalogue / "item09.jpg", shared.images / "new.jpg")
+    writer.wait_for(lambda: "new.jpg" in rows(shared), "the new image")
+    arrived = time.monotonic()
+    cropped_query(product_photo(9)).save(own_inbox / "q.jpg")
+    answer = own_inbox / "q.jpg.neighbours.json"
+    blind.wait_for(answer.exists, "the answer")
+    assert time.monotonic() - arrived < 10
+    assert json.loads(answer.read_text())["neighbours"][0]["path"] == "new.jpg"
+    assert "answered q.jpg" not in writer.log()
+    assert len(rows(shared)) == 7
+    assert blind.stop() == 0 and writer.stop() == 0
+
