@@ -24,6 +24,7 @@ from itertools import islice
 
 from PIL import Image
 
+from lookalike.pipeline.cores import usable_cores
 from lookalike.pipeline.errors import ImageError
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.store.models import FAILED
@@ -149,7 +150,7 @@ def is_current(known: FileState | None, stat: os.stat_result, model: str) -> boo
 
 def preparing_pool() -> ThreadPoolExecutor:
     """Threads that decode and remove backgrounds side by side, one per core."""
-    return ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="prepare")
+    return ThreadPoolExecutor(usable_cores(), thread_name_prefix="prepare")
 
 
 @dataclass

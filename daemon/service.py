@@ -190,7 +190,8 @@ class Service:
 
     def _step(self) -> None:
         try:
-            self._on_event(self.events.get(timeout=POLL_SECONDS))
+            # Waits for an event only while no settled image waits for its batch.
+            self._on_event(self.events.get(block=not self._ready, timeout=POLL_SECONDS))
             while True:
                 self._on_event(self.events.get_nowait())
         except queue.Empty:

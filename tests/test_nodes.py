@@ -23,6 +23,7 @@ from sqlalchemy import text
 from builders import cropped_query, product_photo
 from lookalike.cli.app import App
 from lookalike.daemon.ingest import Batch, ingest, preparing_pool
+from lookalike.store.models import Claim
 from lookalike.store.nodes import joined, nodes
 from lookalike.store.snapshot import read_snapshot
 from lookalike.store.store import Store
@@ -118,6 +119,11 @@ def add_photos(folder, count: int, start: int = 0) -> list[str]:
     return names
 
 
+def expiry(store: Store, key: str) -> float:
+    with store.session() as session:
+        return session.get(Claim, key).expires
+
+
 def test_a_claim_is_held_while_its_node_lives_and_taken_over_once_released(database):
     store = Store(database)
     try:
@@ -125,7 +131,11 @@ def test_a_claim_is_held_while_its_node_lives_and_taken_over_once_released(datab
                 joined(store, "run", "m", lease_seconds=1.0) as second:
             assert first.claim(["file:a", "file:b"]) == {"file:a", "file:b"}
             assert second.claim(["file:b", "file:c"]) == {"file:c"}
-            time.sleep(1.5)  # past the lease: the heartbeat has renewed first's claims
+            claimed_until = expiry(store, "file:a")
+            deadline = time.monotonic() + 10
+            while expiry(store, "file:a") <= claimed_until:  # first's heartbeat renews it
+                assert time.monotonic() < deadline, "the claim was never renewed"
+                time.sleep(0.05)
             assert second.claim(["file:a", "file:b"]) == set()
             assert first.claim(["file:a"]) == {"file:a"}  # its own, again
             first.release(["file:a"])
@@ -225,14 +235,16 @@ def wait_to_embed(service: RunningService) -> None:
 
 @pytest.mark.slow
 def test_a_node_killed_ten_times_loses_nothing_and_doubles_nothing(shared, start_nodes):
-    """Two nodes ingest 1,000 images while one is killed with -9 ten times: every image ends
-    in exactly one row; only work in flight at a kill is embedded again."""
+    """Two nodes ingest 1,000 images, arriving in ten waves, while one is killed with -9 ten
+    times, each time once it has embedded an image of the wave: every image ends in exactly
+    one row; only work in flight at a kill is embedded again."""
     lease = {"daemon": {"settle_seconds": 0.2, "lease_seconds": 2.0}}
-    names = add_photos(shared.images, 1000)
     steady = node_workspace(shared, "steady", **lease)
     victim = node_workspace(shared, "victim", **lease)
     survivor, killed = start_nodes(steady, victim)
-    for _ in range(10):
+    names = []
+    for wave in range(10):
+        names += add_photos(shared.images, 100, start=100 * wave)
         wait_to_embed(killed)
         killed.process.send_signal(signal.SIGKILL)
         killed.kill()

@@ -7,10 +7,9 @@ slots are reused), so the graph follows the catalogue without rebuilds.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from ..cores import usable_cores
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
 from ..steps import StepSettings
@@ -42,7 +41,7 @@ class HnswIndex:
             self._graph.init_index(max_elements=max(len(keys), 1024), M=self._connectivity,
                                    ef_construction=self._expansion_add,
                                    allow_replace_deleted=True)
-            self._graph.set_num_threads(os.cpu_count() or 1)
+            self._graph.set_num_threads(usable_cores())
         self._label_of = _grown(self._label_of, int(keys.max()) + 1, -1)
         labels = self._label_of[keys]
         stored = labels >= 0

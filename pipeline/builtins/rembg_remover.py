@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..cores import usable_cores
 from ..errors import ConfigError, ModelMissingError
 from ..hookspecs import hookimpl
 from ..imaging import on_white
@@ -154,6 +155,7 @@ class RembgRemover:
                 return path
 
         options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = usable_cores()
         # Its threads sleep between runs, leaving the cores to the embedder meanwhile.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:  # the custom session wants to be told its path too

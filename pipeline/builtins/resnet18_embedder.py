@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..cores import usable_cores
 from ..errors import ConfigError, LookalikeError
 from ..hookspecs import hookimpl
 from ..steps import ModelFile, ModelSource, StepSettings
@@ -120,7 +121,7 @@ class OnnxBackend:
             export_onnx(weights, path)
         options = onnxruntime.SessionOptions()
         # One image batch at a time, spread over every core; no second pool competing with it.
-        options.intra_op_num_threads = os.cpu_count() or 1
+        options.intra_op_num_threads = usable_cores()
         options.inter_op_num_threads = 1
         # Its threads sleep between runs instead of spinning: the threads removing the next
         # batch's backgrounds need those cores meanwhile.
