@@ -180,6 +180,20 @@ def test_a_wrong_password_or_another_pipeline_is_one_line(shared, server, start_
     assert running.stop() == 0
 
 
+def test_index_beside_a_running_node_is_one_more_node(shared, catalogue, start_nodes):
+    shared.add_catalogue(catalogue, 3)
+    (running,) = start_nodes(node_workspace(shared, "running"))
+    running.wait_for(lambda: "snapshot written" in running.log(), "the snapshot")
+    shutil.copy(catalogue / "item05.jpg", shared.images / "late.jpg")
+    result = lookalike(shared, "index")  # may race the node for late.jpg: one embeds it
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith(
+        "index holds 4 images; the snapshot is written by a running service")
+    running.wait_for(lambda: len(read_snapshot(shared.root / "feature_vectors.pkl")["paths"])
+                     == 4, "the node's snapshot")
+    assert running.stop() == 0
+
+
 @pytest.mark.slow
 def test_two_nodes_split_the_work_and_embed_each_image_once(shared, catalogue, start_nodes):
     names = add_photos(shared.images, 120)
@@ -222,9 +236,17 @@ def test_two_nodes_split_the_work_and_embed_each_image_once(shared, catalogue, s
     # One node writes the snapshot.
     first.wait_for(lambda: len(read_snapshot(shared.root / "feature_vectors.pkl")["paths"])
                    == 166, "the snapshot")
-    writers = [s for s in (first, second) if "snapshot written" in s.log()]
-    assert len(writers) == 1
-    assert first.stop() == 0 and second.stop() == 0
+    (writer,) = [s for s in (first, second) if "snapshot written" in s.log()]
+    (other,) = {first, second} - {writer}
+
+    # Its writer killed, the other node takes the snapshot over.
+    writer.process.send_signal(signal.SIGKILL)
+    writer.kill()
+    add_photos(shared.images, 1, start=900)
+    other.wait_for(lambda: len(read_snapshot(shared.root / "feature_vectors.pkl")["paths"])
+                   == 167, "the other node's snapshot")
+    assert "snapshot written" in other.log()
+    assert other.stop() == 0
 
 
 def wait_to_embed(service: RunningService) -> None:
