@@ -130,6 +130,22 @@ def no_thread_leaks():
     pytest.fail(f"threads leaked: {leaked}")
 
 
+@pytest.fixture(scope="module")
+def server():
+    """A real PostgreSQL server (tests/postgres.py), one per test module that asks."""
+    from postgres import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def database(server) -> str:
+    """A new, empty database on the module's server: its URL."""
+    return server.new_database()
+
+
 @pytest.fixture
 def service_factory(workspace):
     """Start ``lookalike run`` on the workspace; every service started is gone after the test."""

@@ -17,7 +17,6 @@ from collections import Counter
 import pytest
 from conftest import Workspace
 from PIL import ImageDraw
-from postgres import PostgresServer
 from sqlalchemy import text
 
 from builders import cropped_query, product_photo
@@ -28,18 +27,6 @@ from lookalike.store.nodes import joined, nodes
 from lookalike.store.snapshot import read_snapshot
 from lookalike.store.store import Store
 from running import RunningService, lookalike
-
-
-@pytest.fixture(scope="module")
-def server():
-    server = PostgresServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def database(server) -> str:
-    return server.new_database()
 
 
 @pytest.fixture

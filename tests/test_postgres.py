@@ -9,24 +9,12 @@ import time
 
 import numpy as np
 import pytest
-from postgres import PostgresServer, free_port
+from postgres import free_port
 from sqlalchemy import create_engine, text
 from test_store import schema_differences
 
 from builders import cropped_query, product_photo
 from lookalike.store.store import ImageRow, Store, StoreError
-
-
-@pytest.fixture(scope="module")
-def server():
-    server = PostgresServer()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def database(server) -> str:
-    return server.new_database()
 
 
 def row(path: str, vector: list[float], sha: str, removal: str | None = None) -> ImageRow:
