@@ -120,7 +120,16 @@ def upload(browser, path: Path) -> None:
 
 
 @pytest.fixture
-def indexed(workspace, catalogue):
+def backend(request, workspace) -> str:
+    """The workspace's database: SQLite unless a test asks for "postgresql" (indirect)."""
+    kind = getattr(request, "param", "sqlite")
+    if kind == "postgresql":
+        workspace.write_config(database=request.getfixturevalue("database"))
+    return kind
+
+
+@pytest.fixture
+def indexed(workspace, catalogue, backend):
     """The test catalogue, one file that is not an image, indexed by `lookalike index`."""
     workspace.add_catalogue(catalogue)
     (workspace.images / "notes.jpg").write_text("not a photo")
@@ -180,6 +189,7 @@ def test_an_uploaded_photo_shows_its_catalogue_item_first(indexed, ui, browser, 
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
 def test_a_catalogue_item_and_a_new_arrival_are_found_without_a_restart(
         indexed, ui, browser, service_factory, tmp_path):
     browser.get(ui.url)
