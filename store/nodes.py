@@ -165,6 +165,27 @@ def nodes(store: Store) -> list[NodeStatus]:
                 for row in rows]
 
 
+def died_here(node: NodeStatus) -> bool:
+    """True for a node of this machine whose process is no longer running."""
+    if node.host != socket.gethostname():
+        return False
+    try:
+        os.kill(node.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # running, as another user
+        return False
+    return False
+
+
+def forget_nodes(store: Store) -> None:
+    """Forget every node and claim: for a store one process uses at a time (a SQLite file
+    under its lock), they were left by a process killed before it signed off."""
+    with store.session() as session:
+        session.execute(delete(Claim))
+        session.execute(delete(Node))
+
+
 class SnapshotLeader:
     """Whether this process is the one that writes the snapshot: on PostgreSQL, the holder of
     an advisory lock on a connection of its own (gone with the process or the connection, so

@@ -166,6 +166,9 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(workspace, catalogue
     service.wait_for(lambda: len(read_snapshot(snapshot)["paths"]) == total, "the snapshot")
     assert sorted(read_snapshot(snapshot)["paths"]) == sorted(rows)
     service.wait_for(lambda: answer_of(workspace, "q2.jpg"), "the queries")
+    # The nodes killed left their rows; the lock the next one took proved them dead.
+    status = json.loads(lookalike(workspace, "status", "--json").stdout)
+    assert [node["pid"] for node in status["nodes"]] == [service.process.pid]
     assert service.stop() == 0
 
     connection = sqlite3.connect(workspace.root / "lookalike.db")
