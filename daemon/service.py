@@ -143,14 +143,14 @@ class Service:
             outage = None
             while not self._stop.is_set():
                 try:
+                    if outage is not None:
+                        self.node.release_all()  # of the batches dropped; a rescan redoes them
+                        outage = None
+                        log.warning("database reachable again")
+                        self._rescan("the database was unreachable")
                     self._step()
                 except (OperationalError, InterfaceError) as exc:
                     outage = self._wait_out(exc, outage)
-                    continue
-                if outage is not None:
-                    outage = None
-                    log.warning("database reachable again")
-                    self._rescan("the database was unreachable")
         finally:
             self.watcher.stop()
             self._snapshots.stop()

@@ -108,6 +108,11 @@ class ThisNode:
                 session.execute(delete(Claim).where(
                     Claim.node == self.id, Claim.key.in_(keys[start:start + 500])))
 
+    def release_all(self) -> None:
+        """Give up every claim: the work in flight was dropped (the database went away)."""
+        with self.store.session() as session:
+            session.execute(delete(Claim).where(Claim.node == self.id))
+
     def report(self, queue: int, embedded: int, last_problem: str | None) -> None:
         """What `lookalike status` shows of this node."""
         with self.store.session() as session:
