@@ -80,14 +80,18 @@ class ThisNode:
         self._beating = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self._beating.start()
 
+    def _clock(self, session) -> float:
+        return session.scalar(select(literal_column(CLOCK[self.store.engine.dialect.name])))
+
     def claim(self, keys: Iterable[str]) -> set[str]:
         """Claim each of ``keys`` for a lease; returns those this node now holds (those it
-        held already among them). In key order, so two nodes never wait on each other."""
+        held already among them). In key order, so two nodes claiming at once never
+        deadlock (one waits for the other's short transaction)."""
         keys, held = sorted(set(keys)), set()
         if not keys:
             return held
         with self.store.session() as session:
-            now = session.scalar(select(literal_column(CLOCK[self.store.engine.dialect.name])))
+            now = self._clock(session)
             for start in range(0, len(keys), 500):
                 statement = self._insert(Claim).values([
                     {"key": key, "node": self.id, "expires": now + self.lease}
@@ -122,7 +126,7 @@ class ThisNode:
     def renew(self) -> None:
         """The heartbeat: this node is alive and still working on what it claimed."""
         with self.store.session() as session:
-            now = session.scalar(select(literal_column(CLOCK[self.store.engine.dialect.name])))
+            now = self._clock(session)
             session.execute(update(Claim).where(Claim.node == self.id)
                             .values(expires=now + self.lease))
             session.execute(update(Node).where(Node.id == self.id).values(heartbeat=now))
