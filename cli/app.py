@@ -15,7 +15,7 @@ from lookalike.pipeline.errors import ConfigError, LookalikeError
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.plugins import StepPlugin, collect_steps, installed, plugin_manager
 from lookalike.pipeline.steps import ModelSource, VectorIndex
-from lookalike.store.nodes import ThisNode, died_here, forget_nodes, joined, nodes
+from lookalike.store.nodes import ThisNode, forget_nodes, joined, nodes
 from lookalike.store.store import Store, masked
 
 from .config import Config, config_path, load_config
@@ -77,13 +77,12 @@ class App:
     def node(self, store: Store, command: str) -> Iterator[ThisNode]:
         """This process as a node of the store while ``command`` (run or index) works. A
         node with another pipeline would re-embed every image the others embed, and they
-        its: refused while such a node is live (one of this machine whose process is gone,
-        killed before it signed off, is not)."""
+        its: refused while such a node is live."""
         model = self.pipeline.model_id
         if lock_path(self.config.database_url):  # the lock held: any node there is dead
             forget_nodes(store)
         for other in nodes(store):
-            if other.live and other.model != model and not died_here(other):
+            if other.live and other.model != model:
                 raise LookalikeError(
                     f"lookalike {other.command} on {other.host} (pid {other.pid}) embeds with "
                     f"another pipeline ({other.model}, this config: {model}): every node of "

@@ -94,14 +94,15 @@ def ingest(
     report = IngestReport()
     with preparing_pool() as pool:
         ingester = Ingester(store, pipeline, images_dir, pool, node)
-        while paths:
-            paths = iter(paths)
-            while not should_stop() and (chunk := list(islice(paths, batch_size))):
+        pending = paths
+        while pending:
+            chunks = iter(pending)
+            while not should_stop() and (chunk := list(islice(chunks, batch_size))):
                 report += _progressed(ingester.feed(chunk), on_progress)
             report += _progressed(ingester.flush(), on_progress)
-            paths, report.elsewhere = report.elsewhere, []
-            if paths and not should_stop():
-                log.info("%d file(s) held by other nodes: trying again", len(paths))
+            pending, report.elsewhere = report.elsewhere, []
+            if pending and not should_stop():
+                log.info("%d file(s) held by other nodes: trying again", len(pending))
                 time.sleep(CLAIM_RETRY_SECONDS)
     return report
 
@@ -186,6 +187,8 @@ class Batch:
         self.report.files = len(paths)
         self.fresh = self._read(paths)
         to_prepare, self.copies, self.copies_of_before = self._sort_out_known(self.fresh)
+        # Files whose content another node prepares are not this batch's: drop their bytes.
+        self.fresh = [read for read in self.fresh if read.row.path not in self.report.elsewhere]
         self.preparing = [(read, self.pool.submit(_prepare_one, self.pipeline, read.data))
                           for read in to_prepare]
         return self

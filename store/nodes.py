@@ -22,13 +22,16 @@ from sqlalchemy import delete, literal_column, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from .models import Claim, Node
 from .store import Store
 
 log = logging.getLogger(__name__)
 
-# A node not heard from for this many leases is shown as gone; its row is forgotten after a day.
+# A node renews its claims this many times a lease; not heard from for this many leases, it is
+# gone. Its row is forgotten after a day.
+BEATS_PER_LEASE = 3
 LEASES_TO_GONE = 3
 FORGOTTEN_AFTER = 86_400.0
 # The session-level PostgreSQL advisory lock held by the node that writes the snapshot.
@@ -40,10 +43,9 @@ CLOCK = {
 }
 
 
-def database_clock(store: Store) -> float:
+def database_clock(session: Session) -> float:
     """Seconds since 1970 by the database server's clock."""
-    with store.engine.connect() as connection:
-        return connection.scalar(select(literal_column(CLOCK[store.engine.dialect.name])))
+    return session.scalar(select(literal_column(CLOCK[session.get_bind().dialect.name])))
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,8 @@ class ThisNode:
         self.id = uuid.uuid4().hex
         self._insert = {"postgresql": postgresql.insert,
                         "sqlite": sqlite.insert}[store.engine.dialect.name]
-        now = database_clock(store)
         with store.session() as session:
+            now = database_clock(session)
             session.execute(delete(Node).where(Node.heartbeat < now - FORGOTTEN_AFTER))
             session.execute(delete(Claim).where(Claim.expires < now - FORGOTTEN_AFTER))
             session.add(Node(id=self.id, host=socket.gethostname(), pid=os.getpid(),
@@ -80,9 +82,6 @@ class ThisNode:
         self._beating = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
         self._beating.start()
 
-    def _clock(self, session) -> float:
-        return session.scalar(select(literal_column(CLOCK[self.store.engine.dialect.name])))
-
     def claim(self, keys: Iterable[str]) -> set[str]:
         """Claim each of ``keys`` for a lease; returns those this node now holds (those it
         held already among them). In key order, so two nodes claiming at once never
@@ -91,7 +90,7 @@ class ThisNode:
         if not keys:
             return held
         with self.store.session() as session:
-            now = self._clock(session)
+            now = database_clock(session)
             for start in range(0, len(keys), 500):
                 statement = self._insert(Claim).values([
                     {"key": key, "node": self.id, "expires": now + self.lease}
@@ -126,13 +125,13 @@ class ThisNode:
     def renew(self) -> None:
         """The heartbeat: this node is alive and still working on what it claimed."""
         with self.store.session() as session:
-            now = self._clock(session)
+            now = database_clock(session)
             session.execute(update(Claim).where(Claim.node == self.id)
                             .values(expires=now + self.lease))
             session.execute(update(Node).where(Node.id == self.id).values(heartbeat=now))
 
     def _beat(self) -> None:
-        while not self._stopping.wait(self.lease / LEASES_TO_GONE):
+        while not self._stopping.wait(self.lease / BEATS_PER_LEASE):
             try:
                 self.renew()
             except SQLAlchemyError as exc:  # the service loop logs the outage
@@ -164,22 +163,24 @@ def joined(store: Store, command: str, model: str,
 
 def nodes(store: Store) -> list[NodeStatus]:
     """Every node the store knows, oldest first; ``live`` when heard from within a few of
-    its leases."""
-    now = database_clock(store)
+    its leases and, for a node of this machine, while its process runs (one killed before it
+    signed off is gone at once)."""
     with store.session() as session:
+        now = database_clock(session)
         rows = session.scalars(select(Node).order_by(Node.since)).all()
         return [NodeStatus(row.id, row.host, row.pid, row.command, row.model, row.since,
                            row.heartbeat, row.queue, row.embedded, row.last_problem,
-                           now - row.heartbeat <= LEASES_TO_GONE * row.lease)
+                           now - row.heartbeat <= LEASES_TO_GONE * row.lease
+                           and not _died_here(row.host, row.pid))
                 for row in rows]
 
 
-def died_here(node: NodeStatus) -> bool:
+def _died_here(host: str, pid: int) -> bool:
     """True for a node of this machine whose process is no longer running."""
-    if node.host != socket.gethostname():
+    if host != socket.gethostname():
         return False
     try:
-        os.kill(node.pid, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:  # running, as another user

@@ -109,8 +109,10 @@ class Store:
         self.url = url
         self._kept: dict[tuple, tuple[int, Any]] = {}  # key -> (generation, value)
         try:
-            # A server restarted meanwhile has closed the pooled connections: test each first.
-            self.engine = create_engine(url, pool_pre_ping=True)
+            # A server restarted meanwhile has closed the pooled connections: test each first
+            # (a SQLite file has no server to lose).
+            server = make_url(url).get_backend_name() != "sqlite"
+            self.engine = create_engine(url, pool_pre_ping=server)
         except (ImportError, NoSuchModuleError) as exc:
             raise StoreError(f"cannot open database {masked(url)}: its driver is not installed "
                              f"({exc})") from None

@@ -148,13 +148,14 @@ def database(server) -> str:
 
 @pytest.fixture
 def service_factory(workspace):
-    """Start ``lookalike run`` on the workspace; every service started is gone after the test."""
+    """Start ``lookalike run`` on the workspace (or on another: ``on=``); every service
+    started is gone after the test."""
     from running import RunningService
 
     started = []
 
-    def start(**kwargs) -> RunningService:
-        started.append(RunningService(workspace, **kwargs))
+    def start(on: Workspace | None = None, **kwargs) -> RunningService:
+        started.append(RunningService(on or workspace, **kwargs))
         return started[-1]
 
     yield start

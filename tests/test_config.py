@@ -63,6 +63,7 @@ def test_paths_are_relative_to_the_config_file(tmp_path, steps):
         ("[daemon]\nsettle_seconds = inf\n", "daemon.settle_seconds must be a finite number"),
         ("[daemon]\nrescan_seconds = nan\n", "daemon.rescan_seconds must be a finite number"),
         ("[daemon]\nmax_removal_fraction = 1.5\n", "max_removal_fraction must be from 0 to 1"),
+        ("[daemon]\nlease_seconds = 0\n", "daemon.lease_seconds must be positive"),
         ("images_dir = 'a'\ninbox_dir = 'a/inbox'\n", "must not contain each other"),
         ("database = 'nonsense'\n", "is not a SQLAlchemy URL"),
         ("k = [", "config.toml"),

@@ -12,6 +12,7 @@ import shutil
 import signal
 import threading
 import time
+import tomllib
 from collections import Counter
 
 import pytest
@@ -41,7 +42,7 @@ def node_workspace(shared: Workspace, name: str, **overrides) -> Workspace:
     database unless ``overrides`` says otherwise."""
     node = Workspace(shared.root / name, shared.model_home)
     node.root.mkdir()
-    settings = {"database": App(str(shared.config)).config.database_url,
+    settings = {"database": tomllib.loads(shared.config.read_text())["database"],
                 "images_dir": str(shared.images), "inbox_dir": str(shared.inbox),
                 "snapshot": str(shared.root / "feature_vectors.pkl")}
     node.write_config(**{**settings, **overrides})
@@ -49,22 +50,16 @@ def node_workspace(shared: Workspace, name: str, **overrides) -> Workspace:
 
 
 @pytest.fixture
-def start_nodes():
+def start_nodes(service_factory):
     """``start_nodes(workspace, ...)``: ``lookalike run`` on each workspace, all started at
-    once, returned when all watch; every node started is gone after the test."""
-    started: list[RunningService] = []
-
+    once, returned when all watch (and gone after the test, as every service is)."""
     def start(*workspaces: Workspace) -> list[RunningService]:
-        nodes = [RunningService(ws, wait=False) for ws in workspaces]
-        started.extend(nodes)
+        nodes = [service_factory(on=ws, wait=False) for ws in workspaces]
         for node in nodes:
             node.wait_for(lambda n=node: "watching" in n.log(), "the node to start")
         return nodes
 
-    yield start
-    for node in started:
-        if not node.log_file.closed:
-            node.kill()
+    return start
 
 
 def embedded(log: str) -> list[str]:
@@ -72,13 +67,9 @@ def embedded(log: str) -> list[str]:
     return re.findall(r" indexed (\S+)$", log, re.MULTILINE)
 
 
-def shared_url(shared: Workspace) -> str:
-    return App(str(shared.config)).config.database_url
-
-
-def rows(shared: Workspace) -> dict[str, tuple[str, str]]:
-    """path -> (status, sha256) as the shared store holds it."""
-    store = Store(shared_url(shared))
+def rows(database: str) -> dict[str, tuple[str, str]]:
+    """path -> (status, sha256) as the store holds it."""
+    store = Store(database)
     try:
         with store.session() as session:
             return {path: (status, sha) for path, status, sha in session.execute(
@@ -87,9 +78,9 @@ def rows(shared: Workspace) -> dict[str, tuple[str, str]]:
         store.close()
 
 
-def embeds_per_content(shared: Workspace, *services: RunningService) -> Counter:
+def embeds_per_content(database: str, *services: RunningService) -> Counter:
     """How many times the nodes embedded each content the store holds."""
-    stored = rows(shared)
+    stored = rows(database)
     return Counter(stored[path][1] for service in services for path in embedded(service.log()))
 
 
@@ -186,18 +177,19 @@ def test_index_beside_a_running_node_is_one_more_node(shared, catalogue, start_n
 
 
 @pytest.mark.slow
-def test_two_nodes_split_the_work_and_embed_each_image_once(shared, catalogue, start_nodes):
+def test_two_nodes_split_the_work_and_embed_each_image_once(
+        shared, catalogue, start_nodes, database):
     names = add_photos(shared.images, 120)
     (shared.images / "copies").mkdir()  # equal bytes far apart in the backlog
     for name in names[::20]:
         shutil.copy(shared.images / name, shared.images / "copies" / name)
     first, second = start_nodes(node_workspace(shared, "first"), node_workspace(shared, "second"))
-    first.wait_for(lambda: len(rows(shared)) == 126, "the backlog")
+    first.wait_for(lambda: len(rows(database)) == 126, "the backlog")
 
     # The start-up backlog was split, and every content embedded by one node only.
     assert len(embedded(first.log())) and len(embedded(second.log()))
-    assert set(embeds_per_content(shared, first, second).values()) == {1}
-    assert len(embeds_per_content(shared, first, second)) == 120
+    assert set(embeds_per_content(database, first, second).values()) == {1}
+    assert len(embeds_per_content(database, first, second)) == 120
 
     def status() -> dict:
         return json.loads(lookalike(shared, "status", "--json").stdout)
@@ -209,9 +201,9 @@ def test_two_nodes_split_the_work_and_embed_each_image_once(shared, catalogue, s
 
     # Arrivals while both watch: each embedded once; a shared inbox gets one answer a query.
     arrivals = add_photos(shared.images, 40, start=500)
-    first.wait_for(lambda: len(rows(shared)) == 126 + len(arrivals), "the arrivals")
-    assert set(embeds_per_content(shared, first, second).values()) == {1}
-    assert len(embeds_per_content(shared, first, second)) == 160
+    first.wait_for(lambda: len(rows(database)) == 126 + len(arrivals), "the arrivals")
+    assert set(embeds_per_content(database, first, second).values()) == {1}
+    assert len(embeds_per_content(database, first, second)) == 160
     for seed in range(1, 5):  # a catalogue photo itself: its own nearest neighbour
         shutil.copy(shared.images / f"p{seed:04d}.jpg", shared.inbox / f"q{seed}.jpg")
     for seed in range(1, 5):
@@ -247,7 +239,7 @@ def wait_to_embed(service: RunningService) -> None:
 
 
 @pytest.mark.slow
-def test_a_node_killed_ten_times_loses_nothing_and_doubles_nothing(shared, start_nodes):
+def test_a_node_killed_ten_times_loses_nothing_and_doubles_nothing(shared, start_nodes, database):
     """Two nodes ingest 1,000 images, arriving in ten waves, while one is killed with -9 ten
     times, each time once it has embedded an image of the wave: every image ends in exactly
     one row; only work in flight at a kill is embedded again."""
@@ -262,8 +254,8 @@ def test_a_node_killed_ten_times_loses_nothing_and_doubles_nothing(shared, start
         killed.process.send_signal(signal.SIGKILL)
         killed.kill()
         (killed,) = start_nodes(victim)  # its log file goes on
-    survivor.wait_for(lambda: len(rows(shared)) == 1000, "every image", timeout=600)
-    stored = rows(shared)
+    survivor.wait_for(lambda: len(rows(database)) == 1000, "every image", timeout=600)
+    stored = rows(database)
     assert sorted(stored) == sorted(names)
     assert {status for status, _ in stored.values()} == {"indexed"}
     assert len({sha for _, sha in stored.values()}) == 1000
@@ -283,16 +275,16 @@ def test_a_node_killed_ten_times_loses_nothing_and_doubles_nothing(shared, start
 
 
 @pytest.mark.slow
-def test_a_database_restart_is_waited_out(shared, server, start_nodes):
+def test_a_database_restart_is_waited_out(shared, server, start_nodes, database):
     names = add_photos(shared.images, 300)
     first, second = start_nodes(node_workspace(shared, "first"), node_workspace(shared, "second"))
-    first.wait_for(lambda: len(rows(shared)) >= 30, "the ingest to start")
+    first.wait_for(lambda: len(rows(database)) >= 30, "the ingest to start")
     restart = threading.Thread(target=server.restart, args=(4.0,))
     restart.start()
     arrivals = add_photos(shared.images, 20, start=700)  # while the server is down
     restart.join()
-    first.wait_for(lambda: len(rows(shared)) == 320, "every image", timeout=300)
-    assert sorted(rows(shared)) == sorted(names + arrivals)
+    first.wait_for(lambda: len(rows(database)) == 320, "every image", timeout=300)
+    assert sorted(rows(database)) == sorted(names + arrivals)
     for service in (first, second):
         log = service.log()
         assert log.count("database unreachable") == 1, log[-3000:]
@@ -302,20 +294,20 @@ def test_a_database_restart_is_waited_out(shared, server, start_nodes):
 
 @pytest.mark.slow
 def test_a_node_that_sees_no_images_forgets_none_and_answers_from_the_whole_catalogue(
-        shared, catalogue, start_nodes):
+        shared, catalogue, start_nodes, database):
     shared.add_catalogue(catalogue, 6)
     (shared.root / "unmounted").mkdir()  # the share, as a node sees it when not mounted
     own_inbox = shared.root / "blind-inbox"
     (writer,) = start_nodes(node_workspace(shared, "writer"))
-    writer.wait_for(lambda: len(rows(shared)) == 6, "the catalogue")
+    writer.wait_for(lambda: len(rows(database)) == 6, "the catalogue")
     (blind,) = start_nodes(node_workspace(
         shared, "blind", images_dir=str(shared.root / "unmounted"), inbox_dir=str(own_inbox)))
     assert "removals held back" in blind.log()
-    assert len(rows(shared)) == 6
+    assert len(rows(database)) == 6
 
     # An image the other node embeds is found by a query to this node's own inbox.
     shutil.copy(catalogue / "item09.jpg", shared.images / "new.jpg")
-    writer.wait_for(lambda: "new.jpg" in rows(shared), "the new image")
+    writer.wait_for(lambda: "new.jpg" in rows(database), "the new image")
     arrived = time.monotonic()
     cropped_query(product_photo(9)).save(own_inbox / "q.jpg")
     answer = own_inbox / "q.jpg.neighbours.json"
@@ -323,6 +315,6 @@ def test_a_node_that_sees_no_images_forgets_none_and_answers_from_the_whole_cata
     assert time.monotonic() - arrived < 10
     assert json.loads(answer.read_text())["neighbours"][0]["path"] == "new.jpg"
     assert "answered q.jpg" not in writer.log()
-    assert len(rows(shared)) == 7
+    assert len(rows(database)) == 7
     assert blind.stop() == 0 and writer.stop() == 0
 
