@@ -20,7 +20,7 @@ import numpy as np
 from memory import fill, unit_vectors
 
 from lookalike.cli.app import App
-from lookalike.store.follow import FollowedIndex
+from lookalike.search.follow import FollowedIndex
 from lookalike.store.store import ImageRow, Store
 
 
@@ -61,11 +61,11 @@ def main() -> None:
                 "1 deletion": ([], ["new/one.jpg"]),
             }
             for change, (facts, gone) in changes.items():
-                writer.apply(facts, gone)
+                writer.write_rows(facts, gone)
                 print(f"  refresh after {change:<22} {timed(followed.refresh) * 1000:8.1f} ms")
             statuses = timed(reader.counts)
             print(f"  counts by model and status (status){statuses * 1000:8.1f} ms")
-            assert followed.index.size == size + 1000
+            assert followed.size == size + 1000
             for contains in ("", "0042"):
                 count = timed(reader.count_indexed, model, contains)
                 page = timed(reader.indexed_paths, model, contains, 0, 24)

@@ -22,8 +22,8 @@ import onnxruntime
 from quality import CLASSES, add_split_options, split, write_folder
 
 from lookalike.cli.app import App
-from lookalike.daemon.evaluate import same_category_hits
-from lookalike.pipeline.quantize import quantized
+from lookalike.models.quantize import quantized
+from lookalike.search.evaluate import same_category_hits
 
 BATCH = 16
 

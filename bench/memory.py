@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.cli.app import App
-from lookalike.store.query import load_index
+from lookalike.search.query import load_index
 from lookalike.store.snapshot import publish_snapshot
 from lookalike.store.store import ImageRow, Store
 
@@ -45,7 +45,7 @@ def fill(database: Path, model: str, count: int) -> None:
     for start in range(0, count, 10_000):
         rows = min(10_000, count - start)
         vectors = unit_vectors(rng, rows)
-        store.apply(ImageRow(f"{start + i:07d}.jpg", f"{start + i:064x}", 1, 1, 1, 1, model,
+        store.write_rows(ImageRow(f"{start + i:07d}.jpg", f"{start + i:064x}", 1, 1, 1, 1, model,
                                vectors[i].tobytes()) for i in range(rows))
     store.close()
 

@@ -220,9 +220,9 @@ def write_batches(database: str, writer: int, seconds: float, queue) -> None:
                               removal="plain@1") for i in range(16)]
             keys = ([f"file:{row.path}" for row in batch]
                     + [f"content:{row.sha256}" for row in batch])
-            node.claim(keys)
-            store.apply(batch)
-            node.release(keys)
+            node.claims.take(keys)
+            store.write_rows(batch)
+            node.claims.release(keys)
             rows += len(batch)
     store.close()
     queue.put(rows)

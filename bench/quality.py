@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.cli.app import App
-from lookalike.daemon.evaluate import embed_files, same_category_hits
+from lookalike.search.evaluate import embed_files, same_category_hits
 
 DATASET = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ["tshirt", "trouser", "pullover", "dress", "coat",

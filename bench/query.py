@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
+from lookalike.models.files import ModelSource
 from lookalike.pipeline.builtins.hnsw_index import OPTIONS
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
-from lookalike.pipeline.steps import ModelSource
-from lookalike.store.index import NeighbourIndex
+from lookalike.search.index import NeighbourIndex
 
 K = 10
 DIMENSION = 512
@@ -127,7 +127,7 @@ def with_embedding(config: str, index: NeighbourIndex) -> str:
     from PIL import Image
 
     from lookalike.cli.app import App
-    from lookalike.store.query import answer_queries
+    from lookalike.search.query import answer_queries
 
     pipeline = App(config).pipeline
     buffer = io.BytesIO()

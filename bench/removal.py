@@ -41,9 +41,9 @@ from torch.nn import functional as F
 
 from lookalike.cli.app import App
 from lookalike.daemon.ingest import Ingester, preparing_pool
+from lookalike.models.quantize import quantized
 from lookalike.pipeline.builtins.plain_background import PlainBackground
 from lookalike.pipeline.pipeline import Pipeline
-from lookalike.pipeline.quantize import quantized
 from lookalike.store.nodes import joined
 from lookalike.store.store import Store
 

@@ -9,16 +9,17 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
+from lookalike.base.errors import ConfigError
+from lookalike.cli.config import Config, config_path, load_config
 from lookalike.daemon.lock import ServiceLock, lock_path
 from lookalike.daemon.reconcile import HELD_BACK
-from lookalike.pipeline.errors import ConfigError, LookalikeError
+from lookalike.models.files import ModelSource
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.plugins import StepPlugin, collect_steps, installed, plugin_manager
-from lookalike.pipeline.steps import ModelSource, VectorIndex
+from lookalike.pipeline.steps import VectorIndex
 from lookalike.store.nodes import ThisNode, forget_nodes, joined, nodes
-from lookalike.store.store import Store, masked
-
-from .config import Config, config_path, load_config
+from lookalike.store.store import Store
+from lookalike.store.urls import masked
 
 
 @dataclass
@@ -75,19 +76,10 @@ class App:
 
     @contextmanager
     def node(self, store: Store, command: str) -> Iterator[ThisNode]:
-        """This process as a node of the store while ``command`` (run or index) works. A
-        node with another pipeline would re-embed every image the others embed, and they
-        its: refused while such a node is live."""
-        model = self.pipeline.model_id
+        """This process as a node of the store while ``command`` (run or index) works."""
         if lock_path(self.config.database_url):  # the lock held: any node there is dead
             forget_nodes(store)
-        for other in nodes(store):
-            if other.live and other.model != model:
-                raise LookalikeError(
-                    f"lookalike {other.command} on {other.host} (pid {other.pid}) embeds with "
-                    f"another pipeline ({other.model}, this config: {model}): every node of "
-                    "one database must use the same pipeline")
-        with joined(store, command, model, self.config.lease_seconds) as node:
+        with joined(store, command, self.pipeline.model_id, self.config.lease_seconds) as node:
             yield node
 
     def check_snapshot_folder(self) -> None:

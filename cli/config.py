@@ -12,11 +12,11 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from lookalike.pipeline.errors import ConfigError
+from lookalike.base.errors import ConfigError
+from lookalike.cli.limits import MAX_K
+from lookalike.models.files import ModelSource, is_url
 from lookalike.pipeline.plugins import StepPlugin
-from lookalike.pipeline.steps import ModelSource, is_url
-
-from .limits import MAX_K
+from lookalike.store.urls import sqlite_file
 
 CONFIG_ENV = "LOOKALIKE_CONFIG"
 
@@ -147,9 +147,9 @@ def _database_url(path: Path, url: str) -> str:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(f"{path}: database {url!r} is not a SQLAlchemy URL") from None
-    database = parsed.database
-    if parsed.get_backend_name() == "sqlite" and database and database != ":memory:":
-        parsed = parsed.set(database=str((path.parent / database).resolve()))
+    file = sqlite_file(url)
+    if file:
+        parsed = parsed.set(database=str((path.parent / file).resolve()))
     return parsed.render_as_string(hide_password=False)
 
 

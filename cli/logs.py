@@ -36,6 +36,6 @@ def setup_logging(level: int = logging.INFO, log_format: str = "text") -> None:
     handler.setFormatter(JsonFormatter() if log_format == "json" else OneLineFormatter())
     logging.basicConfig(level=level, handlers=[handler], force=True)
     # Fetching a model takes a while: every command says which file it fetches from where.
-    logging.getLogger("lookalike.pipeline.fetch").setLevel(min(level, logging.INFO))
+    logging.getLogger("lookalike.models.fetch").setLevel(min(level, logging.INFO))
     # Alembic tells of its set-up on every start; the store logs the upgrades it makes.
     logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import click
 
-from lookalike.pipeline.errors import ImageError, LookalikeError
-
-from .limits import MAX_K
+from lookalike.base.errors import ImageError, LookalikeError
+from lookalike.cli.limits import MAX_K
 
 
 class LookalikeGroup(click.Group):
@@ -27,7 +26,7 @@ class LookalikeGroup(click.Group):
 
 def load_app(config_option: str | None, offline: bool = False):
     """The command's App; imported here so that --help does not load SQLAlchemy."""
-    from .app import App
+    from lookalike.cli.app import App
 
     return App(config_option, offline)
 
@@ -59,7 +58,7 @@ def k_option(default: int | None, help: str):
 @click.version_option(package_name="lookalike")
 def cli():
     """Visual similarity search for fashion product images."""
-    from .logs import setup_logging
+    from lookalike.cli.logs import setup_logging
 
     setup_logging(logging.WARNING)  # run logs more; a model fetch is always told
 
@@ -95,9 +94,8 @@ def init(folder):
 @config_option
 def run(log_format, offline, config_option):
     """Run the service: index images_dir as it changes, answer images dropped into inbox_dir."""
+    from lookalike.cli.logs import setup_logging
     from lookalike.daemon.service import Service, ServiceSettings
-
-    from .logs import setup_logging
 
     setup_logging(log_format=log_format)
     app = load_app(config_option, offline)
@@ -134,7 +132,7 @@ def index(allow_mass_removal, offline, config_option):
     Alongside services on a shared database it is one more node (the snapshot is then left
     to the service that writes it)."""
     from lookalike.daemon.reconcile import HELD_BACK, reconcile
-    from lookalike.store.nodes import SnapshotLeader
+    from lookalike.store.leader import SnapshotLeader
     from lookalike.store.snapshot import publish_snapshot
 
     app = load_app(config_option, offline)
@@ -171,7 +169,7 @@ def index(allow_mass_removal, offline, config_option):
 def query(images, k, as_json, offline, config_option):
     """Find the catalogue images that look most like each IMAGE (--json: the inbox's JSON)."""
     from lookalike.daemon.files import stored_name
-    from lookalike.store.query import EMPTY_INDEX, answer_queries, load_index
+    from lookalike.search.query import EMPTY_INDEX, answer_queries, load_index
 
     app = load_app(config_option, offline)
     k = k or app.config.k
@@ -182,8 +180,6 @@ def query(images, k, as_json, offline, config_option):
             queries.append((stored_name(Path(image).name), app.pipeline.read_file(Path(image))))
         except ImageError as exc:
             raise LookalikeError(f"{name}: {exc}") from None
-        except OSError as exc:
-            raise LookalikeError(f"cannot read {name}: {exc.strerror}") from None
     with app.opened_store() as store:
         # One query scans every vector once: cheaper than building an approximate index.
         index = load_index(store, app.pipeline.model_id, app.vector_index("exact"))
@@ -216,7 +212,7 @@ def ui(port, offline, config_option):
     import socket
     import sys
 
-    from .config import CONFIG_ENV
+    from lookalike.cli.config import CONFIG_ENV
 
     app = load_app(config_option, offline)
     for model_file in app.pipeline.model_files():
@@ -253,7 +249,7 @@ def evaluate(folder, k, as_json, offline, config_option):
     """
     import sys
 
-    from lookalike.daemon.evaluate import categorised_images, evaluate_folder
+    from lookalike.search.evaluate import categorised_images, evaluate_folder
 
     app = load_app(config_option, offline)
     folder = Path(folder).resolve()
@@ -275,7 +271,7 @@ def evaluate(folder, k, as_json, offline, config_option):
     click.echo(f"precision@{result.k}: {result.overall:.4f} over {result.images} images")
     for category, precision in result.per_category.items():
         click.echo(f"  {category:<24} {precision:.4f}  ({result.sizes[category]} images)")
-    click.echo(f"background removed by: {ways(result.removals)}")
+    click.echo(f"background removed by: {removal_summary(result.removals)}")
     for path, error in result.failed:
         click.echo(f"  skipped {path}: {error}")
 
@@ -303,7 +299,7 @@ def status(as_json, config_option):
     for model, count in report["models"].items():
         click.echo(f"model:        {model} ({count} images)")
     if report["removals"]:
-        click.echo(f"removed by:   {ways(report['removals'])}")
+        click.echo(f"removed by:   {removal_summary(report['removals'])}")
     click.echo(f"index size:   {report['index_size']}")
     click.echo(f"last refresh: {report['last_refresh'] or 'never'}")
     if report["removals_held_back"]:
@@ -320,7 +316,7 @@ def status(as_json, config_option):
                    f"last problem: {node['last_problem'] or 'none'}")
 
 
-def ways(removals: dict[str, int]) -> str:
+def removal_summary(removals: dict[str, int]) -> str:
     """How many images took each way of removing the background, most first."""
     return ", ".join(f"{way or 'not recorded'} {count}" for way, count in removals.items())
 
@@ -369,7 +365,7 @@ def quantize(count, offline, config_option):
         try:
             data = app.pipeline.read_file(file_path(folder, path))
             photos.append(app.pipeline.decode(data, 320))
-        except (ImageError, OSError):
+        except ImageError:
             continue
         if len(photos) == count:
             break
@@ -393,7 +389,7 @@ def models(fetch, folder, as_json, offline, config_option):
 
     Each file: where it is loaded from, whether it is there, its sha256, whether that matches
     the digest lookalike pins for it, and where it is fetched from."""
-    from lookalike.pipeline.fetch import copy_verified, source_url
+    from lookalike.models.fetch import copy_verified, source_url
 
     if folder and not fetch:
         raise click.UsageError("--to needs --fetch")

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import streamlit as st
 
+from lookalike.base.errors import ImageError, LookalikeError
 from lookalike.cli.app import App
 from lookalike.cli.limits import MAX_K
 from lookalike.daemon.files import file_path
 from lookalike.pipeline.builtins.auto_remover import PLAIN
-from lookalike.pipeline.errors import ImageError, LookalikeError
 from lookalike.pipeline.pipeline import Pipeline, Prepared
-from lookalike.store.follow import FollowedIndex
-from lookalike.store.query import EMPTY_INDEX, answer_queries
+from lookalike.search.follow import FollowedIndex
+from lookalike.search.query import EMPTY_INDEX, answer_queries
 from lookalike.store.store import Store
 
 REFRESH_SECONDS = 5  # how often the catalogue panels look for new, changed and removed images
@@ -96,8 +96,6 @@ def use_catalogue_item(app: App, path: str) -> None:
         data = app.pipeline.read_file(file_path(app.config.images_dir, path))
     except ImageError as exc:
         st.session_state.query_problem = f"{path}: {exc}"
-    except OSError as exc:
-        st.session_state.query_problem = f"cannot read {path}: {exc.strerror}"
     else:
         choose_query(app.pipeline, path, data, item=path)
 
@@ -110,7 +108,7 @@ def answer_for(app: App, followed: FollowedIndex, query: dict, k: int):
         key = (query["name"], query["digest"], k, followed.generation)
         if st.session_state.get("answer_key") != key:
             seen: list = []
-            answer = answer_queries(app.pipeline, followed.index,
+            answer = answer_queries(app.pipeline, followed,
                                     [(query["name"], query["data"])], k, seen)[0]
             st.session_state.answer, st.session_state.answer_key = (answer, seen[0]), key
     return st.session_state.answer
@@ -171,7 +169,7 @@ def query_panel(app: App, followed: FollowedIndex) -> None:
 def catalogue_status(app: App, followed: FollowedIndex) -> None:
     with followed.lock:
         followed.refresh()
-        searched = followed.index.size
+        searched = followed.size
     report = app.status(followed.store)
     st.metric("Images searched", f"{searched:,}")
     st.metric("Failed files", f"{report['failed']:,}")
@@ -204,7 +202,7 @@ def catalogue_browser(app: App, followed: FollowedIndex) -> None:
         contains = st.text_input("Path contains", key="contains")
     with followed.lock:
         followed.refresh()
-        total = followed.index.size
+        total = followed.size
     if contains:
         total = followed.store.count_indexed(followed.model, contains)
     pages = max(1, math.ceil(total / PAGE_SIZE))
@@ -237,7 +235,7 @@ def main() -> None:
         st.header("Catalogue")
         st.caption(f"{app.config.images_dir}  \nconfig {os.environ.get('LOOKALIKE_CONFIG')}")
         catalogue_status(app, followed)
-    if followed.index.size == 0:
+    if followed.size == 0:
         st.warning(f"{EMPTY_INDEX}: start the service (`lookalike run`) or run "
                    "`lookalike index`; this page picks the images up as they are indexed.")
     query_panel(app, followed)

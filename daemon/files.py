@@ -54,7 +54,7 @@ def signature(stat: os.stat_result) -> tuple[int, int, int]:
 
 def changed_since(root: Path, stored: str, stat: os.stat_result) -> bool:
     """True when the image a stored path names is gone or no longer the file of ``stat``."""
-    now = image_file(root, stored)
+    now = image_stat(root, stored)
     return now is None or signature(now) != signature(stat)
 
 
@@ -89,7 +89,7 @@ def relative_path(root: Path, path: str | os.PathLike) -> str | None:
     return stored_name(relative.as_posix())
 
 
-def image_file(root: Path, relative: str) -> os.stat_result | None:
+def image_stat(root: Path, relative: str) -> os.stat_result | None:
     """The stat of the image a stored path names, when it is a candidate, a regular file (or
     a link to one inside ``root``) and no folder on its way is a link; else None."""
     if not is_candidate(relative):

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from .files import ANSWER_SUFFIX
+from lookalike.daemon.files import ANSWER_SUFFIX
 
 # The longest file name most filesystems take (bytes); pathconf says when it is less.
 NAME_MAX = 255

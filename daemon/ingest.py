@@ -24,14 +24,13 @@ from itertools import islice
 
 from PIL import Image
 
-from lookalike.pipeline.cores import usable_cores
-from lookalike.pipeline.errors import ImageError
+from lookalike.base.cores import usable_cores
+from lookalike.base.errors import ImageError, UnreadableFile
+from lookalike.daemon.files import changed_since, file_path, image_stat, signature
 from lookalike.pipeline.pipeline import Pipeline
-from lookalike.store.models import FAILED
 from lookalike.store.nodes import ThisNode
 from lookalike.store.store import FileState, ImageRow, Store
-
-from .files import changed_since, file_path, image_file, signature
+from lookalike.store.tables import FAILED
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +172,7 @@ class Batch:
         self.report, self.pool, self.node = IngestReport(), pool, node
         self.claimed: set[str] = set()  # released once the batch is stored
         self.model = pipeline.model_id
-        self.done: list[ImageRow] = []  # rows to store
+        self.rows: list[ImageRow] = []  # rows to store
         self.gone: list[str] = []  # paths to forget
         self.embedded: dict[str, ImageRow] = {}  # the embedded row of each content hash
 
@@ -181,14 +180,14 @@ class Batch:
         """Read the files and start preparing them. Content that ``before`` (the batch not
         stored yet) is preparing waits for its vector instead of being prepared twice."""
         self.before = before
-        self.claimed = self.node.claim(file_claim(path) for path in paths)
+        self.claimed = self.node.claims.take(file_claim(path) for path in paths)
         self.report.elsewhere = [path for path in paths if file_claim(path) not in self.claimed]
         paths = [path for path in paths if file_claim(path) in self.claimed]
         self.report.files = len(paths)
-        self.fresh = self._read(paths)
-        to_prepare, self.copies, self.copies_of_before = self._sort_out_known(self.fresh)
+        self.reads = self._read(paths)
+        to_prepare, self.copies, self.copies_of_before = self._sort_out_known(self.reads)
         # Files whose content another node prepares are not this batch's: drop their bytes.
-        self.fresh = [read for read in self.fresh if read.row.path not in self.report.elsewhere]
+        self.reads = [read for read in self.reads if read.row.path not in self.report.elsewhere]
         self.preparing = [(read, self.pool.submit(_prepare_one, self.pipeline, read.data))
                           for read in to_prepare]
         return self
@@ -198,17 +197,17 @@ class Batch:
         self._resolve_copies(self.copies, self)
         if self.before is not None:
             self._resolve_copies(self.copies_of_before, self.before)
-        self._store(self.fresh)
-        self.node.release(self.claimed)
-        self.fresh, self.preparing, self.before = [], [], None  # the bytes, the batch before
+        self._store(self.reads)
+        self.node.claims.release(self.claimed)
+        self.reads, self.preparing, self.before = [], [], None  # the bytes, the batch before
         return self.report
 
     def _read(self, paths: list[str]) -> list[_Read]:
         """Read and hash the files that are new or changed; note the vanished ones."""
         known = self.store.file_states(paths)
-        fresh = []
+        reads = []
         for path in paths:
-            stat = image_file(self.images_dir, path)
+            stat = image_stat(self.images_dir, path)
             if stat is None:
                 self.gone.append(path)
             elif is_current(known.get(path), stat, self.model):
@@ -216,8 +215,8 @@ class Batch:
             else:
                 read = self._read_file(path, stat)
                 if read is not None:
-                    fresh.append(read)
-        return fresh
+                    reads.append(read)
+        return reads
 
     def _read_file(self, path: str, stat: os.stat_result) -> _Read | None:
         """The file as read, or None when it changed meanwhile (it settles again). A file
@@ -225,29 +224,29 @@ class Batch:
         row = ImageRow(path, "", stat.st_size, stat.st_mtime_ns)
         try:
             data = self.pipeline.read_file(file_path(self.images_dir, path))
+        except UnreadableFile:  # gone or locked meanwhile
+            data = None
         except ImageError as exc:
             self._fail(row, str(exc))
             return None
-        except OSError:
-            data = None
         if data is None or changed_since(self.images_dir, path, stat):
             self.report.busy.append(path)
             return None
         return _Read(replace(row, sha256=hashlib.sha256(data).hexdigest()), data, stat)
 
-    def _sort_out_known(self, fresh: list[_Read]):
+    def _sort_out_known(self, reads: list[_Read]):
         """Reuse the vector of content already stored; of equal new bytes prepare the first
         file only, and only content this node could claim (the files of content another node
         prepares are left for later, to reuse its vector). Returns the files to prepare, the
         copies waiting for them, and the copies waiting for the batch before."""
-        stored = self.store.indexed_rows({read.row.sha256 for read in fresh}, self.model)
+        stored = self.store.indexed_rows({read.row.sha256 for read in reads}, self.model)
         preparing_before = ({read.row.sha256 for read, _ in self.before.preparing}
                             if self.before is not None else set())
-        new = {read.row.sha256 for read in fresh} - set(stored) - preparing_before
-        held = self.node.claim(content_claim(sha256) for sha256 in new)
+        new = {read.row.sha256 for read in reads} - set(stored) - preparing_before
+        held = self.node.claims.take(content_claim(sha256) for sha256 in new)
         self.claimed |= held
         to_prepare, copies, copies_of_before, first_hashes = [], [], [], set()
-        for read in fresh:
+        for read in reads:
             row = read.row
             same = stored.get(row.sha256)
             if same is not None:
@@ -281,38 +280,38 @@ class Batch:
         vectors = self.pipeline.embed([image for _, image in prepared])
         for (row, _), vector in zip(prepared, vectors, strict=True):
             self.embedded[row.sha256] = replace(row, vector=vector.tobytes())
-            self.done.append(self.embedded[row.sha256])
+            self.rows.append(self.embedded[row.sha256])
             log.info("indexed %s", row.path)
         self.report.embedded += len(prepared)
 
     def _resolve_copies(self, copies: list[ImageRow], source: Batch) -> None:
         """A copy shares the vector of the first file with its content (in ``source``), or
         fails alike."""
-        failed = {row.sha256: row.error for row in source.done if row.error is not None}
+        failed = {row.sha256: row.error for row in source.rows if row.error is not None}
         for row in copies:
             if row.sha256 in source.embedded:
                 self._reuse(source.embedded[row.sha256], row)
             else:
                 self._fail(row, failed[row.sha256])
 
-    def _store(self, fresh: list[_Read]) -> None:
+    def _store(self, reads: list[_Read]) -> None:
         """Store every row whose file is still as it was read (a file replaced while it was
         embedded keeps no vector of its old content), forget the vanished paths."""
-        changed = {read.row.path for read in fresh
+        changed = {read.row.path for read in reads
                    if changed_since(self.images_dir, read.row.path, read.stat)}
         self.report.busy += sorted(changed)
-        keep = [row for row in self.done if row.path not in changed]
-        self.report.removed += self.store.apply(keep, self.gone)
+        keep = [row for row in self.rows if row.path not in changed]
+        self.report.removed += self.store.write_rows(keep, self.gone)
         for path in self.gone:
             log.info("removed %s", path)
 
     def _reuse(self, same: ImageRow, row: ImageRow) -> None:
-        self.done.append(replace(same, path=row.path, size=row.size, mtime_ns=row.mtime_ns))
+        self.rows.append(replace(same, path=row.path, size=row.size, mtime_ns=row.mtime_ns))
         log.info("indexed %s (same content as %s)", row.path, same.path)
         self.report.reused += 1
 
     def _fail(self, row: ImageRow, error: str) -> None:
-        self.done.append(replace(row, error=error))
+        self.rows.append(replace(row, error=error))
         log.warning("failed %s: %s", row.path, error)
         self.report.failed += 1
 

@@ -9,9 +9,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-
-from lookalike.pipeline.errors import LookalikeError
+from lookalike.base.errors import LookalikeError
+from lookalike.store.urls import sqlite_file
 
 
 class AlreadyRunning(LookalikeError):
@@ -21,10 +20,8 @@ class AlreadyRunning(LookalikeError):
 def lock_path(database_url: str) -> Path | None:
     """``<db file>.lock`` for SQLite files; None for a database server, which several
     services (nodes) may share."""
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return Path(url.database + ".lock")
-    return None
+    file = sqlite_file(database_url)
+    return Path(file + ".lock") if file else None
 
 
 class ServiceLock:

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import click
 
-from lookalike.pipeline.errors import LookalikeError
+from lookalike.base.errors import LookalikeError
+from lookalike.daemon.files import scan
+from lookalike.daemon.ingest import IngestReport, ingest, is_current
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.store.nodes import ThisNode
 from lookalike.store.store import Store
-
-from .files import scan
-from .ingest import IngestReport, ingest, is_current
 
 log = logging.getLogger(__name__)
 

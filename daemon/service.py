@@ -25,31 +25,31 @@ from pathlib import Path
 from sqlalchemy.exc import InterfaceError, OperationalError
 from watchdog.events import FileSystemEvent
 
-from lookalike.pipeline.errors import ImageError
-from lookalike.pipeline.pipeline import Pipeline
-from lookalike.pipeline.steps import VectorIndex
-from lookalike.store.atomic import write_atomically
-from lookalike.store.follow import FollowedIndex
-from lookalike.store.nodes import SnapshotLeader, ThisNode
-from lookalike.store.query import answer_queries
-from lookalike.store.store import Store
-
-from .failures import RetriedWrites
-from .files import (
+from lookalike.base.atomic import write_atomically
+from lookalike.base.errors import ImageError, UnreadableFile
+from lookalike.daemon.failures import RetriedWrites
+from lookalike.daemon.files import (
     file_path,
-    image_file,
+    image_stat,
     is_candidate,
     is_candidate_folder,
     relative_path,
     scan,
     stored_name,
 )
-from .inbox import answer_path, is_answered, query_digest
-from .ingest import CLAIM_RETRY_SECONDS, Ingester, IngestReport, preparing_pool
-from .reconcile import BacklogProgress, Differences, ImagesDirMissing, differences
-from .settle import Settler
-from .snapshots import SnapshotWriter
-from .watcher import Watcher
+from lookalike.daemon.inbox import answer_path, is_answered, query_digest
+from lookalike.daemon.ingest import CLAIM_RETRY_SECONDS, Ingester, IngestReport, preparing_pool
+from lookalike.daemon.reconcile import BacklogProgress, Differences, ImagesDirMissing, differences
+from lookalike.daemon.settle import Settler
+from lookalike.daemon.snapshots import SnapshotWriter
+from lookalike.daemon.watcher import Watcher
+from lookalike.pipeline.pipeline import Pipeline
+from lookalike.pipeline.steps import VectorIndex
+from lookalike.search.follow import FollowedIndex
+from lookalike.search.query import answer_queries
+from lookalike.store.leader import SnapshotLeader
+from lookalike.store.nodes import ThisNode
+from lookalike.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ class Service:
             # Queries are answered from what the store holds while the backlog is worked off.
             started = time.monotonic()
             self._index = FollowedIndex(self.store, self.pipeline.model_id, self._empty_index)
-            log.info("index loaded: %d images in %.1f s (%s)", self._index.index.size,
+            log.info("index loaded: %d images in %.1f s (%s)", self._index.size,
                      time.monotonic() - started, self._empty_index.id)
             self._reconcile()
             self._next_rescan = time.monotonic() + settings.rescan_seconds
@@ -144,7 +144,7 @@ class Service:
             while not self._stop.is_set():
                 try:
                     if outage is not None:
-                        self.node.release_all()  # of the batches dropped; a rescan redoes them
+                        self.node.claims.release_all()  # a rescan redoes them
                         outage = None
                         log.warning("database reachable again")
                         self._rescan("the database was unreachable")
@@ -219,7 +219,7 @@ class Service:
         batch = list(islice(self._ready, self.settings.batch_size))
         for path in batch:
             del self._ready[path]
-        present = [p for p in batch if image_file(images_dir, p)]
+        present = [p for p in batch if image_stat(images_dir, p)]
         self._vanished.update(set(batch) - set(present))
         now = time.monotonic()
         idle = not self._ready and not any(
@@ -363,11 +363,11 @@ class Service:
             digest = query_digest(path)
             if digest is not None and not is_answered(path, digest):
                 unanswered[f"query:{stored_name(path.name)}:{digest}"] = path, digest
-        held = self.node.claim(unanswered)
+        held = self.node.claims.take(unanswered)
         try:
             self._answer_claimed([unanswered[key] for key in held])
         finally:
-            self.node.release(held)
+            self.node.claims.release(held)
         retry_at = time.monotonic() + CLAIM_RETRY_SECONDS
         for key in unanswered.keys() - held:
             self._retry_at[unanswered[key][0]] = retry_at
@@ -379,16 +379,16 @@ class Service:
                 continue
             try:
                 data = self.pipeline.read_file(path)
+            except UnreadableFile as exc:
+                log.warning("query %s: %s", stored_name(path.name), exc)
+                continue
             except ImageError as exc:
                 data = exc
-            except OSError as exc:
-                log.warning("cannot read query %s: %s", stored_name(path.name), exc.strerror)
-                continue
             queries.append((path, digest, data))
         if not queries:
             return
         answers = answer_queries(
-            self.pipeline, self._index.index,
+            self.pipeline, self._index,
             [(stored_name(path.name), data) for path, _, data in queries], self.settings.k,
         )
         for (path, digest, _), answer in zip(queries, answers, strict=True):

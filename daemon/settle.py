@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from .files import signature
+from lookalike.daemon.files import signature
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:

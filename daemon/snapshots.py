@@ -15,11 +15,10 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from lookalike.store.nodes import SnapshotLeader
+from lookalike.daemon.failures import RetriedWrites
+from lookalike.store.leader import SnapshotLeader
 from lookalike.store.snapshot import publish_snapshot
 from lookalike.store.store import Store
-
-from .failures import RetriedWrites
 
 log = logging.getLogger(__name__)
 

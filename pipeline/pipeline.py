@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import ImageError, LookalikeError
-from .plugins import StepPlugin, installed
-from .steps import (
+from lookalike.base.errors import ImageError, LookalikeError, UnreadableFile
+from lookalike.pipeline.plugins import StepPlugin, installed
+from lookalike.pipeline.steps import (
     VECTOR_STEP_KINDS,
     Decoder,
     Embedder,
@@ -73,12 +73,16 @@ class Pipeline:
 
     def read_file(self, path: Path) -> bytes:
         """The bytes of an image file. The decoder checks its size and header first, so a
-        huge or foreign file is refused (ImageError) without being read whole."""
-        with open(path, "rb") as file:
-            with failures_of_one_file():
-                self.decoder.check(file, os.fstat(file.fileno()).st_size)
-            file.seek(0)
-            return file.read()
+        huge or foreign file is refused (ImageError) without being read whole; one that cannot
+        be read at all raises UnreadableFile (an ImageError too)."""
+        try:
+            with open(path, "rb") as file:
+                with failures_of_one_file():
+                    self.decoder.check(file, os.fstat(file.fileno()).st_size)
+                file.seek(0)
+                return file.read()
+        except OSError as exc:
+            raise UnreadableFile(f"cannot read: {exc.strerror or exc}") from None
 
     def decode(self, data: bytes, min_side: int) -> Image.Image:
         """The decoded image (for a thumbnail); ImageError for anything that is not one."""

@@ -10,9 +10,10 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .errors import ConfigError
-from .steps import STEP_KINDS, ModelSource, StepSettings
+from lookalike.base.errors import ConfigError
+from lookalike.models.files import ModelSource
+from lookalike.pipeline import hookspecs
+from lookalike.pipeline.steps import STEP_KINDS, StepSettings
 
 ENTRY_POINT_GROUP = "lookalike"
 # Comma-separated entry-point names to load; unset loads all, empty loads none (tests use that).

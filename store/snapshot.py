@@ -23,10 +23,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from lookalike.pipeline.errors import LookalikeError
-
-from .atomic import atomic_file
-from .store import Store
+from lookalike.base.atomic import atomic_file
+from lookalike.base.errors import LookalikeError
+from lookalike.store.store import Store
 
 DTYPE = np.dtype("<f4")
 
@@ -45,7 +44,7 @@ def paths_file(snapshot: Path) -> Path:
 
 def publish_snapshot(store: Store, model: str, snapshot: Path) -> int:
     """Write ``model``'s stored vectors as the snapshot, record the refresh; returns its size."""
-    paths, vectors = store.vectors(model)
+    paths, vectors = store.indexed_vectors(model)
     write_snapshot(snapshot, paths, vectors, model)
     store.set_meta("last_refresh", datetime.now(UTC).isoformat(timespec="seconds"))
     store.set_meta("index_size", str(len(paths)))

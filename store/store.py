@@ -19,7 +19,6 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
-    make_url,
     select,
     text,
     update,
@@ -27,9 +26,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
 
-from lookalike.pipeline.errors import LookalikeError
-
-from .models import FAILED, INDEXED, ImageRecord, Meta, Removal
+from lookalike.base.chunks import chunks
+from lookalike.base.errors import LookalikeError
+from lookalike.store.tables import FAILED, INDEXED, ImageRecord, Meta, Removal
+from lookalike.store.urls import is_server, masked, sqlite_file
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +75,8 @@ class ImageRow:
 
 def database_exists(url: str) -> bool:
     """False for a SQLite file that is not there yet; a server's database is assumed."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return True
-    return Path(parsed.database).exists()
-
-
-def masked(url: str) -> str:
-    """The database URL as printed and logged: its password hidden."""
-    return make_url(url).render_as_string(hide_password=True)
+    file = sqlite_file(url)
+    return file is None or Path(file).exists()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -98,9 +91,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 def _rows_where(session: Session, query, column, values: Iterable[str]) -> list:
     """The rows of ``query`` whose ``column`` is one of ``values``, in chunks of 500 (SQLite
     limits the parameters of one statement)."""
-    values, rows = list(values), []
-    for start in range(0, len(values), 500):
-        rows += session.execute(query.where(column.in_(values[start:start + 500]))).all()
+    rows = []
+    for chunk in chunks(values):
+        rows += session.execute(query.where(column.in_(chunk))).all()
     return rows
 
 
@@ -111,8 +104,7 @@ class Store:
         try:
             # A server restarted meanwhile has closed the pooled connections: test each first
             # (a SQLite file has no server to lose).
-            server = make_url(url).get_backend_name() != "sqlite"
-            self.engine = create_engine(url, pool_pre_ping=server)
+            self.engine = create_engine(url, pool_pre_ping=is_server(url))
         except (ImportError, NoSuchModuleError) as exc:
             raise StoreError(f"cannot open database {masked(url)}: its driver is not installed "
                              f"({exc})") from None
@@ -233,17 +225,17 @@ class Store:
                     row.model, row.vector, removal=row.removal))
         return found
 
-    def apply(self, facts: Iterable[ImageRow], gone: Iterable[str] = ()) -> int:
+    def write_rows(self, rows: Iterable[ImageRow], gone: Iterable[str] = ()) -> int:
         """Insert or replace the row of each file and delete the rows of ``gone``, in one
-        transaction; returns how many rows were deleted."""
-        facts, gone = list(facts), list(gone)
-        if not facts and not gone:
+        transaction (one generation); returns how many rows were deleted."""
+        rows, gone = list(rows), list(gone)
+        if not rows and not gone:
             return 0
         with self.session() as session:
             generation = self._next_generation(session)
             existing = {row.path: row for (row,) in _rows_where(
-                session, select(ImageRecord), ImageRecord.path, [f.path for f in facts])}
-            for item in facts:
+                session, select(ImageRecord), ImageRecord.path, [item.path for item in rows])}
+            for item in rows:
                 row = existing.get(item.path)
                 if row is None:
                     row = ImageRecord(path=item.path)
@@ -307,7 +299,7 @@ class Store:
                 self._log_removals(session, generation, [old for old, _ in moved])
             return moved
 
-    def vectors(self, model: str) -> tuple[list[str], np.ndarray]:
+    def indexed_vectors(self, model: str) -> tuple[list[str], np.ndarray]:
         """Paths and an (N, D) float32 matrix of every indexed vector of ``model``.
 
         Rows are streamed into a matrix allocated once, so a million vectors need their

@@ -127,7 +127,7 @@ def test_user_errors_are_one_line_with_exit_1(workspace, catalogue, run_cli, tmp
     result = run_cli("query", str(tmp_path / "missing.jpg"))
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        f"Error: cannot read {tmp_path / 'missing.jpg'}: No such file or directory"
+        f"Error: {tmp_path / 'missing.jpg'}: cannot read: No such file or directory"
     ]
 
     query = tmp_path / "q.jpg"

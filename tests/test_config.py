@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from lookalike.base.errors import ConfigError
 from lookalike.cli.config import load_config
-from lookalike.pipeline.errors import ConfigError
+from lookalike.models.files import ModelSource
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
-from lookalike.pipeline.steps import ModelSource
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from builders import product_photo
-from lookalike.daemon.evaluate import same_category_hits
+from lookalike.search.evaluate import same_category_hits
 
 
 def test_hits_leave_the_query_out_and_count_same_category_neighbours():

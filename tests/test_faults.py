@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from builders import cropped_query, product_photo
-from lookalike.store.atomic import write_atomically
+from lookalike.base.atomic import write_atomically
 from lookalike.store.snapshot import SnapshotError, read_snapshot
 from lookalike.store.store import Store
 from running import RunningService, answer_of, lookalike, sha256, stored
@@ -63,7 +63,7 @@ def test_a_file_replaced_while_embedded_keeps_no_stale_vector(workspace, catalog
             assert report.busy == ["a.jpg"] and "a.jpg" not in store.file_states(["a.jpg"])
             pipeline.embed = real_embed
             ingest(store, pipeline, workspace.images, node, ["a.jpg"], batch_size=4)
-        paths, vectors = store.vectors(pipeline.model_id)
+        paths, vectors = store.indexed_vectors(pipeline.model_id)
         expected = real_embed([pipeline.prepare(target.read_bytes()).square])
         assert paths == ["a.jpg"] and np.allclose(vectors[0], expected[0], atol=1e-5)
         assert sha256(target) in store.indexed_rows([sha256(target)], pipeline.model_id)

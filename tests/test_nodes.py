@@ -23,10 +23,10 @@ from sqlalchemy import text
 from builders import cropped_query, product_photo
 from lookalike.cli.app import App
 from lookalike.daemon.ingest import Batch, ingest, preparing_pool
-from lookalike.store.models import Claim
 from lookalike.store.nodes import joined, nodes
 from lookalike.store.snapshot import read_snapshot
 from lookalike.store.store import Store
+from lookalike.store.tables import Claim
 from running import RunningService, lookalike
 
 
@@ -107,20 +107,20 @@ def test_a_claim_is_held_while_its_node_lives_and_taken_over_once_released(datab
     try:
         with joined(store, "run", "m", lease_seconds=1.0) as first, \
                 joined(store, "run", "m", lease_seconds=1.0) as second:
-            assert first.claim(["file:a", "file:b"]) == {"file:a", "file:b"}
-            assert second.claim(["file:b", "file:c"]) == {"file:c"}
+            assert first.claims.take(["file:a", "file:b"]) == {"file:a", "file:b"}
+            assert second.claims.take(["file:b", "file:c"]) == {"file:c"}
             claimed_until = expiry(store, "file:a")
             deadline = time.monotonic() + 10
             while expiry(store, "file:a") <= claimed_until:  # first's heartbeat renews it
                 assert time.monotonic() < deadline, "the claim was never renewed"
                 time.sleep(0.05)
-            assert second.claim(["file:a", "file:b"]) == set()
-            assert first.claim(["file:a"]) == {"file:a"}  # its own, again
-            first.release(["file:a"])
-            assert second.claim(["file:a"]) == {"file:a"}
+            assert second.claims.take(["file:a", "file:b"]) == set()
+            assert first.claims.take(["file:a"]) == {"file:a"}  # its own, again
+            first.claims.release(["file:a"])
+            assert second.claims.take(["file:a"]) == {"file:a"}
             assert [node.live for node in nodes(store)] == [True, True]
             first.leave()  # signs off: its claims and row go with it
-            assert second.claim(["file:b"]) == {"file:b"}
+            assert second.claims.take(["file:b"]) == {"file:b"}
             assert [node.id for node in nodes(store)] == [second.id]
     finally:
         store.close()

@@ -15,7 +15,7 @@ from builders import odd_images, product_photo
 from lookalike.daemon.files import disk_name, scan, stored_name
 from lookalike.daemon.inbox import answer_path
 from lookalike.daemon.lock import lock_path
-from lookalike.store.store import masked
+from lookalike.store.urls import masked
 from running import LOOKALIKE, stored
 
 NOT_UTF8 = {  # the name on disk -> the name stored and answered
@@ -169,7 +169,7 @@ def test_linked_folders_are_never_entered(workspace, catalogue, run_cli, tmp_pat
 
 
 def test_answers_to_names_near_the_filesystems_limit_are_written(tmp_path):
-    from lookalike.store.atomic import write_atomically
+    from lookalike.base.atomic import write_atomically
 
     legal = tmp_path / ("裙" * 78 + ".jpg")  # 238 bytes: its answer's name just fits
     assert answer_path(legal).name == legal.name + ".neighbours.json"
@@ -217,7 +217,7 @@ def test_a_lock_or_snapshot_that_cannot_be_written_is_one_line(workspace, run_cl
 def test_whatever_a_step_raises_over_a_query_becomes_its_answers_error(workspace, catalogue,
                                                                        run_cli):
     from lookalike.cli.app import App
-    from lookalike.store.query import answer_queries
+    from lookalike.search.query import answer_queries
     from lookalike.store.store import Store
 
     workspace.add_catalogue(catalogue, 2)
@@ -230,7 +230,7 @@ def test_whatever_a_step_raises_over_a_query_becomes_its_answers_error(workspace
     app.pipeline.remover.remove = remove_that_breaks
     store = Store(app.config.database_url)
     try:
-        from lookalike.store.query import load_index
+        from lookalike.search.query import load_index
 
         index = load_index(store, app.pipeline.model_id, app.vector_index())
     finally:

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from builders import cropped_query, product_photo, write_resnet18_state_dict
-from lookalike.pipeline.errors import ConfigError, ImageError, LookalikeError, ModelMissingError
+from lookalike.base.errors import ConfigError, ImageError, LookalikeError, ModelMissingError
+from lookalike.models.files import ModelSource
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
-from lookalike.pipeline.steps import ModelSource
 
 DEFAULT_STEPS = {"decoder": "pillow", "remover": "rembg", "padder": "white", "embedder": "resnet18"}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lookalike.pipeline.errors import ConfigError
+from lookalike.base.errors import ConfigError
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -25,12 +25,12 @@ def row(path: str, vector: list[float], sha: str, removal: str | None = None) ->
 def test_rows_generations_and_removals_as_on_sqlite(database):
     store = Store(database)
     try:
-        store.apply([row("a.jpg", [1, 0], "ha", "plain@1"), row("b.jpg", [0, 1], "hb")])
+        store.write_rows([row("a.jpg", [1, 0], "ha", "plain@1"), row("b.jpg", [0, 1], "hb")])
         assert store.generation() == 1
-        store.apply([row("c.jpg", [1, 1], "hc")], gone=["a.jpg"])
+        store.write_rows([row("c.jpg", [1, 1], "hc")], gone=["a.jpg"])
         assert store.generation() == 2
         assert list(store.written_since("m", 1)) == ["c.jpg"]
-        paths, vectors = store.vectors("m")
+        paths, vectors = store.indexed_vectors("m")
         assert paths == ["b.jpg", "c.jpg"] and vectors.tolist() == [[0, 1], [1, 1]]
         assert store.counts() == {"m": {"indexed": 2, "failed": 0}}
         assert store.indexed_rows({"hb"}, "m")["hb"].path == "b.jpg"
@@ -88,7 +88,7 @@ def test_generations_follow_commit_order_under_concurrent_writers(database):
     g (or less) after it: the second waits for the first and takes g + 1."""
     first, second = Store(database), Store(database)
     try:
-        first.apply([row("a.jpg", [1, 0], "ha")])
+        first.write_rows([row("a.jpg", [1, 0], "ha")])
         engine = create_engine(database)
         slow = engine.connect()
         transaction = slow.begin()  # a writer that took generation 2 and has not committed

@@ -17,10 +17,10 @@ from alembic.runtime.migration import MigrationContext
 
 from lookalike.pipeline.builtins.exact_index import ExactIndex
 from lookalike.pipeline.builtins.hnsw_index import HnswIndex
-from lookalike.store.index import NeighbourIndex
-from lookalike.store.models import Base
+from lookalike.search.index import NeighbourIndex
 from lookalike.store.snapshot import SnapshotError, read_snapshot, write_snapshot
 from lookalike.store.store import ImageRow, Store, StoreError
+from lookalike.store.tables import Base
 
 
 @pytest.fixture
@@ -36,46 +36,46 @@ def facts(path: str, vector: list[float], sha: str = "", model: str = "m") -> Im
 
 
 def test_database_uses_wal_so_readers_never_block_the_writer(store, tmp_path):
-    store.apply([facts("a.jpg", [1, 0])])
+    store.write_rows([facts("a.jpg", [1, 0])])
     connection = sqlite3.connect(tmp_path / "test.db")
     assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     connection.close()
 
 
 def test_vectors_are_kept_per_model_and_never_mixed(store):
-    store.apply([facts("a.jpg", [1, 0]), facts("b.jpg", [0, 1, 0], model="other")])
-    paths, vectors = store.vectors("m")
+    store.write_rows([facts("a.jpg", [1, 0]), facts("b.jpg", [0, 1, 0], model="other")])
+    paths, vectors = store.indexed_vectors("m")
     assert paths == ["a.jpg"] and vectors.shape == (1, 2)
-    paths, vectors = store.vectors("other")
+    paths, vectors = store.indexed_vectors("other")
     assert paths == ["b.jpg"] and vectors.shape == (1, 3)
 
 
 def test_vectors_committed_between_the_count_and_the_read_are_kept(store, monkeypatch):
     from sqlalchemy.orm import Session
 
-    store.apply([facts("a.jpg", [1, 0]), facts("b.jpg", [0, 1])])
+    store.write_rows([facts("a.jpg", [1, 0]), facts("b.jpg", [0, 1])])
     # The service commits while `lookalike query` reads: the count is one behind the rows.
     monkeypatch.setattr(Session, "scalar", lambda self, statement: 1)
-    paths, matrix = store.vectors("m")
+    paths, matrix = store.indexed_vectors("m")
     assert paths == ["a.jpg", "b.jpg"]
     assert matrix.tolist() == [[1, 0], [0, 1]]
     monkeypatch.setattr(Session, "scalar", lambda self, statement: 0)
-    assert store.vectors("m")[1].tolist() == [[1, 0], [0, 1]]
+    assert store.indexed_vectors("m")[1].tolist() == [[1, 0], [0, 1]]
 
 
 def test_move_and_move_folder_keep_the_vector(store):
-    store.apply([facts("a.jpg", [1, 0]), facts("shoes/b.jpg", [0, 1]),
+    store.write_rows([facts("a.jpg", [1, 0]), facts("shoes/b.jpg", [0, 1]),
                  facts("shoes/c.jpg", [1, 1])])
     assert store.move("a.jpg", "renamed.jpg")
     assert len(store.move_folder("shoes", "boots")) == 2
-    paths, vectors = store.vectors("m")
+    paths, vectors = store.indexed_vectors("m")
     assert paths == ["boots/b.jpg", "boots/c.jpg", "renamed.jpg"]
     assert vectors[2].tolist() == [1, 0]
     assert not store.move("missing.jpg", "x.jpg")
 
 
 def test_paths_under_a_folder_exclude_lookalike_prefixes(store):
-    store.apply([facts("tops/a.jpg", [1, 0]), facts("tops_old/b.jpg", [0, 1]),
+    store.write_rows([facts("tops/a.jpg", [1, 0]), facts("tops_old/b.jpg", [0, 1]),
                  facts("tops%/c.jpg", [1, 1])])
     assert store.paths_under("tops") == ["tops/a.jpg"]
     assert store.paths_under("tops%") == ["tops%/c.jpg"]
@@ -108,11 +108,11 @@ def test_a_database_from_a_newer_lookalike_is_refused(store, tmp_path):
 
 
 def test_counts_and_failures_are_kept_only_until_the_next_write(store, tmp_path):
-    store.apply([facts("a.jpg", [1, 0])])
+    store.write_rows([facts("a.jpg", [1, 0])])
     assert store.counts() == {"m": {"indexed": 1, "failed": 0}} and store.failures() == []
     writer = Store(f"sqlite:///{tmp_path / 'test.db'}")  # another process
     try:
-        writer.apply([ImageRow("b.jpg", "b", 1, 1, error="not an image")])
+        writer.write_rows([ImageRow("b.jpg", "b", 1, 1, error="not an image")])
     finally:
         writer.close()
     assert store.counts() == {"m": {"indexed": 1, "failed": 0}, "": {"indexed": 0, "failed": 1}}
@@ -120,18 +120,18 @@ def test_counts_and_failures_are_kept_only_until_the_next_write(store, tmp_path)
 
 
 def test_a_reader_behind_the_log_of_removals_compares_every_path(store, tmp_path, monkeypatch):
+    from lookalike.search.follow import FollowedIndex
     from lookalike.store import store as store_module
-    from lookalike.store.follow import FollowedIndex
 
     monkeypatch.setattr(store_module, "REMOVALS_KEPT", 2)
-    store.apply([facts("a.jpg", unit(1, 0)), facts("b.jpg", unit(0, 1))])
+    store.write_rows([facts("a.jpg", unit(1, 0)), facts("b.jpg", unit(0, 1))])
     followed = FollowedIndex(store, "m", ExactIndex())
-    store.apply([], gone=["a.jpg"])
-    store.apply([facts("c.jpg", unit(1, 1))])
+    store.write_rows([], gone=["a.jpg"])
+    store.write_rows([facts("c.jpg", unit(1, 1))])
     assert store.removed_since(followed.generation) == ["a.jpg"]
     store.move("c.jpg", "d.jpg")  # three writes on: a.jpg's removal is no longer logged
     assert store.removed_since(followed.generation) is None
-    assert followed.refresh() and sorted(followed.index.paths()) == ["b.jpg", "d.jpg"]
+    assert followed.refresh() and sorted(followed.paths()) == ["b.jpg", "d.jpg"]
     assert store.removed_since(followed.generation) == []
 
 
@@ -184,9 +184,9 @@ def test_an_older_database_is_upgraded_in_place_keeping_its_rows(tmp_path, schem
     try:
         assert upgraded.get_meta("schema_version") == "4"
         assert upgraded.removal_counts() == {"": 1}  # not recorded before schema 3
-        assert upgraded.vectors("m")[1].tolist() == [[1, 0]]
+        assert upgraded.indexed_vectors("m")[1].tolist() == [[1, 0]]
         before = upgraded.generation()
-        upgraded.apply([facts("b.jpg", [0, 1])])
+        upgraded.write_rows([facts("b.jpg", [0, 1])])
         assert list(upgraded.written_since("m", before)) == ["b.jpg"]
         assert schema_differences(upgraded) == []
     finally:
@@ -371,43 +371,43 @@ def test_approximate_index_finds_the_exact_neighbours_of_a_clustered_catalogue()
 
 @pytest.mark.parametrize("index_name", sorted(INDEXES))
 def test_a_followed_index_applies_what_another_writer_changed(store, tmp_path, index_name):
-    from lookalike.store.follow import FollowedIndex
+    from lookalike.search.follow import FollowedIndex
 
     def found(vector) -> list[str]:
-        return [n.path for n in followed.index.search(unit(*vector), k=5)]
+        return [n.path for n in followed.search(unit(*vector), k=5)]
 
-    store.apply([facts("a.jpg", unit(1, 0)), facts("b.jpg", unit(0, 1))])
+    store.write_rows([facts("a.jpg", unit(1, 0)), facts("b.jpg", unit(0, 1))])
     writer = Store(f"sqlite:///{tmp_path / 'test.db'}")  # the service, as the UI sees it
     try:
         followed = FollowedIndex(store, "m", INDEXES[index_name]())
-        assert followed.index.size == 2 and not followed.refresh()
-        writer.apply([facts("b.jpg", unit(0, 1))])  # written again, unchanged
-        assert followed.refresh() and followed.index.size == 2
-        writer.apply([facts("c.jpg", unit(1, 0.1)), facts("a.jpg", unit(0, 1))])  # new, changed
+        assert followed.size == 2 and not followed.refresh()
+        writer.write_rows([facts("b.jpg", unit(0, 1))])  # written again, unchanged
+        assert followed.refresh() and followed.size == 2
+        writer.write_rows([facts("c.jpg", unit(1, 0.1)), facts("a.jpg", unit(0, 1))])  # new, moved
         assert followed.refresh()
         assert found((1, 0))[0] == "c.jpg"
-        assert followed.index.search(unit(0, 1), k=1)[0].similarity == pytest.approx(1)
+        assert followed.search(unit(0, 1), k=1)[0].similarity == pytest.approx(1)
         writer.move("c.jpg", "shoes/c.jpg")
         assert followed.refresh() and "c.jpg" not in found((1, 0))
         assert found((1, 0))[0] == "shoes/c.jpg"
         # One removal and one arrival leave the count as it was.
-        writer.apply([facts("d.jpg", unit(-1, 0))], gone=["b.jpg"])
+        writer.write_rows([facts("d.jpg", unit(-1, 0))], gone=["b.jpg"])
         assert followed.refresh()
-        assert sorted(followed.index.paths()) == ["a.jpg", "d.jpg", "shoes/c.jpg"]
-        writer.apply([ImageRow("a.jpg", "x", 1, 1, error="not an image")])  # now unreadable
-        assert followed.refresh() and sorted(followed.index.paths()) == ["d.jpg", "shoes/c.jpg"]
-        writer.apply([facts("x.jpg", unit(0, 1))])
+        assert sorted(followed.paths()) == ["a.jpg", "d.jpg", "shoes/c.jpg"]
+        writer.write_rows([ImageRow("a.jpg", "x", 1, 1, error="not an image")])  # now unreadable
+        assert followed.refresh() and sorted(followed.paths()) == ["d.jpg", "shoes/c.jpg"]
+        writer.write_rows([facts("x.jpg", unit(0, 1))])
         assert followed.refresh()
         assert not writer.move("never-stored.jpg", "x.jpg")  # nothing known moved: no change
         assert not followed.refresh()
         assert writer.move("x.jpg", "d.jpg")  # over d.jpg: its old vector goes, x's takes its place
-        assert followed.refresh() and sorted(followed.index.paths()) == ["d.jpg", "shoes/c.jpg"]
+        assert followed.refresh() and sorted(followed.paths()) == ["d.jpg", "shoes/c.jpg"]
         assert found((0, 1))[0] == "d.jpg"
         writer.move_folder("shoes", "bags")
-        assert followed.refresh() and sorted(followed.index.paths()) == ["bags/c.jpg", "d.jpg"]
-        writer.apply([facts("e.jpg", unit(1, 1), model="other")])  # another model's vector
+        assert followed.refresh() and sorted(followed.paths()) == ["bags/c.jpg", "d.jpg"]
+        writer.write_rows([facts("e.jpg", unit(1, 1), model="other")])  # another model's vector
         followed.refresh()
-        assert sorted(followed.index.paths()) == ["bags/c.jpg", "d.jpg"]
+        assert sorted(followed.paths()) == ["bags/c.jpg", "d.jpg"]
         assert not followed.refresh()
     finally:
         writer.close()

@@ -7,11 +7,12 @@ from functools import cached_property
 
 from PIL import Image
 
-from ..hookspecs import hookimpl
-from ..imaging import WHITE, on_white
-from ..steps import ModelFile, StepSettings
-from .plain_background import VERSION, PlainBackground
-from .rembg_remover import NETWORK_OPTIONS, RembgRemover
+from lookalike.models.files import ModelFile
+from lookalike.pipeline.builtins.plain_background import VERSION, PlainBackground
+from lookalike.pipeline.builtins.rembg_remover import NETWORK_OPTIONS, RembgRemover
+from lookalike.pipeline.hookspecs import hookimpl
+from lookalike.pipeline.imaging import WHITE, on_white
+from lookalike.pipeline.steps import StepSettings
 
 PLAIN = f"plain@{VERSION}"  # the way a plain background is removed, as rows record it
 

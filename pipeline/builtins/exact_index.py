@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..hookspecs import hookimpl
+from lookalike.pipeline.hookspecs import hookimpl
 
 BLOCK_ROWS = 65_536
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..cores import usable_cores
-from ..errors import ConfigError
-from ..hookspecs import hookimpl
-from ..steps import StepSettings
+from lookalike.base.cores import usable_cores
+from lookalike.base.errors import ConfigError
+from lookalike.pipeline.hookspecs import hookimpl
+from lookalike.pipeline.steps import StepSettings
 
 OPTIONS = {"connectivity": 16, "expansion_add": 100, "expansion_search": 512}
 

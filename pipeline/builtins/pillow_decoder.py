@@ -16,8 +16,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageError
-from ..hookspecs import hookimpl
+from lookalike.base.errors import ImageError
+from lookalike.pipeline.hookspecs import hookimpl
 
 ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 

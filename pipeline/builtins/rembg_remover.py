@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..cores import usable_cores
-from ..errors import ConfigError, ModelMissingError
-from ..hookspecs import hookimpl
-from ..imaging import on_white
-from ..steps import ModelFile, ModelSource, StepSettings, file_digest
+from lookalike.base.errors import ConfigError, ModelMissingError
+from lookalike.models.files import ModelFile, ModelSource, file_digest
+from lookalike.models.onnx import PROVIDERS, session_options
+from lookalike.pipeline.hookspecs import hookimpl
+from lookalike.pipeline.imaging import on_white
+from lookalike.pipeline.steps import StepSettings
 
 CUSTOM_SESSION = "u2net_custom"
 RELEASES = "https://github.com/danielgatis/rembg/releases/download/v0.0.0/"
@@ -131,7 +132,7 @@ class RembgRemover:
     def quantize(self, photos: list[Image.Image]) -> Path:
         """Make the int8 copy of the model (``int8_path``), its ranges calibrated on
         ``photos`` exactly as the session feeds them to the network."""
-        from ..quantize import quantized
+        from lookalike.models.quantize import quantized
 
         if self._model not in INT8_MODELS:
             raise ConfigError(f"[{self._table}] model {self._model}: int8 copies are made only "
@@ -142,8 +143,6 @@ class RembgRemover:
         return quantized(self._model_file.path, self.int8_path, name, samples)
 
     def _new_session(self, model: Path | None = None):
-        import onnxruntime
-
         path = str(model or self._run_path)
 
         class VerifiedFile(self._session_class):
@@ -154,12 +153,9 @@ class RembgRemover:
             def download_models(cls, *args, **kwargs):
                 return path
 
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = usable_cores()
-        # Its threads sleep between runs, leaving the cores to the embedder meanwhile.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:  # the custom session wants to be told its path too
-            return VerifiedFile(self._model, options, model_path=path)
+            return VerifiedFile(self._model, session_options(), model_path=path,
+                                providers=PROVIDERS)
         except Exception as exc:  # the model itself, not an image: stop the command
             raise ModelMissingError(f"cannot load rembg model {path}: {exc}") from None
 

@@ -17,10 +17,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..cores import usable_cores
-from ..errors import ConfigError, LookalikeError
-from ..hookspecs import hookimpl
-from ..steps import ModelFile, ModelSource, StepSettings
+from lookalike.base.atomic import atomic_path
+from lookalike.base.cache import cache_home
+from lookalike.base.errors import ConfigError, LookalikeError
+from lookalike.models.files import ModelFile, ModelSource
+from lookalike.models.onnx import inference_session
+from lookalike.pipeline.hookspecs import hookimpl
+from lookalike.pipeline.steps import StepSettings
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -38,8 +41,7 @@ OPTIONS = {"weights": "imagenet", "weights_sha256": "", "backend": "onnxruntime"
 
 def torch_hub_dir() -> Path:
     """torch.hub.get_dir() without importing torch: $TORCH_HOME/hub, else the XDG cache."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser()
-    return Path(os.environ.get("TORCH_HOME", cache / "torch")).expanduser() / "hub"
+    return Path(os.environ.get("TORCH_HOME", cache_home() / "torch")).expanduser() / "hub"
 
 
 def imagenet_weights_file(source: ModelSource) -> ModelFile:
@@ -49,10 +51,6 @@ def imagenet_weights_file(source: ModelSource) -> ModelFile:
            "weights to a file")
     return ModelFile("resnet18", source.place(name, torch_hub_dir() / "checkpoints" / name),
                      how, url=IMAGENET_URL, pin=IMAGENET_PIN, source=source)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "lookalike"
 
 
 def load_torch_model(path: Path):
@@ -84,10 +82,9 @@ def export_onnx(weights: Path, destination: Path) -> None:
     import torch
 
     model = load_torch_model(weights)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(f".{destination.name}.{os.getpid()}.partial")
     try:
-        with warnings.catch_warnings():
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(destination, ".partial") as partial, warnings.catch_warnings():
             # The TorchScript exporter is deprecated for one that needs onnxscript; it exports
             # this plain convolutional network exactly (the tests compare the vectors).
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -95,11 +92,8 @@ def export_onnx(weights: Path, destination: Path) -> None:
                               dynamo=False, input_names=["pixels"], output_names=["features"],
                               opset_version=17,
                               dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}})
-        os.replace(partial, destination)
     except OSError as exc:
         raise LookalikeError(f"cannot write the ONNX model {destination}: {exc}") from None
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 class TorchBackend:
@@ -115,19 +109,9 @@ class TorchBackend:
 
 class OnnxBackend:
     def __init__(self, weights: Path, path: Path):
-        import onnxruntime
-
         if not path.is_file():
             export_onnx(weights, path)
-        options = onnxruntime.SessionOptions()
-        # One image batch at a time, spread over every core; no second pool competing with it.
-        options.intra_op_num_threads = usable_cores()
-        options.inter_op_num_threads = 1
-        # Its threads sleep between runs instead of spinning: the threads removing the next
-        # batch's backgrounds need those cores meanwhile.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = onnxruntime.InferenceSession(str(path), options,
-                                                     providers=["CPUExecutionProvider"])
+        self._session = inference_session(str(path))
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         return self._session.run(None, {"pixels": pixels})[0]
@@ -147,7 +131,7 @@ class ResNet18Embedder:
         else:
             how = "set [resnet18] weights to a ResNet-18 state dict, or to \"imagenet\""
             self._weights_file = settings.model_file("weights", "resnet18", how)
-        self._cache_dir = settings.path("cache_dir") or default_cache_dir()
+        self._cache_dir = settings.path("cache_dir") or cache_home() / "lookalike"
 
     def model_files(self) -> list[ModelFile]:
         return [self._weights_file]

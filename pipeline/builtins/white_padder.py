@@ -6,8 +6,8 @@ the white border is never resampled.
 
 from PIL import Image
 
-from ..hookspecs import hookimpl
-from ..imaging import WHITE
+from lookalike.pipeline.hookspecs import hookimpl
+from lookalike.pipeline.imaging import WHITE
 
 
 class WhitePadder:

@@ -4,7 +4,7 @@ at once on one database upgrade it once (the store holds a lock meanwhile)."""
 
 from alembic import context
 
-from lookalike.store.models import Base
+from lookalike.store.tables import Base
 
 context.configure(connection=context.config.attributes["connection"],
                   target_metadata=Base.metadata, render_as_batch=True)

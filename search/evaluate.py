@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.pipeline.errors import ImageError, LookalikeError
+from lookalike.base.errors import ImageError, LookalikeError
+from lookalike.daemon.files import file_path, scan
 from lookalike.pipeline.pipeline import Pipeline
-
-from .files import file_path, scan
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +92,6 @@ def embed_files(
                 batch.append((path, label))
             except ImageError as exc:
                 failed.append((path, str(exc)))
-            except OSError as exc:
-                failed.append((path, f"cannot read: {exc.strerror}"))
         vectors.append(pipeline.embed(images))
         kept += batch
         on_progress(len(items[start:start + batch_size]))

@@ -3,12 +3,13 @@ on inputs the model really sees, written atomically."""
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from lookalike.base.atomic import atomic_path
 
 
 def quantized(source: Path, target: Path, input_name: str, samples: Sequence[np.ndarray]) -> Path:
@@ -31,14 +32,12 @@ def quantized(source: Path, target: Path, input_name: str, samples: Sequence[np.
             return None if sample is None else {input_name: sample}
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".quantizing-") as tmp:
-        optimised, made = Path(tmp) / "optimised.onnx", Path(tmp) / "int8.onnx"
+    with (tempfile.TemporaryDirectory(dir=target.parent, prefix=".quantizing-") as tmp,
+          atomic_path(target, ".onnx") as made):
+        optimised = Path(tmp) / "optimised.onnx"
         # Batch norms folded into the convolutions first, as ONNX Runtime's guide advises.
         quant_pre_process(str(source), str(optimised))
         quantize_static(str(optimised), str(made), Samples(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8)
-        with open(made, "rb+") as file:
-            os.fsync(file.fileno())
-        os.replace(made, target)
     return target

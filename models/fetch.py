@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import http.client
 import logging
-import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from .errors import ModelMissingError
-from .steps import ModelFile, file_digest
+from lookalike.base.atomic import atomic_path
+from lookalike.base.errors import ModelMissingError
+from lookalike.models.files import ModelFile, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +33,14 @@ def fetch(file: ModelFile, destination: Path | None = None) -> Path:
     url = source_url(file)
     destination.parent.mkdir(parents=True, exist_ok=True)
     log.info("fetching %s from %s", destination.name, url)
-    fd, name = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.",
-                                suffix=".partial")
-    partial = Path(name)
     try:
-        with os.fdopen(fd, "wb") as output:
-            _download(url, output, file.source.timeout_seconds)
-        _check(file, url, partial)
-        partial.replace(destination)
+        # Removed after a failure or Ctrl-C; renamed into place only once verified.
+        with atomic_path(destination, ".partial") as partial:
+            with open(partial, "wb") as output:
+                _download(url, output, file.source.timeout_seconds)
+            _check(file, url, partial)
     except OSError as exc:
         raise ModelMissingError(f"cannot fetch {url}: {_reason(exc)}") from None
-    finally:
-        partial.unlink(missing_ok=True)  # after a failure, Ctrl-C, or nothing once renamed
     log.info("fetched %s (sha256 %s)", destination, file_digest(destination, "sha256"))
     return destination
 

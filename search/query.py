@@ -4,28 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lookalike.pipeline.errors import ImageError
+from lookalike.base.errors import ImageError
 from lookalike.pipeline.pipeline import Pipeline, Prepared
 from lookalike.pipeline.steps import VectorIndex
+from lookalike.search.index import NeighbourIndex
+from lookalike.store.store import Store
 
-from .index import NeighbourIndex
-from .store import Store
+if TYPE_CHECKING:
+    from lookalike.search.follow import FollowedIndex
 
 EMPTY_INDEX = "the index holds no images embedded by this model yet"
 
 
-def load_index(store: Store, model: str, vectors: VectorIndex) -> NeighbourIndex:
-    """An index over ``vectors`` (an empty index plugin) of ``model``'s vectors in the store."""
-    index = NeighbourIndex(model, vectors)
-    index.load(*store.vectors(model))
+def load_index(store: Store, model: str, vector_index: VectorIndex) -> NeighbourIndex:
+    """``model``'s vectors in the store, in ``vector_index`` (an empty index plugin)."""
+    index = NeighbourIndex(model, vector_index)
+    index.load(*store.indexed_vectors(model))
     return index
 
 
 def answer_queries(
     pipeline: Pipeline,
-    index: NeighbourIndex,
+    index: NeighbourIndex | FollowedIndex,
     queries: Sequence[tuple[str, bytes | ImageError]],
     k: int,
     seen: list[Prepared | None] | None = None,

@@ -15,3 +15,7 @@ class ModelMissingError(LookalikeError):
 
 class ImageError(LookalikeError):
     """A file could not be turned into a model input (not an image, truncated, ...)."""
+
+
+class UnreadableFile(ImageError):
+    """A file could not be read at all (gone, no permission): perhaps only for now."""

@@ -1,4 +1,4 @@
-"""The neighbour index of one model: image paths over a vector index plugin.
+"""The neighbour index of one model: image paths over a vector index plugin (integer keys).
 
 It is kept current one change at a time (add, replace, forget a path), so an image arriving in
 a catalogue of millions costs one insertion, not a rebuild.
@@ -21,9 +21,9 @@ class Neighbour:
 
 
 class NeighbourIndex:
-    def __init__(self, model: str, vectors: VectorIndex):
+    def __init__(self, model: str, vector_index: VectorIndex):
         self.model = model
-        self._vectors = vectors
+        self._vector_index = vector_index
         self._key_of: dict[str, int] = {}
         self._path_of: dict[int, str] = {}
         self._free: list[int] = []  # keys of forgotten paths, reused so keys stay dense
@@ -40,22 +40,22 @@ class NeighbourIndex:
         assert not self._key_of, "load fills an empty index"
         self._key_of = {path: key for key, path in enumerate(paths)}
         self._path_of = dict(enumerate(paths))
-        self._vectors.add(np.arange(len(paths), dtype=np.int64), matrix)
+        self._vector_index.add(np.arange(len(paths), dtype=np.int64), matrix)
 
     def update(self, changes: Mapping[str, np.ndarray | None]) -> None:
         """Store each path's new vector, or forget the path where the vector is None."""
         gone = [self._forget(path) for path, vector in changes.items()
                 if vector is None and path in self._key_of]
         if gone:
-            self._vectors.remove(np.array(gone, dtype=np.int64))
+            self._vector_index.remove(np.array(gone, dtype=np.int64))
         added = [(path, vector) for path, vector in changes.items() if vector is not None]
         if added:
             keys = np.array([self._key(path) for path, _ in added], dtype=np.int64)
-            self._vectors.add(keys, np.stack([vector for _, vector in added]))
+            self._vector_index.add(keys, np.stack([vector for _, vector in added]))
 
     def search(self, vector: np.ndarray, k: int) -> list[Neighbour]:
         """The ``k`` most similar stored images, most similar first."""
-        keys, similarities = self._vectors.search(vector, k)
+        keys, similarities = self._vector_index.search(vector, k)
         return [
             Neighbour(self._path_of[int(key)], round(float(similarity), 6))
             for key, similarity in zip(keys, similarities, strict=True)

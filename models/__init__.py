@@ -1,0 +1,1 @@
+"""Model files: where each is found, fetched (pinned, verified), quantized and run."""

@@ -1,0 +1,1 @@
+"""Finding neighbours: the in-memory index, following the store, the query function."""
