@@ -15,6 +15,7 @@ import argparse
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ def pipeline_with(app: App, remover: str, backend: str) -> Pipeline:
     config = app.config
     tables = {**config.tables, "resnet18": {**config.tables.get("resnet18", {}),
                                             "backend": backend}}
-    pipeline = Pipeline.build(app.steps, {**config.pipeline, "remover": remover}, tables,
+    pipeline = Pipeline.build(app.steps, replace(config.pipeline, remover=remover), tables,
                               config.base_dir, app.models)
     pipeline.warm_up()
     return pipeline
@@ -77,7 +78,7 @@ def ingest_rate(pipeline: Pipeline, folder: Path, names: list[str],
 
 def removal_cost(app: App, folder: Path, names: list[str]) -> tuple[str, float, float]:
     """Seconds per image of the configured remover, and of embedding one image alone."""
-    pipeline = pipeline_with(app, app.config.pipeline["remover"], BACKENDS[0])
+    pipeline = pipeline_with(app, app.config.pipeline.remover, BACKENDS[0])
     images = [pipeline.decoder.decode((folder / name).read_bytes(), 224) for name in names[:20]]
     started = time.perf_counter()
     removed = [pipeline.remover.remove(image) for image in images]

@@ -95,8 +95,8 @@ def main() -> None:
         query_items = write_folder(root / "queries", query_x, query_y)
         started = time.perf_counter()
         catalogue = embed_files(pipeline, root / "catalogue", catalogue_items,
-                                app.config.batch_size)
-        queries = embed_files(pipeline, root / "queries", query_items, app.config.batch_size)
+                                app.config.daemon.batch_size)
+        queries = embed_files(pipeline, root / "queries", query_items, app.config.daemon.batch_size)
         seconds = time.perf_counter() - started
     labels = np.array([label for _, label in catalogue.kept])
     query_labels = np.array([label for _, label in queries.kept])

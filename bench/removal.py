@@ -30,6 +30,7 @@ import tempfile
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -181,7 +182,7 @@ def with_remover(app: App, remover: str, network: Path | None = None,
     """The configured pipeline with ``remover``, its network the ONNX file ``network`` (its
     int8 copy with ``int8``)."""
     config = app.config
-    chosen = {**config.pipeline, "remover": remover}
+    chosen = replace(config.pipeline, remover=remover)
     table = {"model_path": str(network), "int8": int8} if network else {}
     tables = {**config.tables, remover: table}
     pipeline = Pipeline.build(app.steps, chosen, tables, config.base_dir, app.models)

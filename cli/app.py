@@ -48,13 +48,13 @@ class App:
 
     def vector_index(self, name: str | None = None) -> VectorIndex:
         """A new, empty vector index: the configured one, or the plugin called ``name``."""
-        name = name or self.config.pipeline["index"]
+        name = name or self.config.pipeline.index
         plugin = installed(self.steps, "index", name)
         return plugin.build(self.config.tables.get(name, {}), self.config.base_dir, self.models)
 
     @contextmanager
     def opened_store(self) -> Iterator[Store]:
-        store = Store(self.config.database_url)
+        store = Store(self.config.catalogue.database)
         try:
             yield store
         finally:
@@ -64,7 +64,7 @@ class App:
     def locked(self, command: str) -> Iterator[None]:
         """Held while ``command`` (run or index) writes: one writer per SQLite file (a
         database server is shared by nodes)."""
-        path = lock_path(self.config.database_url)
+        path = lock_path(self.config.catalogue.database)
         lock = ServiceLock(path) if path else None
         if lock:
             lock.acquire(command)
@@ -77,13 +77,14 @@ class App:
     @contextmanager
     def node(self, store: Store, command: str) -> Iterator[ThisNode]:
         """This process as a node of the store while ``command`` (run or index) works."""
-        if lock_path(self.config.database_url):  # the lock held: any node there is dead
+        if lock_path(self.config.catalogue.database):  # the lock held: any node there is dead
             forget_nodes(store)
-        with joined(store, command, self.pipeline.model_id, self.config.lease_seconds) as node:
+        lease = self.config.daemon.lease_seconds
+        with joined(store, command, self.pipeline.model_id, lease) as node:
             yield node
 
     def check_snapshot_folder(self) -> None:
-        folder = self.config.snapshot.parent
+        folder = self.config.catalogue.snapshot.parent
         if not folder.is_dir():
             raise ConfigError(f"{self.config.path}: the folder of snapshot ({folder}) does not "
                               "exist")
@@ -94,7 +95,7 @@ class App:
         counts = store.counts() if store else {}
         meta = store.get_meta if store else lambda key: None
         report = {
-            "database": masked(self.config.database_url),
+            "database": masked(self.config.catalogue.database),
             "indexed": sum(c["indexed"] for c in counts.values()),
             "failed": sum(c["failed"] for c in counts.values()),
             "models": {model: c["indexed"] for model, c in counts.items() if c["indexed"]},

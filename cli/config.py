@@ -1,8 +1,8 @@
-"""config.toml: defaults, validation (unknown keys are errors) and path resolution."""
+"""config.toml: read, checked against the declared settings (unknown keys are errors), paths
+resolved relative to the file. Each table becomes its settings dataclass, passed on as is."""
 
 from __future__ import annotations
 
-import math
 import os
 import tomllib
 from dataclasses import dataclass
@@ -13,46 +13,36 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from lookalike.base.errors import ConfigError
-from lookalike.cli.limits import MAX_K
-from lookalike.models.files import ModelSource, is_url
+from lookalike.base.settings import converted, declarations, toml_default
+from lookalike.daemon.settings import Catalogue, DaemonSettings
+from lookalike.models.files import ModelSource
+from lookalike.pipeline.pipeline import PipelineSteps
 from lookalike.pipeline.plugins import StepPlugin
+from lookalike.search.settings import QuerySettings
 from lookalike.store.urls import sqlite_file
 
 CONFIG_ENV = "LOOKALIKE_CONFIG"
 
-DEFAULTS: dict[str, Any] = {
-    "images_dir": "images",
-    "inbox_dir": "inbox",
-    "snapshot": "feature_vectors.pkl",
-    "database": "sqlite:///lookalike.db",
-    "pipeline": {
-        "decoder": "pillow", "remover": "auto", "padder": "white", "embedder": "resnet18",
-        "index": "exact",
-    },
-    "query": {"k": 10},
-    "models": {"dir": "", "mirror": "", "fetch": True, "timeout_seconds": 60.0},
-    "daemon": {"settle_seconds": 1.0, "batch_size": 16, "polling": False, "rescan_seconds": 600.0,
-               "max_removal_fraction": 0.5, "lease_seconds": 60.0},
+# The tables of lookalike's own settings, in the order `lookalike init` writes them ("" is
+# the top level). Every other table belongs to the step plugin of its name.
+TABLES: dict[str, type] = {
+    "": Catalogue,
+    "pipeline": PipelineSteps,
+    "query": QuerySettings,
+    "models": ModelSource,
+    "daemon": DaemonSettings,
 }
 
 
 @dataclass(frozen=True)
 class Config:
     path: Path
-    images_dir: Path
-    inbox_dir: Path
-    snapshot: Path
-    database_url: str
-    pipeline: dict[str, str]
-    k: int
-    settle_seconds: float
-    batch_size: int
-    polling: bool
-    rescan_seconds: float
-    max_removal_fraction: float
-    lease_seconds: float
+    catalogue: Catalogue
+    pipeline: PipelineSteps
+    query: QuerySettings
     models: ModelSource
-    tables: dict[str, dict[str, Any]]
+    daemon: DaemonSettings
+    tables: dict[str, dict[str, Any]]  # each step plugin's table, its defaults filled in
 
     @property
     def base_dir(self) -> Path:
@@ -69,76 +59,65 @@ def config_path(option: str | None) -> Path:
 
 
 def load_config(path: Path, steps: dict[str, dict[str, StepPlugin]]) -> Config:
-    """Read and validate ``path``; plugin tables are checked against their plugin's options."""
+    """Read and check ``path``; plugin tables are checked against their plugin's options."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
     plugin_options = {name: p.options for named in steps.values() for name, p in named.items()}
-    core_tables = {key for key, value in DEFAULTS.items() if isinstance(value, dict)}
-    tables = {
-        key: _checked(path, key, value, plugin_options[key])
-        for key, value in raw.items()
-        if key in plugin_options and key not in core_tables
-    }
-    merged = _checked(path, "", {k: v for k, v in raw.items() if k not in tables}, DEFAULTS)
-    base = path.parent
-    config = Config(
-        path=path,
-        images_dir=(base / merged["images_dir"]).resolve(),
-        inbox_dir=(base / merged["inbox_dir"]).resolve(),
-        snapshot=(base / merged["snapshot"]).resolve(),
-        database_url=_database_url(path, merged["database"]),
-        pipeline=merged["pipeline"],
-        k=merged["query"]["k"],
-        settle_seconds=merged["daemon"]["settle_seconds"],
-        batch_size=merged["daemon"]["batch_size"],
-        polling=merged["daemon"]["polling"],
-        rescan_seconds=merged["daemon"]["rescan_seconds"],
-        max_removal_fraction=merged["daemon"]["max_removal_fraction"],
-        lease_seconds=merged["daemon"]["lease_seconds"],
-        models=_model_source(path, merged["models"]),
-        tables=tables,
-    )
-    _check_values(config)
-    return config
+    top_level = {key: value for key, value in raw.items() if not isinstance(value, dict)}
+    for key, value in raw.items():
+        if isinstance(value, dict) and key not in TABLES and key not in plugin_options:
+            raise ConfigError(f"{path}: unknown key {key!r}")
+    loaded = {name: _table(path, name, top_level if name == "" else raw.get(name, {}), table)
+              for name, table in TABLES.items()}
+    catalogue = loaded[""]
+    catalogue = Catalogue(catalogue.images_dir, catalogue.inbox_dir, catalogue.snapshot,
+                          _database_url(path, catalogue.database))
+    images, inbox = catalogue.images_dir, catalogue.inbox_dir
+    if images == inbox or images in inbox.parents or inbox in images.parents:
+        raise ConfigError(f"{path}: images_dir and inbox_dir must not contain each other")
+    tables = {key: _plugin_table(path, key, value, plugin_options[key])
+              for key, value in raw.items() if key in plugin_options and key not in TABLES}
+    return Config(path, catalogue, loaded["pipeline"], loaded["query"], loaded["models"],
+                  loaded["daemon"], tables)
 
 
-def _checked(path: Path, table: str, given: Any, defaults: dict[str, Any]) -> dict[str, Any]:
-    """``defaults`` updated with ``given``; an unknown key or a wrong type is an error."""
+def _table(path: Path, name: str, given: Any, table: type) -> Any:
+    """The settings dataclass ``table`` from the TOML table ``given``."""
     if not isinstance(given, dict):
-        raise ConfigError(f"{path}: [{table}] must be a table")
-    merged = dict(defaults)
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    known = {declaration.name: declaration for declaration in declarations(table)}
+    values = {}
     for key, value in given.items():
-        name = f"{table}.{key}" if table else key
-        if key not in defaults:
-            raise ConfigError(f"{path}: unknown key {name!r}")
-        default = defaults[key]
-        if isinstance(default, dict):
-            if table:  # plugin tables and core tables are flat
-                raise ConfigError(f"{path}: unknown key {name!r}")
-            merged[key] = _checked(path, key, value, default)
-        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            merged[key] = float(value)
-        elif type(value) is not type(default):
-            raise ConfigError(f"{path}: {name} must be a {type(default).__name__}")
-        elif isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{path}: {name} must be a finite number, not {value}")
-        else:
-            merged[key] = value
+        qualified = f"{name}.{key}" if name else key
+        if key not in known:
+            raise ConfigError(f"{path}: unknown key {qualified!r}")
+        try:
+            values[key] = converted(known[key], value, path.parent)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {qualified} {exc}") from None
+    defaults = {key: converted(d, toml_default(d), path.parent)
+                for key, d in known.items() if key not in values}
+    return table(**defaults, **values)
+
+
+def _plugin_table(path: Path, name: str, given: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """A plugin's table: its options' defaults updated with ``given``, each of the default's
+    type (a plugin declares defaults only)."""
+    if not isinstance(given, dict):
+        raise ConfigError(f"{path}: [{name}] must be a table")
+    merged = dict(options)
+    for key, value in given.items():
+        if key not in options:
+            raise ConfigError(f"{path}: unknown key {f'{name}.{key}'!r}")
+        default = options[key]
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not type(default):
+            raise ConfigError(f"{path}: {name}.{key} must be a {type(default).__name__}")
+        merged[key] = value
     return merged
-
-
-def _model_source(path: Path, table: dict[str, Any]) -> ModelSource:
-    mirror = table["mirror"]
-    if mirror and not is_url(mirror):
-        raise ConfigError(f"{path}: models.mirror must be an http://, https:// or file:// URL")
-    if table["timeout_seconds"] <= 0:
-        raise ConfigError(f"{path}: models.timeout_seconds must be positive")
-    folder = Path(table["dir"]).expanduser() if table["dir"] else None
-    return ModelSource(mirror=mirror, fetch=table["fetch"],
-                       dir=path.parent / folder if folder else None,
-                       timeout_seconds=table["timeout_seconds"])
 
 
 def _database_url(path: Path, url: str) -> str:
@@ -151,21 +130,3 @@ def _database_url(path: Path, url: str) -> str:
     if file:
         parsed = parsed.set(database=str((path.parent / file).resolve()))
     return parsed.render_as_string(hide_password=False)
-
-
-def _check_values(config: Config) -> None:
-    if not 1 <= config.k <= MAX_K:
-        raise ConfigError(f"{config.path}: query.k must be from 1 to {MAX_K}")
-    if config.batch_size < 1:
-        raise ConfigError(f"{config.path}: daemon.batch_size must be at least 1")
-    if config.rescan_seconds <= 0:
-        raise ConfigError(f"{config.path}: daemon.rescan_seconds must be positive")
-    if config.lease_seconds <= 0:
-        raise ConfigError(f"{config.path}: daemon.lease_seconds must be positive")
-    if config.settle_seconds < 0:
-        raise ConfigError(f"{config.path}: daemon.settle_seconds must not be negative")
-    if not 0 <= config.max_removal_fraction <= 1:
-        raise ConfigError(f"{config.path}: daemon.max_removal_fraction must be from 0 to 1")
-    images, inbox = config.images_dir, config.inbox_dir
-    if images == inbox or images in inbox.parents or inbox in images.parents:
-        raise ConfigError(f"{config.path}: images_dir and inbox_dir must not contain each other")

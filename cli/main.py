@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import click
 
 from lookalike.base.errors import ImageError, LookalikeError
-from lookalike.cli.limits import MAX_K
+from lookalike.search.settings import MAX_K
 
 
 class LookalikeGroup(click.Group):
@@ -45,6 +46,27 @@ def offline_option(command):
                         help="Never fetch a missing model file ([models] fetch = false).")(command)
 
 
+def progress_bar(total: int, label: str):
+    """A progress bar on stderr, drawn only when stderr is a terminal."""
+    return click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True,
+                             hidden=not sys.stderr.isatty())
+
+
+class BacklogBar:
+    """The service's start-up backlog as a progress bar, on a terminal only."""
+
+    def __init__(self):
+        self._bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = progress_bar(total, "reconciling")
+            self._bar.render_progress()
+        self._bar.update(done - self._bar.pos)
+        if done == total:
+            self._bar.render_finish()
+
+
 def json_option(command):
     return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(command)
 
@@ -68,11 +90,12 @@ def cli():
 def init(folder):
     """Write a commented config.toml and the images/ and inbox/ folders into FOLDER (default:
     here), to start lookalike anywhere; an existing config.toml is never overwritten."""
-    from importlib.resources import files
+    from lookalike.cli.template import config_template
+    from lookalike.pipeline.plugins import collect_steps, plugin_manager
 
     folder = Path(folder)
     config = folder / "config.toml"
-    template = files("lookalike.cli").joinpath("config.toml").read_bytes()
+    template = config_template(collect_steps(plugin_manager())).encode()
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(config, "xb") as f:  # x: refuses an existing file, even one made meanwhile
@@ -95,7 +118,7 @@ def init(folder):
 def run(log_format, offline, config_option):
     """Run the service: index images_dir as it changes, answer images dropped into inbox_dir."""
     from lookalike.cli.logs import setup_logging
-    from lookalike.daemon.service import Service, ServiceSettings
+    from lookalike.daemon.service import Service
 
     setup_logging(log_format=log_format)
     app = load_app(config_option, offline)
@@ -103,18 +126,8 @@ def run(log_format, offline, config_option):
     empty_index = app.vector_index()
     with app.locked("run"), app.opened_store() as store, app.node(store, "run") as node:
         app.pipeline.warm_up()
-        settings = ServiceSettings(
-            images_dir=config.images_dir,
-            inbox_dir=config.inbox_dir,
-            snapshot=config.snapshot,
-            k=config.k,
-            settle_seconds=config.settle_seconds,
-            batch_size=config.batch_size,
-            polling=config.polling,
-            rescan_seconds=config.rescan_seconds,
-            max_removal_fraction=config.max_removal_fraction,
-        )
-        service = Service(settings, store, app.pipeline, empty_index, node)
+        service = Service(config.catalogue, config.daemon, config.query.k, store, app.pipeline,
+                          empty_index, node, on_backlog=BacklogBar())
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: service.stop())
         logging.getLogger(__name__).info("model %s", app.pipeline.model_id)
@@ -131,25 +144,30 @@ def index(allow_mass_removal, offline, config_option):
     """Index images_dir once (new, changed and deleted files), refresh the snapshot, exit.
     Alongside services on a shared database it is one more node (the snapshot is then left
     to the service that writes it)."""
-    from lookalike.daemon.reconcile import HELD_BACK, reconcile
+    from lookalike.daemon.ingest import ingest
+    from lookalike.daemon.reconcile import HELD_BACK, differences
     from lookalike.store.leader import SnapshotLeader
     from lookalike.store.snapshot import publish_snapshot
 
     app = load_app(config_option, offline)
     config = app.config
     app.check_snapshot_folder()
+    snapshot = config.catalogue.snapshot
     with app.locked("index"), app.opened_store() as store, app.node(store, "index") as node:
         pipeline = app.pipeline
-        report = reconcile(store, pipeline, node, config.images_dir, config.batch_size,
-                           config.max_removal_fraction, allow_mass_removal)
+        found = differences(store, config.catalogue.images_dir, pipeline.model_id,
+                            config.daemon.max_removal_fraction, allow_mass_removal)
+        with progress_bar(len(found.paths), "indexing") as bar:
+            report = ingest(store, pipeline, config.catalogue.images_dir, node, found.paths,
+                            config.daemon.batch_size, on_progress=bar.update)
+        report.unchanged += found.current
         leader = SnapshotLeader(store)
         try:
             written = leader.holds()
             if written:
-                publish_snapshot(store, pipeline.model_id, config.snapshot)
+                publish_snapshot(store, pipeline.model_id, snapshot)
         except OSError as exc:
-            raise LookalikeError(f"cannot write snapshot {config.snapshot}: {exc.strerror}"
-                                 ) from None
+            raise LookalikeError(f"cannot write snapshot {snapshot}: {exc.strerror}") from None
         finally:
             leader.release()
         size = store.count_indexed(pipeline.model_id)
@@ -172,7 +190,7 @@ def query(images, k, as_json, offline, config_option):
     from lookalike.search.query import EMPTY_INDEX, answer_queries, load_index
 
     app = load_app(config_option, offline)
-    k = k or app.config.k
+    k = k or app.config.query.k
     queries = []
     for image in images:
         name = stored_name(image)
@@ -247,7 +265,6 @@ def evaluate(folder, k, as_json, offline, config_option):
     Each image is queried against all the others (leave-one-out); a neighbour is a hit when it
     comes from the same sub-folder. Nothing is written to the store.
     """
-    import sys
 
     from lookalike.search.evaluate import categorised_images, evaluate_folder
 
@@ -256,9 +273,8 @@ def evaluate(folder, k, as_json, offline, config_option):
     if not folder.is_dir():
         raise click.ClickException(f"{folder} is not a folder")
     total = len(categorised_images(folder))
-    with click.progressbar(length=total, label="embedding", file=sys.stderr,
-                           hidden=not sys.stderr.isatty()) as bar:
-        result = evaluate_folder(app.pipeline, folder, k, app.config.batch_size, bar.update)
+    with progress_bar(total, "embedding") as bar:
+        result = evaluate_folder(app.pipeline, folder, k, app.config.daemon.batch_size, bar.update)
     if as_json:
         click.echo(json.dumps({
             "k": result.k, "images": result.images, "precision": result.overall,
@@ -285,7 +301,7 @@ def status(as_json, config_option):
     from lookalike.store.store import database_exists
 
     app = load_app(config_option)
-    if database_exists(app.config.database_url):
+    if database_exists(app.config.catalogue.database):
         with app.opened_store() as store:
             report = app.status(store)
     else:  # looking makes nothing: the first `index` or `run` makes the database
@@ -356,7 +372,7 @@ def quantize(count, offline, config_option):
     network = getattr(remover, "network", remover)
     if not hasattr(network, "quantize"):
         raise click.ClickException(f"remover {remover.id} has no network to quantize")
-    folder = app.config.images_dir
+    folder = app.config.catalogue.images_dir
     if not folder.is_dir():
         raise click.ClickException(f"images_dir {folder} does not exist")
     paths = sorted(scan(folder).files)

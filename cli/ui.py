@@ -18,12 +18,13 @@ import streamlit as st
 
 from lookalike.base.errors import ImageError, LookalikeError
 from lookalike.cli.app import App
-from lookalike.cli.limits import MAX_K
+from lookalike.cli.config import CONFIG_ENV
 from lookalike.daemon.files import file_path
 from lookalike.pipeline.builtins.auto_remover import PLAIN
 from lookalike.pipeline.pipeline import Pipeline, Prepared
 from lookalike.search.follow import FollowedIndex
 from lookalike.search.query import EMPTY_INDEX, answer_queries
+from lookalike.search.settings import MAX_K
 from lookalike.store.store import Store
 
 REFRESH_SECONDS = 5  # how often the catalogue panels look for new, changed and removed images
@@ -37,7 +38,7 @@ FAILURES_SHOWN = 200
 def open_catalogue() -> tuple[App, FollowedIndex]:
     app = App(None)
     app.pipeline.warm_up()
-    store = Store(app.config.database_url)
+    store = Store(app.config.catalogue.database)
     return app, FollowedIndex(store, app.pipeline.model_id, app.vector_index())
 
 
@@ -64,7 +65,7 @@ def catalogue_thumbnail(_pipeline: Pipeline, path: Path, mtime_ns: int) -> bytes
 
 
 def show_catalogue_image(app: App, path: str, **image_options) -> None:
-    file = file_path(app.config.images_dir, path)
+    file = file_path(app.config.catalogue.images_dir, path)
     try:
         image = catalogue_thumbnail(app.pipeline, file, file.stat().st_mtime_ns)
     except OSError:
@@ -93,7 +94,7 @@ def use_upload(pipeline: Pipeline) -> None:
 
 def use_catalogue_item(app: App, path: str) -> None:
     try:
-        data = app.pipeline.read_file(file_path(app.config.images_dir, path))
+        data = app.pipeline.read_file(file_path(app.config.catalogue.images_dir, path))
     except ImageError as exc:
         st.session_state.query_problem = f"{path}: {exc}"
     else:
@@ -130,7 +131,7 @@ def query_panel(app: App, followed: FollowedIndex) -> None:
         st.file_uploader("Upload a product photo", key="upload", on_change=use_upload,
                          args=(app.pipeline,))
     with k_column:
-        k = st.number_input("Lookalikes", min_value=1, max_value=MAX_K, value=app.config.k)
+        k = st.number_input("Lookalikes", min_value=1, max_value=MAX_K, value=app.config.query.k)
     if problem := st.session_state.pop("query_problem", None):
         st.error(problem)
     query = st.session_state.get("query")
@@ -233,7 +234,7 @@ def main() -> None:
     st.title("lookalike")
     with st.sidebar:
         st.header("Catalogue")
-        st.caption(f"{app.config.images_dir}  \nconfig {os.environ.get('LOOKALIKE_CONFIG')}")
+        st.caption(f"{app.config.catalogue.images_dir}  \nconfig {os.environ.get(CONFIG_ENV)}")
         catalogue_status(app, followed)
     if followed.size == 0:
         st.warning(f"{EMPTY_INDEX}: start the service (`lookalike run`) or run "

@@ -1,18 +1,29 @@
-"""The inbox's answers: where each query's JSON goes, and whether a query is answered.
+"""The inbox's answers: where each query's JSON goes, whether a query is answered, and the
+answering itself (``InboxAnswerer``).
 
 An answer records the sha256 of the query it answers, so a query is answered again exactly
 when its content changed, whatever its mtime says (``mv``, ``cp -p``, rsync and unzip keep
-old mtimes).
+old mtimes). A shared inbox gets one answer per query, whichever node claims it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
-from lookalike.daemon.files import ANSWER_SUFFIX
+from lookalike.base.atomic import write_atomically
+from lookalike.base.errors import ImageError, UnreadableFile
+from lookalike.daemon.files import ANSWER_SUFFIX, stored_name
+from lookalike.daemon.retry import RetriedWrites, RetryTimes
+from lookalike.pipeline.pipeline import Pipeline
+from lookalike.search.follow import FollowedIndex
+from lookalike.search.query import answer_queries
+from lookalike.store.nodes import ThisNode
+
+log = logging.getLogger(__name__)
 
 # The longest file name most filesystems take (bytes); pathconf says when it is less.
 NAME_MAX = 255
@@ -57,3 +68,66 @@ def is_answered(query: Path, digest: str) -> bool:
     except (OSError, ValueError):
         return False
     return isinstance(answer, dict) and answer.get("query_sha256") == digest
+
+
+class InboxAnswerer:
+    """Answers settled queries from the service's index; an answer another node holds, or one
+    that could not be written, is tried again later (``retries``)."""
+
+    def __init__(self, pipeline: Pipeline, index: FollowedIndex, node: ThisNode, k: int,
+                 retries: RetryTimes, claim_retry_seconds: float, write_retry_seconds: float):
+        self.pipeline, self.index, self.node, self.k = pipeline, index, node, k
+        self.retries = retries
+        self.claim_retry_seconds, self.write_retry_seconds = (claim_retry_seconds,
+                                                              write_retry_seconds)
+        self._writes = RetriedWrites()
+
+    def answer(self, paths: list[Path]) -> None:
+        """Answer the queries not answered yet that this node could claim."""
+        unanswered = {}
+        for path in paths:
+            digest = query_digest(path)
+            if digest is not None and not is_answered(path, digest):
+                unanswered[f"query:{stored_name(path.name)}:{digest}"] = path, digest
+        held = self.node.claims.take(unanswered)
+        try:
+            self._answer_claimed([unanswered[key] for key in held])
+        finally:
+            self.node.claims.release(held)
+        for key in unanswered.keys() - held:
+            self.retries.later(unanswered[key][0], self.claim_retry_seconds)
+
+    def _answer_claimed(self, claimed: list[tuple[Path, str]]) -> None:
+        queries = []
+        for path, digest in claimed:
+            if is_answered(path, digest):  # by the node that held it before
+                continue
+            try:
+                data = self.pipeline.read_file(path)
+            except UnreadableFile as exc:
+                log.warning("query %s: %s", stored_name(path.name), exc)
+                continue
+            except ImageError as exc:
+                data = exc
+            queries.append((path, digest, data))
+        if not queries:
+            return
+        answers = answer_queries(self.pipeline, self.index,
+                                 [(stored_name(path.name), data) for path, _, data in queries],
+                                 self.k)
+        for (path, digest, _), answer in zip(queries, answers, strict=True):
+            answer["query_sha256"] = digest
+            self._write(path, answer)
+
+    def _write(self, path: Path, answer: dict) -> None:
+        try:
+            write_atomically(answer_path(path), json.dumps(answer, indent=2).encode())
+        except OSError as exc:  # the query stays unanswered until a retry works
+            self._writes.failed(path, f"cannot write answer for {answer['query']}: {exc}")
+            self.retries.later(path, self.write_retry_seconds)
+            return
+        self._writes.succeeded(path, f"answer for {answer['query']}")
+        if "error" in answer:
+            log.warning("answered %s with error: %s", answer["query"], answer["error"])
+        else:
+            log.info("answered %s (%d neighbours)", answer["query"], len(answer["neighbours"]))

@@ -9,17 +9,12 @@ once holds those removals back until a user confirms them.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import click
-
 from lookalike.base.errors import LookalikeError
 from lookalike.daemon.files import scan
-from lookalike.daemon.ingest import IngestReport, ingest, is_current
-from lookalike.pipeline.pipeline import Pipeline
-from lookalike.store.nodes import ThisNode
+from lookalike.daemon.ingest import is_current
 from lookalike.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -71,51 +66,3 @@ def differences(store: Store, images_dir: Path, model: str, max_removal_fraction
     elif store.get_meta(HELD_BACK):
         store.set_meta(HELD_BACK, "")
     return Differences(changed, gone, len(listing.files) - len(changed))
-
-
-def reconcile(
-    store: Store,
-    pipeline: Pipeline,
-    node: ThisNode,
-    images_dir: Path,
-    batch_size: int,
-    max_removal_fraction: float,
-    allow_mass_removal: bool = False,
-) -> IngestReport:
-    """Bring the store in line with images_dir, with a progress bar when stderr is a terminal."""
-    found = differences(store, images_dir, pipeline.model_id, max_removal_fraction,
-                        allow_mass_removal)
-    with progress_bar(len(found.paths)) as bar:
-        report = ingest(store, pipeline, images_dir, node, found.paths, batch_size,
-                        on_progress=bar.update)
-    report.unchanged += found.current
-    return report
-
-
-def progress_bar(total: int):
-    """A progress bar on stderr, drawn only when stderr is a terminal."""
-    return click.progressbar(length=total, label="indexing", file=sys.stderr, show_pos=True,
-                             hidden=not sys.stderr.isatty())
-
-
-class BacklogProgress:
-    """The service's start-up reconciliation, worked off one batch at a time by its loop:
-    how much is left, drawn as a progress bar."""
-
-    def __init__(self, total: int):
-        self.left = total
-        self._bar = progress_bar(total)
-        if total:
-            self._bar.render_progress()
-
-    def advance(self, count: int) -> bool:
-        """Count ``count`` processed files; True when that finished the backlog."""
-        if self.left <= 0:
-            return False
-        done = min(count, self.left)
-        self.left -= done
-        self._bar.update(done)
-        if self.left == 0:
-            self._bar.render_finish()
-            return True
-        return False

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from lookalike.daemon.failures import RetriedWrites
+from lookalike.daemon.retry import RetriedWrites
 from lookalike.store.leader import SnapshotLeader
 from lookalike.store.snapshot import publish_snapshot
 from lookalike.store.store import Store

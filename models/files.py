@@ -10,6 +10,17 @@ from urllib.parse import urlsplit
 
 from lookalike.base.cache import cache_home
 from lookalike.base.errors import ModelMissingError
+from lookalike.base.settings import positive, setting
+
+
+def is_url(value: str) -> bool:
+    return urlsplit(value).scheme in ("http", "https", "file")
+
+
+def _url(value: str) -> str | None:
+    if value and not is_url(value):
+        return "must be an http://, https:// or file:// URL"
+    return None
 
 
 @dataclass(frozen=True)
@@ -18,10 +29,13 @@ class ModelSource:
     ``mirror`` (``<mirror><file name>``), never when ``fetch`` is off; ``dir`` holds files
     carried in by hand and is looked in first."""
 
-    mirror: str = ""
-    fetch: bool = True
-    dir: Path | None = None
-    timeout_seconds: float = 60.0
+    dir: Path | None = setting(None, "a folder of model files carried in by hand, looked in "
+                               "first")
+    mirror: str = setting("", "fetch from here instead of upstream, e.g. "
+                          "https://models.internal/lookalike/ or file:///mnt/models/", _url)
+    fetch: bool = setting(True, "false: never touch the network (as --offline)")
+    timeout_seconds: float = setting(60.0, "a server silent this long fails the fetch",
+                                     positive)
     cache_dir: Path = field(default_factory=lambda: cache_home() / "lookalike" / "models")
 
     def place(self, name: str, default: Path) -> Path:
@@ -30,10 +44,6 @@ class ModelSource:
         if self.dir is not None and (self.dir / name).is_file():
             return self.dir / name
         return default
-
-
-def is_url(value: str) -> bool:
-    return urlsplit(value).scheme in ("http", "https", "file")
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """Hook specifications: how a plugin adds a pipeline step or a vector index.
 
 Each hook receives a ``register`` callable. A plugin calls it once per step it offers:
-``register(name, factory, options)`` where ``options`` maps each key of the plugin's
-config table (the table named after the step) to its default, and ``factory(settings)``
-builds the step from a :class:`lookalike.pipeline.steps.StepSettings`.
+``register(name, factory, options, help)`` where ``options`` maps each key of the plugin's
+config table (the table named after the step) to its default, ``help`` (optional) maps each
+key to one line for `lookalike init`'s template, and ``factory(settings)`` builds the step
+from a :class:`lookalike.pipeline.steps.StepSettings`.
 """
 
 import pluggy

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.base.errors import ImageError, LookalikeError, UnreadableFile
+from lookalike.base.settings import setting
 from lookalike.pipeline.plugins import StepPlugin, installed
 from lookalike.pipeline.steps import (
     VECTOR_STEP_KINDS,
@@ -23,6 +24,19 @@ from lookalike.pipeline.steps import (
     Padder,
     Remover,
 )
+
+
+@dataclass(frozen=True)
+class PipelineSteps:
+    """The [pipeline] table: the plugin chosen for each step (`lookalike plugins` lists them)."""
+
+    decoder: str = setting("pillow", "turns a file's bytes into an image")
+    remover: str = setting("auto", '"auto": plain backgrounds cut by colour, other photos by '
+                           '[auto]\'s network; "rembg": the network on every photo; "none"')
+    padder: str = setting("white", "pads the cut-out to a square")
+    embedder: str = setting("resnet18", "turns the square into a unit vector")
+    index: str = setting("exact", '"exact", or "hnsw": approximate, for catalogues of '
+                         'millions')
 
 
 @dataclass(frozen=True)
@@ -46,16 +60,15 @@ class Pipeline:
     def build(
         cls,
         steps: dict[str, dict[str, StepPlugin]],
-        chosen: dict[str, str],
+        chosen: PipelineSteps,
         tables: dict[str, dict[str, Any]],
         base_dir: Path,
         models: ModelSource,
     ) -> Pipeline:
         """Build each chosen step from its plugin and the config table named after it."""
         return cls(**{
-            kind: installed(steps, kind, chosen[kind]).build(tables.get(chosen[kind], {}),
-                                                              base_dir, models)
-            for kind in VECTOR_STEP_KINDS
+            kind: installed(steps, kind, name).build(tables.get(name, {}), base_dir, models)
+            for kind, name in ((kind, getattr(chosen, kind)) for kind in VECTOR_STEP_KINDS)
         })
 
     @property

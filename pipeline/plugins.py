@@ -48,6 +48,7 @@ class StepPlugin:
     factory: Callable[[StepSettings], Any]
     options: dict[str, Any]
     source: str  # "lookalike (built in)", or the distribution that installed the plugin
+    help: dict[str, str]  # one line for each option, for the docs and `lookalike init`
 
     def build(self, table: dict[str, Any], base_dir, models: ModelSource) -> Any:
         return self.factory(StepSettings({**self.options, **table}, base_dir, models))
@@ -85,11 +86,12 @@ def collect_steps(pm: pluggy.PluginManager) -> dict[str, dict[str, StepPlugin]]:
         for hook in getattr(pm.hook, HOOKS[kind]).get_hookimpls():
             source = distributions.get(hook.plugin, "lookalike (built in)")
 
-            def register(name, factory, options=None, kind=kind, source=source):
+            def register(name, factory, options=None, help=None, kind=kind, source=source):
                 # Names are unique across kinds: a step reads the config table named after it.
                 if any(name in named for named in steps.values()):
                     raise ConfigError(f"two plugins register a step named {name!r}")
-                steps[kind][name] = StepPlugin(kind, name, factory, dict(options or {}), source)
+                steps[kind][name] = StepPlugin(kind, name, factory, dict(options or {}), source,
+                                               dict(help or {}))
 
             hook.function(register=register)
     return steps

@@ -26,27 +26,27 @@ def test_repo_config_is_valid_and_matches_the_documented_defaults(steps):
 
     repo_config = Path(__file__).resolve().parent.parent / "config.toml"
     config = load_config(repo_config, steps)
-    assert config.images_dir == repo_config.parent / "images"
-    assert config.database_url == f"sqlite:///{repo_config.parent / 'lookalike.db'}"
-    assert config.pipeline["remover"] == "auto" and config.pipeline["embedder"] == "resnet18"
-    assert config.k == 10 and config.settle_seconds == 1.0
+    assert config.catalogue.images_dir == repo_config.parent / "images"
+    assert config.catalogue.database == f"sqlite:///{repo_config.parent / 'lookalike.db'}"
+    assert config.pipeline.remover == "auto" and config.pipeline.embedder == "resnet18"
+    assert config.query.k == 10 and config.daemon.settle_seconds == 1.0
     assert config.tables["resnet18"] == {"weights": "imagenet", "weights_sha256": "",
                                          "backend": "onnxruntime", "cache_dir": ""}
     assert config.tables["rembg"] == {"model": "u2net", "model_path": "", "model_path_sha256": "",
                                       "int8": False}
     assert config.tables["auto"] == config.tables["rembg"]
     assert config.tables["pillow"] == {"max_pixels": 64_000_000, "max_file_bytes": 200_000_000}
-    assert config.models == ModelSource() and config.max_removal_fraction == 0.5
-    assert config.pipeline["index"] == "exact"
+    assert config.models == ModelSource() and config.daemon.max_removal_fraction == 0.5
+    assert config.pipeline.index == "exact"
     assert config.tables["hnsw"] == {"connectivity": 16, "expansion_add": 100,
                                      "expansion_search": 512}
 
 
 def test_paths_are_relative_to_the_config_file(tmp_path, steps):
     config = load_config(write(tmp_path, 'images_dir = "photos"\nsnapshot = "out/v.pkl"\n'), steps)
-    assert config.images_dir == tmp_path / "photos"
-    assert config.snapshot == tmp_path / "out" / "v.pkl"
-    assert config.database_url == f"sqlite:///{tmp_path / 'lookalike.db'}"
+    assert config.catalogue.images_dir == tmp_path / "photos"
+    assert config.catalogue.snapshot == tmp_path / "out" / "v.pkl"
+    assert config.catalogue.database == f"sqlite:///{tmp_path / 'lookalike.db'}"
 
 
 @pytest.mark.parametrize(
@@ -76,4 +76,4 @@ def test_bad_config_names_the_problem(tmp_path, steps, text, message):
 
 def test_integer_is_accepted_for_a_float_setting(tmp_path, steps):
     config = load_config(write(tmp_path, "[daemon]\nsettle_seconds = 2\n"), steps)
-    assert config.settle_seconds == 2.0
+    assert config.daemon.settle_seconds == 2.0

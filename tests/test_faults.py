@@ -43,7 +43,7 @@ def test_a_file_replaced_while_embedded_keeps_no_stale_vector(workspace, catalog
     from lookalike.store.nodes import joined
 
     app = App(str(workspace.config))
-    store = Store(app.config.database_url)
+    store = Store(app.config.catalogue.database)
     pipeline = app.pipeline
     target = workspace.images / "a.jpg"
     shutil.copy(catalogue / "item01.jpg", target)
@@ -186,7 +186,7 @@ def test_a_step_that_trips_over_one_image_fails_that_image_only(workspace, catal
     from lookalike.store.nodes import joined
 
     app = App(str(workspace.config))
-    store = Store(app.config.database_url)
+    store = Store(app.config.catalogue.database)
     pipeline = app.pipeline
     workspace.add_catalogue(catalogue, 3)
     Image.new("RGB", (7, 7), "red").save(workspace.images / "tiny.png")

@@ -228,7 +228,7 @@ def test_whatever_a_step_raises_over_a_query_becomes_its_answers_error(workspace
         raise KeyError("no mask\nfor this one")
 
     app.pipeline.remover.remove = remove_that_breaks
-    store = Store(app.config.database_url)
+    store = Store(app.config.catalogue.database)
     try:
         from lookalike.search.query import load_index
 

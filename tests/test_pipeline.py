@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,14 +12,14 @@ from PIL import Image
 from builders import cropped_query, product_photo, write_resnet18_state_dict
 from lookalike.base.errors import ConfigError, ImageError, LookalikeError, ModelMissingError
 from lookalike.models.files import ModelSource
-from lookalike.pipeline.pipeline import Pipeline
+from lookalike.pipeline.pipeline import Pipeline, PipelineSteps
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
 
-DEFAULT_STEPS = {"decoder": "pillow", "remover": "rembg", "padder": "white", "embedder": "resnet18"}
+DEFAULT_STEPS = PipelineSteps(remover="rembg")
 
 
 def build(model_home, tmp_path, **tables) -> Pipeline:
-    chosen = {**DEFAULT_STEPS, **tables.pop("pipeline", {})}
+    chosen = replace(DEFAULT_STEPS, **tables.pop("pipeline", {}))
     defaults = {
         "rembg": {"model_path": str(model_home / "rembg" / "custom" / "mask.onnx")},
         "resnet18": {"weights": str(model_home / "resnet18-test.pth")},

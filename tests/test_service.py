@@ -144,6 +144,6 @@ def test_queries_are_answered_while_the_start_up_backlog_is_indexed(workspace, c
     assert answer_of(workspace, "early.jpg")["neighbours"][0]["path"] in (
         "item03.jpg", *(f"new{i:03d}.jpg" for i in range(3, 150, 12)))
     service.wait_for(lambda: len(stored(workspace)) == 162, "the backlog")
-    service.wait_for(lambda: service.log().count("service: reconciled ") == 2,
+    service.wait_for(lambda: service.log().count("reconciled ") == 2,
                      "the end of the second backlog")
     assert service.stop() == 0

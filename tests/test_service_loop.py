@@ -6,10 +6,11 @@ from __future__ import annotations
 import shutil
 import threading
 import time
+from dataclasses import replace
 
 from lookalike.cli.app import App
 from lookalike.daemon.ingest import Ingester
-from lookalike.daemon.service import Service, ServiceSettings
+from lookalike.daemon.service import Service
 from running import answer_of, stored
 
 
@@ -32,11 +33,10 @@ def test_a_flood_is_ingested_in_overlapping_batches_and_the_inbox_still_answered
 
     monkeypatch.setattr(Ingester, "feed", recording_feed)
     app = App(workspace.config)
-    settings = ServiceSettings(images_dir=workspace.images, inbox_dir=workspace.inbox,
-                               snapshot=app.config.snapshot, k=3, settle_seconds=0.2,
-                               batch_size=2)
+    daemon = replace(app.config.daemon, settle_seconds=0.2, batch_size=2)
     with app.opened_store() as store, app.node(store, "run") as node:
-        service = Service(settings, store, app.pipeline, app.vector_index(), node)
+        service = Service(app.config.catalogue, daemon, 3, store, app.pipeline,
+                          app.vector_index(), node)
         thread = threading.Thread(target=service.run)
         thread.start()
         try:

@@ -15,6 +15,10 @@ from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.steps import StepSettings
 
 OPTIONS = {"connectivity": 16, "expansion_add": 100, "expansion_search": 512}
+HELP = {"connectivity": "links per vector in the graph (M): more, closer to exact, more memory",
+        "expansion_add": "candidates weighed while adding (ef_construction)",
+        "expansion_search": "candidates weighed while searching: higher, closer to exact search, "
+                            "slower"}
 
 
 class HnswIndex:
@@ -96,4 +100,4 @@ def _build(settings: StepSettings) -> HnswIndex:
 
 @hookimpl
 def register_indexes(register):
-    register("hnsw", _build, OPTIONS)
+    register("hnsw", _build, OPTIONS, HELP)

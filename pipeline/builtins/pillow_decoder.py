@@ -110,4 +110,6 @@ def register_decoders(register):
         lambda settings: PillowDecoder(settings.options["max_pixels"],
                                        settings.options["max_file_bytes"]),
         {"max_pixels": 64_000_000, "max_file_bytes": 200_000_000},
+        {"max_pixels": "larger images are refused before decoding",
+         "max_file_bytes": "larger files are refused before they are read"},
     )

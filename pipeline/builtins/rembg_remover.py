@@ -185,9 +185,15 @@ class NoRemover:
 
 # The options of rembg's table, and of "auto"'s for its network.
 NETWORK_OPTIONS = {"model": "u2net", "model_path": "", "model_path_sha256": "", "int8": False}
+NETWORK_HELP = {
+    "model": "one of rembg's networks (`lookalike models` shows its file)",
+    "model_path": "an ONNX file of your own (path or https:// URL), instead",
+    "model_path_sha256": "required with a URL: the file's sha256",
+    "int8": "true: its int8 copy (made by `lookalike quantize`), several times faster",
+}
 
 
 @hookimpl
 def register_removers(register):
-    register("rembg", RembgRemover, NETWORK_OPTIONS)
+    register("rembg", RembgRemover, NETWORK_OPTIONS, NETWORK_HELP)
     register("none", lambda settings: NoRemover())

@@ -37,6 +37,10 @@ BACKENDS = ("onnxruntime", "torch")
 IMAGENET_PIN = "sha256:f37072fd"
 OPTIONS = {"weights": "imagenet", "weights_sha256": "", "backend": "onnxruntime",
            "cache_dir": ""}
+HELP = {"weights": '"imagenet", or a ResNet-18 state dict: a path or an https:// URL',
+        "weights_sha256": "required with a URL: the file's sha256",
+        "backend": '"onnxruntime" or "torch"; both give the same vectors',
+        "cache_dir": 'where the ONNX export is cached; "" = ~/.cache/lookalike'}
 
 
 def torch_hub_dir() -> Path:
@@ -176,4 +180,4 @@ class ResNet18Embedder:
 
 @hookimpl
 def register_embedders(register):
-    register("resnet18", ResNet18Embedder, OPTIONS)
+    register("resnet18", ResNet18Embedder, OPTIONS, HELP)

@@ -1,0 +1,46 @@
+"""The settings of the service: the top level of config.toml (its folders, snapshot and
+database) and the [daemon] table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lookalike.base.settings import at_least, not_negative, positive, setting, within
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The top level of config.toml; paths are relative to the config file."""
+
+    images_dir: Path = setting(Path("images"), "the catalogue's photos, watched with every "
+                               "sub-folder")
+    inbox_dir: Path = setting(Path("inbox"), "query photos dropped here get a "
+                              "<name>.neighbours.json beside them")
+    snapshot: Path = setting(Path("feature_vectors.pkl"), "the snapshot of every vector "
+                             "(with a .npy and a .json beside it), rewritten after changes")
+    database: str = setting("sqlite:///lookalike.db", "a SQLAlchemy URL: a SQLite file "
+                            "(relative to this file) or postgresql+psycopg://... for several "
+                            "machines")
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """The [daemon] table: how `lookalike run` paces its work."""
+
+    settle_seconds: float = setting(1.0, "a file is taken once its size and mtime stayed the "
+                                    "same this long", not_negative)
+    batch_size: int = setting(16, "images embedded together", at_least(1))
+    polling: bool = setting(False, "true: poll the folders instead of inotify (network "
+                            "filesystems)")
+    rescan_seconds: float = setting(600.0, "a full rescan this often, a safety net for missed "
+                                    "events", positive)
+    max_removal_fraction: float = setting(0.5, "a rescan missing more of the catalogue than "
+                                          "this forgets nothing (an unmounted share)",
+                                          within(0, 1))
+    lease_seconds: float = setting(60.0, "work of a node not heard from this long goes to "
+                                   "another", positive)
+    refresh_seconds: float = setting(30.0, "during a long ingest the snapshot is rewritten at "
+                                     "most this often (at once when idle)", positive)
+    retry_seconds: float = setting(5.0, "a snapshot or answer that could not be written is "
+                                   "tried again after this long", positive)
