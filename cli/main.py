@@ -130,7 +130,7 @@ def run(log_format, offline, config_option):
                           empty_index, node, on_backlog=BacklogBar())
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: service.stop())
-        logging.getLogger(__name__).info("model %s", app.pipeline.model_id)
+        logging.getLogger(__name__).info("running with model %s", app.pipeline.model_id)
         service.run()
 
 

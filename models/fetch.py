@@ -1,8 +1,8 @@
 """Fetching a missing model file: from its URL or the configured mirror, into a temporary file
 beside its destination, renamed into place only once its digest matched the pin.
 
-HTTP goes through pooch's downloader (requests, tqdm progress bars); a ``file://`` mirror is
-copied. Nothing half-fetched or unverified is ever left where a later run would load it, also
+HTTP is streamed with requests (a tqdm progress bar on a terminal; the response is closed
+however the transfer ends); a ``file://`` mirror is copied. Nothing half-fetched or unverified is ever left where a later run would load it, also
 when the transfer breaks or Ctrl-C stops it.
 """
 
@@ -75,13 +75,19 @@ def _download(url: str, output: BinaryIO, timeout: float) -> None:
         with open(unquote(parts.path), "rb") as source:
             shutil.copyfileobj(source, output, CHUNK_BYTES)
         return
-    import pooch
     import requests
+    from tqdm import tqdm
 
-    downloader = pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), chunk_size=CHUNK_BYTES,
-                                      timeout=timeout)
+    tqdm.monitor_interval = 0  # no monitor thread left running after the bar
     try:
-        downloader(url, output, None)
+        with requests.get(url, stream=True, timeout=timeout) as response:
+            response.raise_for_status()
+            size = int(response.headers.get("content-length", 0)) or None
+            with tqdm(total=size, unit="B", unit_scale=True, file=sys.stderr,
+                      disable=not sys.stderr.isatty()) as progress:
+                for chunk in response.iter_content(CHUNK_BYTES):
+                    output.write(chunk)
+                    progress.update(len(chunk))
     except requests.HTTPError as exc:
         raise OSError(f"{exc.response.status_code} {exc.response.reason}") from None
     except requests.Timeout:

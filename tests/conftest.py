@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,24 +14,30 @@ from click.testing import CliRunner
 
 from builders import product_photo, write_mask_onnx, write_resnet18_state_dict
 
-# Never load plugins installed on this machine; subprocesses inherit this too.
-os.environ["LOOKALIKE_LOAD_PLUGINS"] = ""
-
 CATALOGUE_SIZE = 12
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_installed_plugins() -> Iterator[None]:
+    """Never load plugins installed on this machine; subprocesses inherit this too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LOOKALIKE_LOAD_PLUGINS", "")
+        yield
+
+
 @pytest.fixture(scope="session")
-def model_home(tmp_path_factory) -> Path:
+def model_home(tmp_path_factory) -> Iterator[Path]:
     """Model caches with only the files the tests write: rembg's home, torch's home and the
-    cache of exported ONNX models."""
+    cache of exported ONNX models (set for the session, restored after it)."""
     home = tmp_path_factory.mktemp("models")
-    os.environ["REMBG_HOME"] = str(home / "rembg")
-    os.environ["TORCH_HOME"] = str(home / "torch")
-    os.environ["XDG_CACHE_HOME"] = str(home / "cache")
-    os.environ.pop("U2NET_HOME", None)
-    write_resnet18_state_dict(home / "resnet18-test.pth")
-    write_mask_onnx(home / "rembg" / "custom" / "mask.onnx")
-    return home
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REMBG_HOME", str(home / "rembg"))
+        patch.setenv("TORCH_HOME", str(home / "torch"))
+        patch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+        patch.delenv("U2NET_HOME", raising=False)
+        write_resnet18_state_dict(home / "resnet18-test.pth")
+        write_mask_onnx(home / "rembg" / "custom" / "mask.onnx")
+        yield home
 
 
 @pytest.fixture(scope="session")

@@ -132,7 +132,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(workspace, catalogue
         log_start = len(service_log.read_text()) if service_log.exists() else 0
         service = RunningService(workspace, wait=False)
         # Once its models are loaded it reconciles, embeds, refreshes and answers: die then.
-        service.wait_for(lambda s=service, start=log_start: "main: model" in s.log()[start:],
+        service.wait_for(lambda s=service, start=log_start: "running with model" in s.log()[start:],
                          "the models")
         time.sleep(rng.uniform(0.0, 6.0))
         for _ in range(5):  # more arrive while it runs
@@ -159,7 +159,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(workspace, catalogue
     service.wait_for(lambda: len(stored(workspace)) == total
                      and all(s == "indexed" for s, _ in stored(workspace).values()),
                      "every image indexed", timeout=300)
-    assert service.log().count("main: model") == 21
+    assert service.log().count("running with model") == 21
     rows = stored(workspace)
     for path, (_, digest) in rows.items():
         assert digest == sha256(workspace.images / path), path
