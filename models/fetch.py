@@ -2,8 +2,8 @@
 beside its destination, renamed into place only once its digest matched the pin.
 
 HTTP is streamed with requests (a tqdm progress bar on a terminal; the response is closed
-however the transfer ends); a ``file://`` mirror is copied. Nothing half-fetched or unverified is ever left where a later run would load it, also
-when the transfer breaks or Ctrl-C stops it.
+however the transfer ends); a ``file://`` mirror is copied. Nothing half-fetched or unverified
+is ever left where a later run would load it, also when the transfer breaks or Ctrl-C stops it.
 """
 
 from __future__ import annotations
