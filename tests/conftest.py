@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from builders import product_photo, write_mask_onnx, write_resnet18_state_dict
+from lookalike.cli.template import toml_value
 
 CATALOGUE_SIZE = 12
 
@@ -47,14 +48,6 @@ def catalogue(tmp_path_factory) -> Path:
     for seed in range(CATALOGUE_SIZE):
         product_photo(seed).save(folder / f"item{seed:02d}.jpg", quality=92)
     return folder
-
-
-def toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(value)
 
 
 @dataclass

@@ -7,8 +7,6 @@ import os
 import re
 import shutil
 import signal
-import time
-from pathlib import Path
 
 import pytest
 
@@ -19,24 +17,14 @@ from running import answer_of, lookalike, sha256, stored
 pytestmark = pytest.mark.slow
 
 
-def write_slowly(path: Path, data: bytes, chunks: int = 4, pause: float = 0.3) -> None:
-    with open(path, "wb") as f:
-        step = len(data) // chunks + 1
-        for start in range(0, len(data), step):
-            f.write(data[start:start + step])
-            f.flush()
-            time.sleep(pause)
-
-
-@pytest.mark.parametrize("index", ["exact", "hnsw"])
-def test_service_lifecycle(workspace, catalogue, service_factory, index):
-    workspace.write_config(pipeline={"index": index})
+def test_service_lifecycle(workspace, catalogue, service_factory):
+    # The approximate index: the exact one serves the other end-to-end tests.
+    workspace.write_config(pipeline={"index": "hnsw"})
     service = service_factory()
 
-    # A dozen images arrive; one of them is written slowly, in chunks.
-    for path in sorted(catalogue.iterdir())[:11]:
+    # A dozen images arrive (one written in pieces: tests/test_service_steps.py).
+    for path in sorted(catalogue.iterdir())[:12]:
         shutil.copy(path, workspace.images / path.name)
-    write_slowly(workspace.images / "item11.jpg", (catalogue / "item11.jpg").read_bytes())
     service.wait_for(lambda: len(stored(workspace)) == 12, "12 images indexed")
     rows = stored(workspace)
     assert all(status == "indexed" for status, _ in rows.values())

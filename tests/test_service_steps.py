@@ -18,7 +18,7 @@ from builders import cropped_query, product_photo
 from lookalike.cli.app import App
 from lookalike.daemon.ingest import CLAIM_RETRY_SECONDS
 from lookalike.daemon.service import Service
-from running import answer_of, stored
+from running import answer_of, sha256, stored
 
 
 class FakeClock:
@@ -75,6 +75,25 @@ def test_a_file_is_taken_only_once_it_settled_on_the_clock(workspace, catalogue)
         clock.advance(1.0)
         step_until(service, lambda: "a.jpg" in stored(workspace), "a.jpg stored")
         assert stored(workspace)["a.jpg"][0] == "indexed"
+
+
+def test_a_file_written_in_pieces_is_taken_once_whole(workspace, catalogue, caplog):
+    clock = FakeClock()
+    data = (catalogue / "item11.jpg").read_bytes()
+    caplog.set_level(logging.INFO)
+    with service_in_process(workspace, clock, settle_seconds=1.0) as service:
+        with open(workspace.images / "slow.jpg", "wb") as file:
+            for start in range(0, len(data), len(data) // 4 + 1):
+                file.write(data[start:start + len(data) // 4 + 1])
+                file.flush()
+                step_until(service, lambda: len(service.settler) == 1, "the event")
+                clock.advance(0.9)  # less than settle_seconds between writes
+                service.step()
+                assert stored(workspace) == {}
+        step_until(service, lambda: "slow.jpg" in stored(workspace), "slow.jpg stored", clock,
+                   advance=0.5)
+    assert stored(workspace)["slow.jpg"][1] == sha256(catalogue / "item11.jpg")
+    assert caplog.text.count("indexed slow.jpg") == 1
 
 
 def test_an_answer_that_cannot_be_written_is_retried_when_due_and_logged_once(
@@ -164,3 +183,38 @@ def test_status_is_published_at_most_once_a_second_on_the_clock(workspace):
             clock.advance(0.25)
             service.step()
         assert len(reports) == published
+
+
+def test_an_unwritable_snapshot_is_retried_and_logged_once(workspace, catalogue, caplog,
+                                                           monkeypatch):
+    import lookalike.daemon.snapshots as snapshots
+
+    attempts = []
+    publish = snapshots.publish_snapshot
+
+    def counted(*args):
+        attempts.append(args)
+        return publish(*args)
+
+    monkeypatch.setattr(snapshots, "publish_snapshot", counted)
+    blocked = workspace.root / "out"
+    blocked.write_text("a file where the snapshot's folder should be")
+    workspace.write_config(snapshot="out/feature_vectors.pkl")
+    workspace.add_catalogue(catalogue, 2)
+    caplog.set_level(logging.INFO)
+    clock = FakeClock()
+    # The writer is a thread that waits retry_seconds of real time between tries.
+    with service_in_process(workspace, clock, settle_seconds=0.5, retry_seconds=0.05) as service:
+        step_until(service, lambda: len(stored(workspace)) == 2, "the catalogue", clock,
+                   advance=0.5)
+        deadline = time.monotonic() + 30
+        while len(attempts) < 4:
+            assert time.monotonic() < deadline, "the snapshot was not tried again"
+            time.sleep(0.05)
+        assert caplog.text.count("cannot write snapshot") == 1
+        blocked.unlink()
+        blocked.mkdir()
+        while not (blocked / "feature_vectors.pkl").exists():
+            assert time.monotonic() < deadline, "the snapshot was never written"
+            time.sleep(0.05)
+    assert f"snapshot {blocked / 'feature_vectors.pkl'} written again" in caplog.text
