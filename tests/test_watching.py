@@ -86,24 +86,6 @@ def test_polling_observer_for_network_filesystems(workspace, catalogue, service_
     assert service.stop() == 0
 
 
-def test_periodic_rescan_catches_what_the_watcher_never_saw(workspace, catalogue,
-                                                           service_factory):
-    workspace.write_config(daemon={"settle_seconds": 0.5, "rescan_seconds": 2.0})
-    service = service_factory()
-    # Leave the store as a lost event would: the file is there, the row is not.
-    shutil.copy(catalogue / "item02.jpg", workspace.images / "b.jpg")
-    service.wait_for(lambda: "b.jpg" in stored(workspace), "the file")
-    import sqlite3
-
-    connection = sqlite3.connect(workspace.root / "lookalike.db", timeout=30)
-    connection.execute("DELETE FROM images WHERE path = 'b.jpg'")
-    connection.commit()
-    connection.close()
-    service.wait_for(lambda: "b.jpg" in stored(workspace), "the rescan to restore the row")
-    assert "rescan (periodic): 1 file(s) changed" in service.log()
-    assert service.stop() == 0
-
-
 def test_status_reports_the_running_service(workspace, catalogue, service_factory):
     service = service_factory()
     (workspace.images / "bad.jpg").write_bytes(b"nope")
