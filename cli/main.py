@@ -186,7 +186,7 @@ def index(allow_mass_removal, offline, config_option):
 @config_option
 def query(images, k, as_json, offline, config_option):
     """Find the catalogue images that look most like each IMAGE (--json: the inbox's JSON)."""
-    from lookalike.daemon.files import stored_name
+    from lookalike.base.files import stored_name
     from lookalike.search.query import EMPTY_INDEX, answer_queries, load_index
 
     app = load_app(config_option, offline)
@@ -365,7 +365,7 @@ def quantize(count, offline, config_option):
     """Make the int8 copy of the background-removal network (the u2net family), calibrated on
     photos from images_dir. With `int8 = true` in [auto] (or [rembg]) it runs instead of the
     float32 network: several times faster, its own model id (everything is re-embedded)."""
-    from lookalike.daemon.files import file_path, scan
+    from lookalike.base.files import file_path, scan
 
     app = load_app(config_option, offline)
     remover = app.pipeline.remover

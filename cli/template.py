@@ -56,5 +56,6 @@ def settings_reference(steps: dict[str, dict[str, StepPlugin]]) -> str:
             title = "Top level" if table == "" else f"`[{table}]`"
             out += ["", f"### {title}", "", "| key | default | meaning |", "|---|---|---|"]
             table_now = table
-        out.append(f"| `{key}` | `{toml_value(default)}` | {help.replace('|', '/')} |")
+        meaning = help.replace('|', '/').replace('<', '&lt;')
+        out.append(f"| `{key}` | `{toml_value(default)}` | {meaning} |")
     return "\n".join(out).lstrip() + "\n"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lookalike.base.atomic import write_atomically
 from lookalike.base.errors import ImageError, UnreadableFile
-from lookalike.daemon.files import ANSWER_SUFFIX, stored_name
+from lookalike.base.files import ANSWER_SUFFIX, stored_name
 from lookalike.daemon.retry import RetriedWrites, RetryTimes
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.search.follow import FollowedIndex

@@ -26,7 +26,7 @@ from PIL import Image
 
 from lookalike.base.cores import usable_cores
 from lookalike.base.errors import ImageError, UnreadableFile
-from lookalike.daemon.files import changed_since, file_path, image_stat, signature
+from lookalike.base.files import changed_since, file_path, image_stat, signature
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.store.nodes import ThisNode
 from lookalike.store.store import FileState, ImageRow, Store

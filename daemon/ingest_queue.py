@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from itertools import islice
 from pathlib import Path
 
-from lookalike.daemon.files import image_stat
+from lookalike.base.files import image_stat
 
 log = logging.getLogger(__name__)
 

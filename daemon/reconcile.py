@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lookalike.base.errors import LookalikeError
-from lookalike.daemon.files import scan
+from lookalike.base.files import scan
 from lookalike.daemon.ingest import is_current
 from lookalike.store.store import Store
 

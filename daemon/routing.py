@@ -8,7 +8,7 @@ from pathlib import Path
 
 from watchdog.events import FileSystemEvent
 
-from lookalike.daemon.files import (
+from lookalike.base.files import (
     file_path,
     is_candidate,
     is_candidate_folder,

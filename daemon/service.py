@@ -24,7 +24,7 @@ from pathlib import Path
 from sqlalchemy.exc import InterfaceError, OperationalError
 from watchdog.events import FileSystemEvent
 
-from lookalike.daemon.files import file_path, relative_path
+from lookalike.base.files import file_path, relative_path
 from lookalike.daemon.inbox import InboxAnswerer
 from lookalike.daemon.ingest import CLAIM_RETRY_SECONDS, Ingester, IngestReport, preparing_pool
 from lookalike.daemon.ingest_queue import BacklogProgress, IngestQueue

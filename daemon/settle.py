@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from lookalike.daemon.files import signature
+from lookalike.base.files import signature
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:

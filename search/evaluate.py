@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.base.errors import ImageError, LookalikeError
-from lookalike.daemon.files import file_path, scan
+from lookalike.base.files import file_path, scan
 from lookalike.pipeline.pipeline import Pipeline
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The systemd unit in contrib/ does what the README says it does."""
+"""The systemd unit in contrib/ does what docs/operations.md says it does."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from builders import odd_images, product_photo
-from lookalike.daemon.files import disk_name, scan, stored_name
+from lookalike.base.files import disk_name, scan, stored_name
 from lookalike.daemon.inbox import answer_path
 from lookalike.daemon.lock import lock_path
 from lookalike.store.urls import masked

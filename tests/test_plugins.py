@@ -1,4 +1,4 @@
-"""Third-party plugins: the README's example, installed through the entry-point group."""
+"""Third-party plugins: docs/plugins.md's example, installed through the entry-point group."""
 
 from __future__ import annotations
 
@@ -15,20 +15,20 @@ import pytest
 from lookalike.base.errors import ConfigError
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PLUGINS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 LOOKALIKE = str(Path(sys.executable).parent / "lookalike")
 
 
 def readme_block(first_line: str) -> str:
-    """The fenced code block of the README that starts with ``first_line``."""
-    for block in re.findall(r"```\w*\n(.*?)```", README.read_text(), re.DOTALL):
+    """The fenced code block of docs/plugins.md that starts with ``first_line``."""
+    for block in re.findall(r"```\w*\n(.*?)```", PLUGINS_PAGE.read_text(), re.DOTALL):
         if block.startswith(first_line):
             return block
-    raise AssertionError(f"README has no code block starting with {first_line!r}")
+    raise AssertionError(f"docs/plugins.md has no code block starting with {first_line!r}")
 
 
 def install_readme_plugin(site: Path) -> str:
-    """Install the README's plugin as pip would: the module plus a dist-info with entry points."""
+    """Install docs/plugins.md's plugin as pip would: the module, a dist-info with entry points."""
     module = readme_block("# lookalike_colour_histogram.py")
     project = tomllib.loads(readme_block("# pyproject.toml of the plugin"))["project"]
     (entry_name, module_name), = project["entry-points"]["lookalike"].items()
