@@ -4,22 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from functools import cached_property
-from typing import Any
 
 from lookalike.base.errors import ConfigError
 from lookalike.cli.config import Config, config_path, load_config
 from lookalike.daemon.lock import ServiceLock, lock_path
-from lookalike.daemon.reconcile import HELD_BACK
 from lookalike.models.files import ModelSource
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.plugins import StepPlugin, collect_steps, installed, plugin_manager
 from lookalike.pipeline.steps import VectorIndex
-from lookalike.store.nodes import ThisNode, forget_nodes, joined, nodes
+from lookalike.store.nodes import ThisNode, forget_nodes, joined
 from lookalike.store.store import Store
-from lookalike.store.urls import masked
 
 
 @dataclass
@@ -88,27 +84,3 @@ class App:
         if not folder.is_dir():
             raise ConfigError(f"{self.config.path}: the folder of snapshot ({folder}) does not "
                               "exist")
-
-    def status(self, store: Store | None) -> dict[str, Any]:
-        """What `lookalike status` and the UI report: counts, last refresh, the nodes.
-        Without a store (no database made yet) everything is empty."""
-        counts = store.counts() if store else {}
-        meta = store.get_meta if store else lambda key: None
-        report = {
-            "database": masked(self.config.catalogue.database),
-            "indexed": sum(c["indexed"] for c in counts.values()),
-            "failed": sum(c["failed"] for c in counts.values()),
-            "models": {model: c["indexed"] for model, c in counts.items() if c["indexed"]},
-            "removals": store.removal_counts() if store else {},
-            "index_size": int(meta("index_size") or 0),
-            "last_refresh": meta("last_refresh"),
-            "removals_held_back": meta(HELD_BACK) or None,
-            "nodes": [{**asdict(node), "since": _iso(node.since),
-                       "heartbeat": _iso(node.heartbeat)}
-                      for node in (nodes(store) if store else [])],
-        }
-        return report
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")

@@ -25,6 +25,7 @@ from lookalike.pipeline.pipeline import Pipeline, Prepared
 from lookalike.search.follow import FollowedIndex
 from lookalike.search.query import EMPTY_INDEX, answer_queries
 from lookalike.search.settings import MAX_K
+from lookalike.store.status import catalogue_status
 from lookalike.store.store import Store
 
 REFRESH_SECONDS = 5  # how often the catalogue panels look for new, changed and removed images
@@ -167,11 +168,11 @@ def query_panel(app: App, followed: FollowedIndex) -> None:
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
-def catalogue_status(app: App, followed: FollowedIndex) -> None:
+def status_panel(app: App, followed: FollowedIndex) -> None:
     with followed.lock:
         followed.refresh()
         searched = followed.size
-    report = app.status(followed.store)
+    report = catalogue_status(app.config.catalogue.database, followed.store)
     st.metric("Images searched", f"{searched:,}")
     st.metric("Failed files", f"{report['failed']:,}")
     st.markdown(f"**Model** `{app.pipeline.model_id}`")
@@ -235,7 +236,7 @@ def main() -> None:
     with st.sidebar:
         st.header("Catalogue")
         st.caption(f"{app.config.catalogue.images_dir}  \nconfig {os.environ.get(CONFIG_ENV)}")
-        catalogue_status(app, followed)
+        status_panel(app, followed)
     if followed.size == 0:
         st.warning(f"{EMPTY_INDEX}: start the service (`lookalike run`) or run "
                    "`lookalike index`; this page picks the images up as they are indexed.")

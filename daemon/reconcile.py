@@ -15,11 +15,10 @@ from pathlib import Path
 from lookalike.base.errors import LookalikeError
 from lookalike.base.files import scan
 from lookalike.daemon.ingest import is_current
-from lookalike.store.store import Store
+from lookalike.store.store import HELD_BACK, Store
 
 log = logging.getLogger(__name__)
 
-HELD_BACK = "removals_held_back"  # store meta key: why a rescan forgot nothing
 
 
 class ImagesDirMissing(LookalikeError):
@@ -55,14 +54,24 @@ def differences(store: Store, images_dir: Path, model: str, max_removal_fraction
     changed = [path for path, stat in listing.files.items()
                if not is_current(known.get(path), stat, model)]
     gone = [path for path in known if not listing.may_hold(path)]
-    if len(gone) > max_removal_fraction * len(known) and not allow_mass_removal:
-        reason = (f"{len(gone)} of {len(known)} catalogue images are missing from {images_dir}, "
-                  f"more than [daemon] max_removal_fraction ({max_removal_fraction}); they are "
-                  "kept: run `lookalike index --allow-mass-removal` to forget them")
-        if store.get_meta(HELD_BACK) != reason:
-            log.error("removals held back: %s", reason)
-            store.set_meta(HELD_BACK, reason)
-        gone = []
-    elif store.get_meta(HELD_BACK):
-        store.set_meta(HELD_BACK, "")
+    # --allow-mass-removal: any share may go (and a hold recorded before is lifted).
+    fraction = 1.0 if allow_mass_removal else max_removal_fraction
+    gone = held_back(store, images_dir, gone, len(known), fraction)
     return Differences(changed, gone, len(listing.files) - len(changed))
+
+
+def held_back(store: Store, images_dir: Path, gone: list[str], known: int,
+              max_removal_fraction: float) -> list[str]:
+    """The mass-removal policy: ``gone`` when it is at most ``max_removal_fraction`` of the
+    ``known`` rows, else nothing, and why is recorded in the store (and logged once)."""
+    if len(gone) <= max_removal_fraction * known:
+        if store.get_meta(HELD_BACK):
+            store.set_meta(HELD_BACK, "")
+        return gone
+    reason = (f"{len(gone)} of {known} catalogue images are missing from {images_dir}, "
+              f"more than [daemon] max_removal_fraction ({max_removal_fraction}); they are "
+              "kept: run `lookalike index --allow-mass-removal` to forget them")
+    if store.get_meta(HELD_BACK) != reason:
+        log.error("removals held back: %s", reason)
+        store.set_meta(HELD_BACK, reason)
+    return []

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 4  # 2: generations, removals; 3: images.removal; 4: claims, nodes
 # Write generations whose removals stay logged: a reader further behind compares every path.
 REMOVALS_KEPT = 10_000
+# The meta key saying why a rescan forgot nothing (a mass removal held back), or "".
+HELD_BACK = "removals_held_back"
 # Alembic's scripts; revision "000N" makes schema N.
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Several nodes opening one new PostgreSQL database at once: the first makes the schema.

@@ -94,7 +94,7 @@ def test_generations_follow_commit_order_under_concurrent_writers(database):
         transaction = slow.begin()  # a writer that took generation 2 and has not committed
         slow.execute(text("SELECT value FROM meta WHERE key = 'generation' FOR UPDATE"))
         slow.execute(text("UPDATE meta SET value = '2' WHERE key = 'generation'"))
-        writer = threading.Thread(target=second.apply, args=([row("b.jpg", [0, 1], "hb")],))
+        writer = threading.Thread(target=second.write_rows, args=([row("b.jpg", [0, 1], "hb")],))
         writer.start()
         deadline = time.monotonic() + 30
         with engine.connect() as watcher:  # the second writer waits on the generation's lock
