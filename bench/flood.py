@@ -1,5 +1,5 @@
 """A soak: 10,000 small images dropped at once into a running service (tests/test_flood.py's
-flood, ten times larger). Prints the ingest rate, memory growth, reader rounds and the SIGTERM
+flood, forty times larger). Prints the ingest rate, memory growth, reader rounds and the SIGTERM
 exit time.
 
 Needs a config whose model files exist (--config); the flood runs in a temporary workspace

@@ -1,4 +1,4 @@
-"""Four hundred small images at once: all indexed, memory bounded, readers never blocked, a
+"""250 small images at once: all indexed, memory bounded, readers never blocked, a
 SIGTERM mid-flood obeyed. bench/flood.py runs the same flood with 10,000 (a soak)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from running import RunningService, lookalike, query_db
 
 pytestmark = pytest.mark.slow
 
-FLOOD = 400
+FLOOD = 250
 
 
 def rss_mb(pid: int) -> float:
@@ -93,7 +93,7 @@ def report(count: int, figures: dict) -> str:
             f"{figures['stop_seconds']:.2f} s")
 
 
-def test_four_hundred_images_at_once(workspace, catalogue, tmp_path):
+def test_a_flood_of_small_images(workspace, catalogue, tmp_path):
     workspace.write_config(pipeline={"remover": "none"})
     small_images(tmp_path / "staging", FLOOD)
     shutil.copy(catalogue / "item06.jpg", workspace.images / "item06.jpg")

@@ -238,9 +238,13 @@ def wait_to_embed(service: RunningService) -> None:
     service.wait_for(lambda: len(embedded(service.log())) > before, "one more image")
 
 
+KILLS = 6
+
+
 @pytest.mark.slow
-def test_a_node_killed_ten_times_loses_nothing_and_doubles_nothing(shared, start_nodes, database):
-    """Two nodes ingest 400 images, arriving in ten waves, while one is killed with -9 ten
+def test_a_node_killed_again_and_again_loses_nothing_and_doubles_nothing(shared, start_nodes,
+                                                                        database):
+    """Two nodes ingest 240 images, arriving in six waves, while one is killed with -9 six
     times, each time once it has embedded an image of the wave: every image ends in exactly
     one row; only work in flight at a kill is embedded again."""
     lease = {"daemon": {"settle_seconds": 0.2, "lease_seconds": 2.0}}
@@ -248,7 +252,7 @@ def test_a_node_killed_ten_times_loses_nothing_and_doubles_nothing(shared, start
     victim = node_workspace(shared, "victim", **lease)
     survivor, killed = start_nodes(steady, victim)
     names = []
-    for wave in range(10):
+    for wave in range(KILLS):
         # The steady node is paused while a wave arrives, so the victim surely takes part of
         # it (both claim the same files in the same order: the busier node wins them all).
         survivor.process.send_signal(signal.SIGSTOP)
@@ -260,15 +264,15 @@ def test_a_node_killed_ten_times_loses_nothing_and_doubles_nothing(shared, start
         finally:
             survivor.process.send_signal(signal.SIGCONT)
         (killed,) = start_nodes(victim)  # its log file goes on
-    survivor.wait_for(lambda: len(rows(database)) == 400, "every image", timeout=600)
+    survivor.wait_for(lambda: len(rows(database)) == 40 * KILLS, "every image", timeout=600)
     stored = rows(database)
     assert sorted(stored) == sorted(names)
     assert {status for status, _ in stored.values()} == {"indexed"}
-    assert len({sha for _, sha in stored.values()}) == 400
+    assert len({sha for _, sha in stored.values()}) == 40 * KILLS
     embeds = Counter(embedded(survivor.log()) + embedded(killed.log()))
     assert set(embeds) == set(names)
     again = [path for path, count in embeds.items() if count > 1]
-    assert len(again) <= 10 * 2 * 16  # at most two batches in flight at each kill
+    assert len(again) <= KILLS * 2 * 16  # at most two batches in flight at each kill
 
     # Every killed node is listed as gone once three leases passed; the snapshot lead
     # passed on if the killed node held it.
@@ -276,10 +280,10 @@ def test_a_node_killed_ten_times_loses_nothing_and_doubles_nothing(shared, start
         status = json.loads(lookalike(shared, "status", "--json").stdout)
         return Counter(node["live"] for node in status["nodes"])
 
-    survivor.wait_for(lambda: liveness() == {True: 2, False: 10}, "ten nodes listed as gone",
+    survivor.wait_for(lambda: liveness() == {True: 2, False: KILLS}, "the killed listed as gone",
                       timeout=30)
     survivor.wait_for(lambda: len(read_snapshot(shared.root / "feature_vectors.pkl")["paths"])
-                      == 400, "the snapshot")
+                      == 40 * KILLS, "the snapshot")
     assert survivor.stop() == 0 and killed.stop() == 0
 
 
