@@ -84,8 +84,8 @@ class Service:
         self._stop.set()
 
     def run(self) -> None:
-        self.start()
         try:
+            self.start()
             while not self._stop.is_set():
                 self.step()
         finally:
@@ -113,6 +113,7 @@ class Service:
         log.info("watching %s and %s", self.catalogue.images_dir, self.catalogue.inbox_dir)
 
     def close(self) -> None:
+        """Stop what ``start`` started (also after it failed halfway)."""
         self.watcher.stop()
         self._snapshots.stop()
         self._pool.shutdown()

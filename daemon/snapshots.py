@@ -43,7 +43,8 @@ class SnapshotWriter:
         """Finish the write in progress, if any, and end the thread."""
         self._stopping.set()
         self._wanted.set()
-        self._thread.join()
+        if self._thread.ident is not None:  # started
+            self._thread.join()
         self._leader.release()
 
     def _run(self) -> None:

@@ -218,3 +218,18 @@ def test_an_unwritable_snapshot_is_retried_and_logged_once(workspace, catalogue,
             assert time.monotonic() < deadline, "the snapshot was never written"
             time.sleep(0.05)
     assert f"snapshot {blocked / 'feature_vectors.pkl'} written again" in caplog.text
+
+
+def test_a_start_that_fails_halfway_leaves_no_thread_running(workspace, monkeypatch):
+    import lookalike.daemon.service as service_module
+
+    def unreadable_index(*args):
+        raise RuntimeError("the index cannot be loaded")
+
+    monkeypatch.setattr(service_module, "FollowedIndex", unreadable_index)
+    app = App(str(workspace.config))
+    with app.opened_store() as store, app.node(store, "run") as node:
+        service = Service(app.config.catalogue, app.config.daemon, 3, store, app.pipeline,
+                          app.vector_index(), node)
+        with pytest.raises(RuntimeError, match="cannot be loaded"):
+            service.run()  # the watcher and the snapshot writer had started: both stopped
