@@ -20,7 +20,8 @@ run: setup
 	$(BIN)/lookalike run
 
 # Every test under coverage.py, the lookalike processes the tests start included; the total is
-# printed at the end. Two workers share the tests (each starts the servers its tests need). COVERAGE_FILE is absolute so that processes started elsewhere add to it.
+# printed at the end. Two workers share the tests (each starts the servers its tests need).
+# COVERAGE_FILE is absolute so that processes started elsewhere add to it.
 test: setup browser datasets postgres
 	$(BIN)/ruff check .
 	rm -f .coverage .coverage.*
