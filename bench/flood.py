@@ -36,6 +36,7 @@ def workspace_from(config: Path, root: Path) -> SimpleNamespace:
     for name, table in tables.items():
         if isinstance(table, dict):
             lines += [f"[{name}]", *(f"{k} = {toml_value(v)}" for k, v in table.items())]
+    root.mkdir()
     (root / "config.toml").write_text("\n".join(lines) + "\n")
     for folder in ("images", "inbox"):
         (root / folder).mkdir()
