@@ -12,6 +12,9 @@ $(BIN)/lookalike: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	# rembg imports pymatting, whose numba kernels compile on the first import (about 80 s on
+	# two cores) and are cached beside it: once here, not in the first service start or test.
+	$(BIN)/python -c "import rembg"
 	touch $@
 
 setup: $(BIN)/lookalike
