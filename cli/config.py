@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -71,9 +71,7 @@ def load_config(path: Path, steps: dict[str, dict[str, StepPlugin]]) -> Config:
             raise ConfigError(f"{path}: unknown key {key!r}")
     loaded = {name: _table(path, name, top_level if name == "" else raw.get(name, {}), table)
               for name, table in TABLES.items()}
-    catalogue = loaded[""]
-    catalogue = Catalogue(catalogue.images_dir, catalogue.inbox_dir, catalogue.snapshot,
-                          _database_url(path, catalogue.database))
+    catalogue = replace(loaded[""], database=_database_url(path, loaded[""].database))
     images, inbox = catalogue.images_dir, catalogue.inbox_dir
     if images == inbox or images in inbox.parents or inbox in images.parents:
         raise ConfigError(f"{path}: images_dir and inbox_dir must not contain each other")

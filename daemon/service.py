@@ -28,7 +28,7 @@ from lookalike.base.files import file_path, relative_path
 from lookalike.daemon.inbox import InboxAnswerer
 from lookalike.daemon.ingest import CLAIM_RETRY_SECONDS, Ingester, IngestReport, preparing_pool
 from lookalike.daemon.ingest_queue import BacklogProgress, IngestQueue
-from lookalike.daemon.reconcile import ImagesDirMissing, differences
+from lookalike.daemon.reconcile import Differences, ImagesDirMissing, differences
 from lookalike.daemon.retry import RetryTimes
 from lookalike.daemon.routing import EventRouter
 from lookalike.daemon.settings import Catalogue, DaemonSettings
@@ -201,7 +201,7 @@ class Service:
         log.info("reconciling %s: %d file(s) new, changed or gone; %d unchanged",
                  self.catalogue.images_dir, len(found.paths), found.current)
 
-    def _differences(self):
+    def _differences(self) -> Differences:
         return differences(self.store, self.catalogue.images_dir, self.pipeline.model_id,
                            self.daemon.max_removal_fraction)
 
