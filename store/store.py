@@ -11,6 +11,7 @@ from typing import Any
 
 import alembic.command
 import alembic.config
+import alembic.script
 import numpy as np
 from sqlalchemy import (
     create_engine,
@@ -83,9 +84,10 @@ def database_exists(url: str) -> bool:
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets readers (CLI queries) run while the daemon writes; the timeout waits out locks.
+    # The timeout first: switching a new file to WAL takes a lock another process may hold.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
 
@@ -123,33 +125,59 @@ class Store:
             raise
 
     def _prepare_schema(self) -> None:
-        """Make or upgrade the schema with Alembic, in one transaction (under a lock on
-        PostgreSQL). A database made before lookalike used Alembic says its schema in meta."""
-        with self.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                   {"key": SCHEMA_LOCK})
-            tables = set(inspect(connection).get_table_names())
-            if tables and "meta" not in tables:
-                raise StoreError(f"database {self.engine.url} was not made by lookalike")
-            version = connection.scalar(select(Meta.value).where(
-                Meta.key == "schema_version")) if tables else None
-            if version is not None and not version.isdigit():
-                raise StoreError(f"database {self.engine.url} has a corrupt schema version "
-                                 f"({version!r})")
-            if version is not None and int(version) > SCHEMA_VERSION:
-                raise StoreError(
-                    f"database {self.engine.url} has schema {version}, newer than this "
-                    f"lookalike understands ({SCHEMA_VERSION}): upgrade lookalike")
-            migrations = alembic.config.Config()
-            migrations.set_main_option("script_location", str(MIGRATIONS))
-            migrations.attributes["connection"] = connection
-            if version is not None and "alembic_version" not in tables:
-                alembic.command.stamp(migrations, f"{int(version):04d}")
-            if version is not None and int(version) < SCHEMA_VERSION:
-                log.info("upgrading database %s from schema %s to %d", self.engine.url, version,
-                         SCHEMA_VERSION)
-            alembic.command.upgrade(migrations, "head")
+        """Make or upgrade the schema with Alembic in one transaction, under an exclusive lock
+        taken before anything is inspected: a process killed at any moment leaves the old
+        schema or the new one, and of several opening a new database at once one makes it
+        while the others wait. A database made before lookalike used Alembic says its schema
+        in meta."""
+        with self.engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # pysqlite runs each CREATE in a transaction of its own: the driver is told to
+                # leave transactions alone, and this one is begun by hand, exclusively.
+                driver = connection.connection.dbapi_connection
+                driver.isolation_level = None
+                try:
+                    connection.exec_driver_sql("BEGIN EXCLUSIVE")
+                    self._make_or_upgrade(connection)
+                    connection.commit()
+                finally:
+                    connection.rollback()
+                    driver.isolation_level = ""
+            else:
+                with connection.begin():
+                    if connection.dialect.name == "postgresql":
+                        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                           {"key": SCHEMA_LOCK})
+                    self._make_or_upgrade(connection)
+
+    def _make_or_upgrade(self, connection) -> None:
+        tables = set(inspect(connection).get_table_names())
+        if tables and "meta" not in tables:
+            raise StoreError(f"database {self.engine.url} was not made by lookalike")
+        version = connection.scalar(select(Meta.value).where(
+            Meta.key == "schema_version")) if tables else None
+        if version is not None and not version.isdigit():
+            raise StoreError(f"database {self.engine.url} has a corrupt schema version "
+                             f"({version!r})")
+        stamped = connection.scalar(text("SELECT version_num FROM alembic_version")) \
+            if "alembic_version" in tables else None
+        migrations = alembic.config.Config()
+        migrations.set_main_option("script_location", str(MIGRATIONS))
+        known = {script.revision for script in
+                 alembic.script.ScriptDirectory.from_config(migrations).walk_revisions()}
+        newer = version if version is not None and int(version) > SCHEMA_VERSION else (
+            stamped if stamped is not None and stamped not in known else None)
+        if newer is not None:
+            raise StoreError(
+                f"database {self.engine.url} has schema {newer}, newer than this lookalike "
+                f"understands ({SCHEMA_VERSION}): upgrade lookalike")
+        migrations.attributes["connection"] = connection
+        if version is not None and stamped is None:
+            alembic.command.stamp(migrations, f"{int(version):04d}")
+        if version is not None and int(version) < SCHEMA_VERSION:
+            log.info("upgrading database %s from schema %s to %d", self.engine.url, version,
+                     SCHEMA_VERSION)
+        alembic.command.upgrade(migrations, "head")
 
     def close(self) -> None:
         self.engine.dispose()

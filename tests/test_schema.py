@@ -1,0 +1,133 @@
+"""Making and upgrading the schema on SQLite and PostgreSQL: a process killed at any statement
+leaves the old schema or the new one, several processes opening one new database at once all
+succeed, and a schema from a newer lookalike is refused in one line. The processes are forks of
+the test (a real process, killed for real with SIGKILL, without a second interpreter's start)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from itertools import count
+
+import alembic.command
+import alembic.config
+import pytest
+from sqlalchemy import Engine, create_engine, event, text
+from test_store import schema_differences
+
+from lookalike.store.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
+
+TRIALS = 10
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def new_database(request, tmp_path) -> Callable[[], str]:
+    """Makes a new, empty database on the backend; its URL."""
+    if request.param == "sqlite":
+        made = count()
+        return lambda: f"sqlite:///{tmp_path}/catalogue{next(made)}.db"
+    server = request.getfixturevalue("server")
+    return server.new_database
+
+
+def schema_1(url: str) -> str:
+    """``url`` with lookalike's first schema (as lookalike 0.1 made it), ready to upgrade."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        config = alembic.config.Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        alembic.command.upgrade(config, "0001")
+    engine.dispose()
+    return url
+
+
+def statements_to_open(url: str) -> int:
+    """How many SQL statements opening ``url`` runs (made or upgraded, as it is now)."""
+    seen = count()
+    listener = lambda *_: next(seen)  # noqa: E731
+    event.listen(Engine, "before_cursor_execute", listener)
+    try:
+        Store(url).close()
+    finally:
+        event.remove(Engine, "before_cursor_execute", listener)
+    return next(seen)
+
+
+def open_in_child(url: str, kill_before: int | None = None, start_at: float = 0.0) -> int:
+    """Fork a process that opens ``url`` (at ``start_at`` on the clock), SIGKILLed just before
+    its statement number ``kill_before``; its pid. It exits 0 when the store opened, 1 when
+    it was refused."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        seen = count()
+
+        def kill(*_):
+            if next(seen) == kill_before:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        event.listen(Engine, "before_cursor_execute", kill)
+        time.sleep(max(0.0, start_at - time.time()))
+        Store(url).close()
+        code = 0
+    except StoreError as exc:
+        os.write(2, f"{exc}\n".encode())
+    finally:
+        os._exit(code)
+
+
+def exit_status(pid: int) -> int:
+    """The child's exit code, or minus the signal that killed it."""
+    _, status = os.waitpid(pid, 0)
+    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+
+
+def assert_current(url: str) -> None:
+    store = Store(url)
+    try:
+        assert store.get_meta("schema_version") == str(SCHEMA_VERSION)
+        assert schema_differences(store) == []
+    finally:
+        store.close()
+
+
+def spread(total: int) -> list[int]:
+    """``TRIALS`` statement numbers spread over ``total`` (each one when there are fewer)."""
+    return sorted({round(i * (total - 1) / max(1, TRIALS - 1)) for i in range(TRIALS)})
+
+
+@pytest.mark.parametrize("start", ["new", "schema-1"])
+def test_a_kill_at_any_statement_leaves_a_database_that_opens(new_database, start):
+    prepare = schema_1 if start == "schema-1" else (lambda url: url)
+    total = statements_to_open(prepare(new_database()))
+    assert total > 5
+    for statement in spread(total):
+        url = prepare(new_database())
+        assert exit_status(open_in_child(url, kill_before=statement)) == -signal.SIGKILL
+        assert_current(url)  # the next open makes or finishes the schema from where it was
+
+
+def test_three_processes_opening_one_new_database_at_once_all_succeed(new_database):
+    for _ in range(TRIALS):
+        url = new_database()
+        start_at = time.time() + 0.3
+        children = [open_in_child(url, start_at=start_at) for _ in range(3)]
+        assert [exit_status(pid) for pid in children] == [0, 0, 0]
+        assert_current(url)
+
+
+def test_a_revision_of_a_newer_lookalike_is_refused_in_one_line(new_database):
+    url = new_database()
+    Store(url).close()
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+    engine.dispose()
+    with pytest.raises(StoreError, match="has schema 0099, newer than this lookalike") as refused:
+        Store(url)
+    assert "\n" not in str(refused.value)
