@@ -17,5 +17,10 @@ class ImageError(LookalikeError):
     """A file could not be turned into a model input (not an image, truncated, ...)."""
 
 
+class TransientError(LookalikeError):
+    """A step failed for a passing reason (out of memory): the file is tried again later,
+    never stored as failed."""
+
+
 class UnreadableFile(ImageError):
     """A file could not be read at all (gone, no permission): perhaps only for now."""

@@ -18,6 +18,8 @@ IMAGE_SUFFIXES = {
     ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif",
 }
 ANSWER_SUFFIX = ".neighbours.json"
+# The file that marks a catalogue's root folder (its content: the catalogue's id).
+ROOT_MARK = ".lookalike-catalogue"
 
 # A name's bytes that are not UTF-8 reach Python as lone surrogates (U+DC80-U+DCFF).
 _NEEDS_ESCAPE = re.compile("[\\\\\udc80-\udcff]")
@@ -117,11 +119,13 @@ def _no_linked_folder(root: Path, folder: Path, real_root: str) -> bool:
 
 @dataclass
 class Scan:
-    """A listing of a folder: each candidate image (stored path -> stat), and the folders
-    that could not be listed (their images are unknown, not gone)."""
+    """A listing of a folder: each candidate image (stored path -> stat), the folders that
+    could not be listed (their images are unknown, not gone), and the sub-folders that hold
+    a catalogue root's mark."""
 
     files: dict[str, os.stat_result] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
+    marked: list[str] = field(default_factory=list)
 
     def may_hold(self, stored: str) -> bool:
         """True when ``stored`` is listed or lies in a folder that could not be listed."""
@@ -152,6 +156,8 @@ def _scan_folder(root: Path, prefix: str, real_root: str, recursive: bool, found
         found.unreadable.append(stored_name(prefix.rstrip("/")))
         return
     for entry in entries:
+        if entry.name == ROOT_MARK and prefix:
+            found.marked.append(stored_name(prefix.rstrip("/")))
         if entry.name.startswith("."):
             continue
         relative = prefix + entry.name

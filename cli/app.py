@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -49,8 +50,13 @@ class App:
         return plugin.build(self.config.tables.get(name, {}), self.config.base_dir, self.models)
 
     @contextmanager
-    def opened_store(self) -> Iterator[Store]:
-        store = Store(self.config.catalogue.database)
+    def opened_store(self, stop: threading.Event | None = None) -> Iterator[Store]:
+        """The store; with ``stop``, waited for while its server cannot be reached (until
+        ``stop`` is set)."""
+        catalogue = self.config.catalogue
+        store = (Store.when_reachable(catalogue.database, catalogue.database_timeout_seconds,
+                                      stop) if stop is not None
+                 else Store(catalogue.database, catalogue.database_timeout_seconds))
         try:
             yield store
         finally:
@@ -76,7 +82,8 @@ class App:
         if lock_path(self.config.catalogue.database):  # the lock held: any node there is dead
             forget_nodes(store)
         lease = self.config.daemon.lease_seconds
-        with joined(store, command, self.pipeline.model_id, lease) as node:
+        with joined(store, command, self.pipeline.model_id, lease,
+                    self.pipeline.limits) as node:
             yield node
 
     def check_snapshot_folder(self) -> None:

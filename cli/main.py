@@ -6,6 +6,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +24,8 @@ class LookalikeGroup(click.Group):
             return super().invoke(ctx)
         except LookalikeError as exc:
             raise click.ClickException(" ".join(str(exc).split())) from None
+        except Terminated:
+            raise SystemExit(128 + signal.SIGTERM) from None
 
 
 def load_app(config_option: str | None, offline: bool = False):
@@ -83,6 +86,17 @@ def cli():
     from lookalike.cli.logs import setup_logging
 
     setup_logging(logging.WARNING)  # run logs more; a model fetch is always told
+    # SIGTERM unwinds like Ctrl-C: a file being written (a model fetch) is removed, a
+    # transaction rolled back. `run` catches it to finish its step instead.
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the main thread is, to unwind like Ctrl-C."""
+
+
+def _terminated(_signum, _frame):
+    raise Terminated
 
 
 @cli.command()
@@ -96,16 +110,23 @@ def init(folder):
     folder = Path(folder)
     config = folder / "config.toml"
     template = config_template(collect_steps(plugin_manager())).encode()
+    folders = [folder / "images", folder / "inbox"]
+    for path in folders:  # checked before anything is written
+        if path.exists() and not path.is_dir():
+            raise LookalikeError(f"{path} exists and is not a folder; nothing was changed")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with open(config, "xb") as f:  # x: refuses an existing file, even one made meanwhile
             f.write(template)
-        for name in ("images", "inbox"):
-            (folder / name).mkdir(exist_ok=True)
     except FileExistsError:
         raise LookalikeError(f"{config} exists already; nothing was changed") from None
     except OSError as exc:
         raise LookalikeError(f"cannot write {config}: {exc.strerror}") from None
+    try:
+        for path in folders:
+            path.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise LookalikeError(f"cannot make {exc.filename}: {exc.strerror}") from None
     click.echo(f"wrote {config}, {folder / 'images'} and {folder / 'inbox'}: put product photos "
                f"in images/, then run `lookalike run` there (models are fetched on first use)")
 
@@ -119,19 +140,33 @@ def run(log_format, offline, config_option):
     """Run the service: index images_dir as it changes, answer images dropped into inbox_dir."""
     from lookalike.cli.logs import setup_logging
     from lookalike.daemon.service import Service
+    from lookalike.store.store import StoreUnreachable
 
     setup_logging(log_format=log_format)
     app = load_app(config_option, offline)
     config = app.config
     empty_index = app.vector_index()
-    with app.locked("run"), app.opened_store() as store, app.node(store, "run") as node:
-        app.pipeline.warm_up()
-        service = Service(config.catalogue, config.daemon, config.query.k, store, app.pipeline,
-                          empty_index, node, on_backlog=BacklogBar())
+    stop = threading.Event()  # set by a signal: while waiting for the database, or running
+    with app.locked("run"):
+        try:
+            app.pipeline.warm_up()  # a fetch SIGTERM stops leaves nothing behind
+        except Terminated:  # a stop asked for while starting is a stop
+            logging.getLogger(__name__).info("stopped while loading the models")
+            return
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: service.stop())
-        logging.getLogger(__name__).info("running with model %s", app.pipeline.model_id)
-        service.run()
+            signal.signal(signum, lambda *_: stop.set())
+        try:
+            with app.opened_store(stop) as store, app.node(store, "run") as node:
+                service = Service(config.catalogue, config.daemon, config.query.k, store,
+                                  app.pipeline, empty_index, node, on_backlog=BacklogBar(),
+                                  stop=stop)
+                logging.getLogger(__name__).info("running with model %s",
+                                                 app.pipeline.model_id)
+                service.run()
+        except StoreUnreachable:
+            if not stop.is_set():
+                raise
+            logging.getLogger(__name__).info("stopped before the database could be reached")
 
 
 @cli.command()
@@ -146,6 +181,7 @@ def index(allow_mass_removal, offline, config_option):
     to the service that writes it)."""
     from lookalike.daemon.ingest import ingest
     from lookalike.daemon.reconcile import differences
+    from lookalike.daemon.root import take_root
     from lookalike.store.leader import SnapshotLeader
     from lookalike.store.snapshot import publish_snapshot
     from lookalike.store.store import HELD_BACK
@@ -156,13 +192,14 @@ def index(allow_mass_removal, offline, config_option):
     snapshot = config.catalogue.snapshot
     with app.locked("index"), app.opened_store() as store, app.node(store, "index") as node:
         pipeline = app.pipeline
-        found = differences(store, config.catalogue.images_dir, pipeline.model_id,
+        take_root(store, config.catalogue.images_dir)
+        found = differences(store, config.catalogue.images_dir, pipeline,
                             config.daemon.max_removal_fraction, allow_mass_removal)
         with progress_bar(len(found.paths), "indexing") as bar:
             report = ingest(store, pipeline, config.catalogue.images_dir, node, found.paths,
                             config.daemon.batch_size, on_progress=bar.update)
         report.unchanged += found.current
-        leader = SnapshotLeader(store)
+        leader = SnapshotLeader(node.claims)
         try:
             written = leader.holds()
             if written:
@@ -408,6 +445,7 @@ def models(fetch, folder, as_json, offline, config_option):
     Each file: where it is loaded from, whether it is there, its sha256, whether that matches
     the digest lookalike pins for it, and where it is fetched from."""
     from lookalike.models.fetch import copy_verified, source_url
+    from lookalike.models.files import shown_url
 
     if folder and not fetch:
         raise click.UsageError("--to needs --fetch")
@@ -428,7 +466,7 @@ def models(fetch, folder, as_json, offline, config_option):
             "sha256": f.sha256() if f.present else None,
             "pin": f.pin,
             "matches_pin": f.matches_pin() if f.present else None,
-            "source": source_url(f) if f.url else None,
+            "source": shown_url(source_url(f)) if f.url else None,
             "how_to_supply": None if f.present else f.how_to_supply,
         }
         for f in files

@@ -39,7 +39,8 @@ FAILURES_SHOWN = 200
 def open_catalogue() -> tuple[App, FollowedIndex]:
     app = App(None)
     app.pipeline.warm_up()
-    store = Store(app.config.catalogue.database)
+    catalogue = app.config.catalogue
+    store = Store(catalogue.database, catalogue.database_timeout_seconds)
     return app, FollowedIndex(store, app.pipeline.model_id, app.vector_index())
 
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from lookalike.base.atomic import write_atomically
-from lookalike.base.errors import ImageError, UnreadableFile
+from lookalike.base.errors import ImageError, TransientError, UnreadableFile
 from lookalike.base.files import ANSWER_SUFFIX, stored_name
 from lookalike.daemon.retry import RetriedWrites, RetryTimes
 from lookalike.pipeline.pipeline import Pipeline
@@ -112,9 +112,16 @@ class InboxAnswerer:
             queries.append((path, digest, data))
         if not queries:
             return
-        answers = answer_queries(self.pipeline, self.index,
-                                 [(stored_name(path.name), data) for path, _, data in queries],
-                                 self.k)
+        try:
+            answers = answer_queries(self.pipeline, self.index,
+                                     [(stored_name(path.name), data)
+                                      for path, _, data in queries], self.k)
+        except TransientError as exc:  # out of memory: the queries wait for a retry
+            log.warning("queries %s: %s; trying again later",
+                        ", ".join(stored_name(path.name) for path, _, _ in queries), exc)
+            for path, _, _ in queries:
+                self.retries.later(path, self.write_retry_seconds)
+            return
         for (path, digest, _), answer in zip(queries, answers, strict=True):
             answer["query_sha256"] = digest
             self._write(path, answer)

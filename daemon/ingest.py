@@ -25,7 +25,7 @@ from itertools import islice
 from PIL import Image
 
 from lookalike.base.cores import usable_cores
-from lookalike.base.errors import ImageError, UnreadableFile
+from lookalike.base.errors import ImageError, TransientError, UnreadableFile
 from lookalike.base.files import changed_since, file_path, image_stat, signature
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.store.nodes import ThisNode
@@ -56,7 +56,8 @@ class IngestReport:
     # Files that changed while being read or embedded: nothing was stored for them, and
     # the caller processes them again once they settle.
     busy: list[str] = field(default_factory=list)
-    # Files or contents another node is working on: tried again later.
+    # Files or contents another node is working on, or that met a passing failure (out of
+    # memory): tried again later.
     elsewhere: list[str] = field(default_factory=list)
     files: int = 0  # the paths this report covers (not those left to another node)
 
@@ -138,13 +139,15 @@ class Ingester:
         return waiting.finish() if waiting is not None else IngestReport()
 
 
-def is_current(known: FileState | None, stat: os.stat_result, model: str) -> bool:
-    """True when the stored row still describes the file: same stat, and same model unless
-    the file failed (a failed file is retried only when it changes)."""
+def is_current(known: FileState | None, stat: os.stat_result, pipeline: Pipeline) -> bool:
+    """True when the stored row still describes the file: same stat, and same model, or for
+    a failed file the same reading limits (a file is retried when it changes, or when a
+    limit that may have refused it does)."""
     return (
         known is not None
         and (known.size, known.mtime_ns) == signature(stat)[:2]
-        and (known.status == FAILED or known.model == model)
+        and (known.limits == pipeline.limits if known.status == FAILED
+             else known.model == pipeline.model_id)
     )
 
 
@@ -175,6 +178,7 @@ class Batch:
         self.rows: list[ImageRow] = []  # rows to store
         self.gone: list[str] = []  # paths to forget
         self.embedded: dict[str, ImageRow] = {}  # the embedded row of each content hash
+        self.postponed: dict[str, TransientError] = {}  # content met by a passing failure
 
     def start(self, paths: list[str], before: Batch | None = None) -> Batch:
         """Read the files and start preparing them. Content that ``before`` (the batch not
@@ -210,7 +214,7 @@ class Batch:
             stat = image_stat(self.images_dir, path)
             if stat is None:
                 self.gone.append(path)
-            elif is_current(known.get(path), stat, self.model):
+            elif is_current(known.get(path), stat, self.pipeline):
                 self.report.unchanged += 1
             else:
                 read = self._read_file(path, stat)
@@ -268,8 +272,11 @@ class Batch:
         prepared = []
         for read, future in self.preparing:
             outcome, error = future.result()
+            if isinstance(error, TransientError):
+                self._later(read.row, error)
+                continue
             if error is not None:
-                self._fail(read.row, error)
+                self._fail(read.row, str(error))
                 continue
             width, height = outcome.size
             prepared.append((replace(read.row, width=width, height=height, model=self.model,
@@ -277,7 +284,12 @@ class Batch:
         return prepared
 
     def _embed(self, prepared: list[tuple[ImageRow, Image.Image]]) -> None:
-        vectors = self.pipeline.embed([image for _, image in prepared])
+        try:
+            vectors = self.pipeline.embed([image for _, image in prepared])
+        except TransientError as exc:
+            for row, _ in prepared:
+                self._later(row, exc)
+            return
         for (row, _), vector in zip(prepared, vectors, strict=True):
             self.embedded[row.sha256] = replace(row, vector=vector.tobytes())
             self.rows.append(self.embedded[row.sha256])
@@ -286,11 +298,13 @@ class Batch:
 
     def _resolve_copies(self, copies: list[ImageRow], source: Batch) -> None:
         """A copy shares the vector of the first file with its content (in ``source``), or
-        fails alike."""
+        fails alike, or waits alike."""
         failed = {row.sha256: row.error for row in source.rows if row.error is not None}
         for row in copies:
             if row.sha256 in source.embedded:
                 self._reuse(source.embedded[row.sha256], row)
+            elif row.sha256 in source.postponed:
+                self._later(row, source.postponed[row.sha256])
             else:
                 self._fail(row, failed[row.sha256])
 
@@ -301,24 +315,38 @@ class Batch:
                    if changed_since(self.images_dir, read.row.path, read.stat)}
         self.report.busy += sorted(changed)
         keep = [row for row in self.rows if row.path not in changed]
-        self.report.removed += self.store.write_rows(keep, self.gone)
+        self.report.removed += self.store.write_rows(keep, self.gone, fence=self._lost)
         for path in self.gone:
             log.info("removed %s", path)
+
+    def _lost(self, session, paths: list[str]) -> set[str]:
+        """The paths whose file claims passed to another node (the write's fence)."""
+        lost = self.node.claims.lost(session, [file_claim(path) for path in paths])
+        return {path for path in paths if file_claim(path) in lost}
 
     def _reuse(self, same: ImageRow, row: ImageRow) -> None:
         self.rows.append(replace(same, path=row.path, size=row.size, mtime_ns=row.mtime_ns))
         log.info("indexed %s (same content as %s)", row.path, same.path)
         self.report.reused += 1
 
+    def _later(self, row: ImageRow, error: TransientError) -> None:
+        """A passing failure: nothing stored, the file tried again later (its copies in this
+        batch then fail alike and are tried again with it)."""
+        log.warning("%s: %s; trying again later", row.path, error)
+        self.postponed[row.sha256] = error
+        self.report.elsewhere.append(row.path)
+        self.report.files -= 1
+
     def _fail(self, row: ImageRow, error: str) -> None:
-        self.rows.append(replace(row, error=error))
+        self.rows.append(replace(row, error=error, limits=self.pipeline.limits))
         log.warning("failed %s: %s", row.path, error)
         self.report.failed += 1
 
 
 def _prepare_one(pipeline: Pipeline, data: bytes):
-    """(prepare's result, None), or (None, error) for an image the pipeline cannot handle."""
+    """(prepare's result, None), or (None, the ImageError or TransientError) for an image the
+    pipeline cannot handle, now or ever."""
     try:
         return pipeline.prepare(data), None
-    except ImageError as exc:
-        return None, str(exc)
+    except (ImageError, TransientError) as exc:
+        return None, exc

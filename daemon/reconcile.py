@@ -15,6 +15,8 @@ from pathlib import Path
 from lookalike.base.errors import LookalikeError
 from lookalike.base.files import scan
 from lookalike.daemon.ingest import is_current
+from lookalike.daemon.root import check_no_root_inside
+from lookalike.pipeline.pipeline import Pipeline
 from lookalike.store.store import HELD_BACK, Store
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class Differences:
         return self.changed + self.gone
 
 
-def differences(store: Store, images_dir: Path, model: str, max_removal_fraction: float,
+def differences(store: Store, images_dir: Path, pipeline: Pipeline, max_removal_fraction: float,
                 allow_mass_removal: bool = False) -> Differences:
     """Compare images_dir with the store. Raises ImagesDirMissing when it cannot be listed."""
     if not images_dir.is_dir():
@@ -50,9 +52,10 @@ def differences(store: Store, images_dir: Path, model: str, max_removal_fraction
     except OSError as exc:
         raise ImagesDirMissing(f"cannot list images_dir {images_dir}: {exc.strerror}; "
                                "nothing was changed") from None
+    check_no_root_inside(store, images_dir, listing)
     known = store.file_states()
     changed = [path for path, stat in listing.files.items()
-               if not is_current(known.get(path), stat, model)]
+               if not is_current(known.get(path), stat, pipeline)]
     gone = [path for path in known if not listing.may_hold(path)]
     # --allow-mass-removal: any share may go (and a hold recorded before is lifted).
     fraction = 1.0 if allow_mass_removal else max_removal_fraction

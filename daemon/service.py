@@ -30,6 +30,7 @@ from lookalike.daemon.ingest import CLAIM_RETRY_SECONDS, Ingester, IngestReport,
 from lookalike.daemon.ingest_queue import BacklogProgress, IngestQueue
 from lookalike.daemon.reconcile import Differences, ImagesDirMissing, differences
 from lookalike.daemon.retry import RetryTimes
+from lookalike.daemon.root import take_root
 from lookalike.daemon.routing import EventRouter
 from lookalike.daemon.settings import Catalogue, DaemonSettings
 from lookalike.daemon.settle import Settler
@@ -41,21 +42,20 @@ from lookalike.pipeline.steps import VectorIndex
 from lookalike.search.follow import FollowedIndex
 from lookalike.store.leader import SnapshotLeader
 from lookalike.store.nodes import ThisNode
-from lookalike.store.store import Store
+from lookalike.store.store import OUTAGE_RETRY_SECONDS, Store
 
 log = logging.getLogger(__name__)
 
 # The longest the loop waits for a watcher event while nothing else is to be done.
 POLL_SECONDS = 0.2
-# Waits between tries to reach the database again, doubled from the first up to the last.
-OUTAGE_RETRY_SECONDS = (1.0, 30.0)
 
 
 class Service:
     def __init__(self, catalogue: Catalogue, daemon: DaemonSettings, k: int, store: Store,
                  pipeline: Pipeline, empty_index: VectorIndex, node: ThisNode,
                  clock: Callable[[], float] = time.monotonic,
-                 on_backlog: BacklogProgress | None = None):
+                 on_backlog: BacklogProgress | None = None,
+                 stop: threading.Event | None = None):
         self.catalogue, self.daemon, self.k = catalogue, daemon, k
         self.store, self.pipeline, self.node, self.clock = store, pipeline, node, clock
         self._empty_index = empty_index
@@ -70,8 +70,8 @@ class Service:
         self.status = StatusReporter(node, clock)
         self._ingester = self._new_ingester()
         self._snapshots = SnapshotWriter(store, pipeline.model_id, catalogue.snapshot,
-                                         daemon.retry_seconds, SnapshotLeader(store))
-        self._stop = threading.Event()
+                                         daemon.retry_seconds, SnapshotLeader(node.claims))
+        self._stop = stop or threading.Event()  # set: finish the current step and return
         self.index: FollowedIndex | None = None  # loaded by start()
         self.answerer: InboxAnswerer | None = None
         self._snapshot_due = True
@@ -96,6 +96,7 @@ class Service:
         # images_dir is never made: a missing one (an unmounted share) is waited for.
         self.catalogue.inbox_dir.mkdir(parents=True, exist_ok=True)
         logging.getLogger("lookalike").addHandler(self.status.problem)
+        take_root(self.store, self.catalogue.images_dir)
         # Watching starts first, so nothing that changes during reconciliation is missed.
         self.watcher.start()
         self._snapshots.start()
@@ -202,7 +203,7 @@ class Service:
                  self.catalogue.images_dir, len(found.paths), found.current)
 
     def _differences(self) -> Differences:
-        return differences(self.store, self.catalogue.images_dir, self.pipeline.model_id,
+        return differences(self.store, self.catalogue.images_dir, self.pipeline,
                            self.daemon.max_removal_fraction)
 
     def _rescan(self, reason: str) -> None:

@@ -22,6 +22,11 @@ class Catalogue:
     database: str = setting("sqlite:///lookalike.db", "a SQLAlchemy URL: a SQLite file "
                             "(relative to this file) or postgresql+psycopg://... for several "
                             "machines")
+    database_timeout_seconds: float = setting(15.0, "PostgreSQL: the longest a node waits for "
+                                              "another's lock, and the longest a transaction "
+                                              "may sit idle before the server ends it (a "
+                                              "paused node's locks are freed after it)",
+                                              positive)
 
 
 @dataclass(frozen=True)

@@ -3,44 +3,63 @@ beside its destination, renamed into place only once its digest matched the pin.
 
 HTTP is streamed with requests (a tqdm progress bar on a terminal; the response is closed
 however the transfer ends); a ``file://`` mirror is copied. Nothing half-fetched or unverified
-is ever left where a later run would load it, also when the transfer breaks or Ctrl-C stops it.
+is ever left where a later run would load it, also when the transfer breaks or Ctrl-C or
+SIGTERM stops it. A transfer is bounded: never more than the server declared nor more than
+``MAX_MODEL_BYTES``, and a server that trickles (slower than ``MIN_BYTES_PER_SECOND`` once
+``timeout_seconds`` passed) is given up. URLs are shown with their credentials masked.
 """
 
 from __future__ import annotations
 
 import http.client
 import logging
+import os
 import re
 import shutil
+import stat
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
+import urllib3
+
 from lookalike.base.atomic import atomic_path
 from lookalike.base.errors import ModelMissingError
-from lookalike.models.files import ModelFile, file_digest
+from lookalike.models.files import ModelFile, file_digest, shown_url
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
+# No model lookalike knows is near this (BiRefNet's largest ONNX file is under 1 GB): a mirror
+# that serves without end (a link to /dev/zero) stops here instead of filling the disk.
+MAX_MODEL_BYTES = 4 << 30
+# After [models] timeout_seconds, a transfer must have averaged this much: a server that
+# sends a byte a second never trips the per-read timeout, and is given up by this.
+MIN_BYTES_PER_SECOND = 32 << 10
 
 
 def fetch(file: ModelFile, destination: Path | None = None) -> Path:
     """Fetch ``file`` to ``destination`` (default: where it is loaded from); returns it."""
     destination = destination or file.path
     url = source_url(file)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    log.info("fetching %s from %s", destination.name, url)
+    log.info("fetching %s from %s", destination.name, shown_url(url))
     try:
-        # Removed after a failure or Ctrl-C; renamed into place only once verified.
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ModelMissingError(f"cannot fetch {shown_url(url)}: cannot make the folder "
+                                f"{destination.parent}: {_reason(exc)}") from None
+    try:
+        # Removed after a failure, Ctrl-C or SIGTERM; renamed into place once verified.
         with atomic_path(destination, ".partial") as partial:
             with open(partial, "wb") as output:
                 _download(url, output, file.source.timeout_seconds)
             _check(file, url, partial)
     except OSError as exc:
-        raise ModelMissingError(f"cannot fetch {url}: {_reason(exc)}") from None
+        where = "" if exc.filename is None else f" ({exc.filename})"
+        raise ModelMissingError(f"cannot fetch {shown_url(url)}: {_reason(exc)}{where}") from None
     log.info("fetched %s (sha256 %s)", destination, file_digest(destination, "sha256"))
     return destination
 
@@ -72,8 +91,7 @@ def source_url(file: ModelFile) -> str:
 def _download(url: str, output: BinaryIO, timeout: float) -> None:
     parts = urlsplit(url)
     if parts.scheme == "file":
-        with open(unquote(parts.path), "rb") as source:
-            shutil.copyfileobj(source, output, CHUNK_BYTES)
+        _copy_file(unquote(parts.path), output)
         return
     import requests
     from tqdm import tqdm
@@ -82,10 +100,20 @@ def _download(url: str, output: BinaryIO, timeout: float) -> None:
     try:
         with requests.get(url, stream=True, timeout=timeout) as response:
             response.raise_for_status()
-            size = int(response.headers.get("content-length", 0)) or None
-            with tqdm(total=size, unit="B", unit_scale=True, file=sys.stderr,
+            declared = int(response.headers.get("content-length", 0)) or None
+            limit = _limit(declared)
+            started, received = time.monotonic(), 0
+            with tqdm(total=declared, unit="B", unit_scale=True, file=sys.stderr,
                       disable=not sys.stderr.isatty()) as progress:
-                for chunk in response.iter_content(CHUNK_BYTES):
+                # read1 returns what has arrived: each chunk is checked against the bounds.
+                while chunk := response.raw.read1(CHUNK_BYTES):
+                    received += len(chunk)
+                    if received > limit:
+                        raise OSError(f"the server sent more than {limit:,} bytes")
+                    elapsed = time.monotonic() - started
+                    if elapsed > timeout and received < MIN_BYTES_PER_SECOND * elapsed:
+                        raise OSError(f"{received:,} bytes in {elapsed:.0f} s, slower than "
+                                      f"{MIN_BYTES_PER_SECOND >> 10} KiB/s")
                     output.write(chunk)
                     progress.update(len(chunk))
     except requests.HTTPError as exc:
@@ -94,6 +122,25 @@ def _download(url: str, output: BinaryIO, timeout: float) -> None:
         raise OSError(f"no answer within {timeout:g} s ([models] timeout_seconds)") from None
     except requests.RequestException as exc:
         raise OSError(_innermost(exc)) from None
+    except urllib3.exceptions.HTTPError as exc:
+        raise OSError(_innermost(exc)) from None
+
+
+def _limit(declared: int | None) -> int:
+    if declared is not None and declared > MAX_MODEL_BYTES:
+        raise OSError(f"the server offers {declared:,} bytes, more than a model file may be "
+                      f"({MAX_MODEL_BYTES:,})")
+    return declared or MAX_MODEL_BYTES
+
+
+def _copy_file(path: str, output: BinaryIO) -> None:
+    """A mirror's file, copied when it is a regular file no larger than a model may be."""
+    with open(path, "rb") as source:
+        size = os.fstat(source.fileno())
+        if not stat.S_ISREG(size.st_mode):
+            raise OSError(f"{path} is not a regular file")
+        _limit(size.st_size)
+        shutil.copyfileobj(source, output, CHUNK_BYTES)
 
 
 def _innermost(exc: BaseException) -> str:
@@ -118,4 +165,5 @@ def _check(file: ModelFile, url: str, fetched: Path) -> None:
     received = file_digest(fetched, algorithm)
     if not received.startswith(expected):
         raise ModelMissingError(
-            f"{url}: expected {algorithm} {expected}, received {received}; nothing was kept")
+            f"{shown_url(url)}: expected {algorithm} {expected}, received {received}; nothing "
+            "was kept")

@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from lookalike.base.cache import cache_home
 from lookalike.base.errors import ModelMissingError
 from lookalike.base.settings import positive, setting
+
+# Query parameters that carry credentials (S3 and GCS signed URLs, tokens): shown masked.
+SECRET_PARAMETERS = re.compile(r"token|key|secret|password|signature|sig|credential|auth",
+                               re.IGNORECASE)
+
+
+def shown_url(url: str) -> str:
+    """``url`` as printed and logged: a user name, a password and credential parameters
+    masked (as the database password is)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{name}=***" if SECRET_PARAMETERS.search(name) else f"{name}={value}" if sep else name
+        for name, sep, value in (item.partition("=") for item in parts.query.split("&") if item))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def is_url(value: str) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.base.atomic import atomic_path
+from lookalike.models.derived import record_digest
 
 
 def quantized(source: Path, target: Path, input_name: str, samples: Sequence[np.ndarray]) -> Path:
@@ -40,4 +41,5 @@ def quantized(source: Path, target: Path, input_name: str, samples: Sequence[np.
         quantize_static(str(optimised), str(made), Samples(), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8)
+    record_digest(target)
     return target

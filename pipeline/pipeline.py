@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lookalike.base.errors import ImageError, LookalikeError, UnreadableFile
+from lookalike.base.errors import ImageError, LookalikeError, TransientError, UnreadableFile
 from lookalike.base.settings import setting
 from lookalike.pipeline.plugins import StepPlugin, installed
 from lookalike.pipeline.steps import (
@@ -78,6 +78,12 @@ class Pipeline:
         return "+".join(step.id for step in steps)
 
     @property
+    def limits(self) -> str:
+        """The reading limits that decide which files are refused ("" when the decoder has
+        none): a failed file is retried when they change, and nodes of one store share them."""
+        return getattr(self.decoder, "limits", "")
+
+    @property
     def dimension(self) -> int:
         return self.embedder.dimension
 
@@ -120,10 +126,16 @@ class Pipeline:
         self.embed([self.padder.pad(self.remover.remove(sample), self.embedder.input_size)])
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Unit vectors, one row per prepared image."""
+        """Unit vectors, one row per prepared image; TransientError when memory ran out."""
         if not images:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        return np.ascontiguousarray(self.embedder.embed(images), dtype=np.float32)
+        try:
+            return np.ascontiguousarray(self.embedder.embed(images), dtype=np.float32)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise TransientError(f"out of memory while embedding: {one_line(str(exc))}") \
+                    from exc
+            raise
 
 
 @contextmanager
@@ -138,7 +150,20 @@ def failures_of_one_file() -> Iterator[None]:
             raise ImageError(one_line(str(exc))) from exc
         raise
     except Exception as exc:
-        raise ImageError(one_line(f"{type(exc).__name__}: {exc}")) from exc
+        message = one_line(f"{type(exc).__name__}: {exc}")
+        if is_out_of_memory(exc):  # the machine's state, not the file's: tried again later
+            raise TransientError(message) from exc
+        raise ImageError(message) from exc
+
+
+# How ONNX Runtime and torch say that an allocation failed (they raise RuntimeError).
+OUT_OF_MEMORY = ("failed to allocate", "bad_alloc", "out of memory",
+                 "cannot allocate memory")
+
+
+def is_out_of_memory(exc: Exception) -> bool:
+    return isinstance(exc, MemoryError) or any(
+        words in str(exc).lower() for words in OUT_OF_MEMORY)
 
 
 def one_line(message: str) -> str:

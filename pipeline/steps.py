@@ -58,6 +58,9 @@ class StepSettings:
 
 class Decoder(Protocol):
     id: str
+    # Optional: the settings that decide which files it refuses ("max_pixels=..."); a file
+    # it refused is tried again when they change.
+    limits: str
 
     def check(self, file: BinaryIO, size: int) -> None:
         """Raise ImageError when a file of ``size`` bytes, open at its start, is not worth

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lookalike.base.chunks import chunks
@@ -44,6 +44,16 @@ class Claims:
                 ).returning(Claim.key)
                 held.update(session.scalars(statement))
         return held
+
+    def lost(self, session, keys: list[str]) -> set[str]:
+        """Of ``keys``, those no longer this node's (another took them over), checked in the
+        caller's write transaction: the rest stay locked until it ends, so none changes hands
+        before the write commits."""
+        held: set[str] = set()
+        for chunk in chunks(keys):
+            held.update(session.scalars(select(Claim.key).where(
+                Claim.node == self.node, Claim.key.in_(chunk)).with_for_update()))
+        return set(keys) - held
 
     def release(self, keys: Iterable[str]) -> None:
         """Give up claims once their work is stored (a claim since taken over stays)."""

@@ -1,8 +1,11 @@
 """The processes that share one store (nodes): who they are, whether they are alive.
 
-Every `lookalike run` and `index` is a node: a row with its host, pid, pipeline and heartbeat.
-Nodes of one store must share one pipeline. The heartbeat renews the node's claims
-(store/claims.py). Times are the database's clock (store/clock.py).
+Every `lookalike run` and `index` is a node: a row with a random id, its host, pid, pipeline
+and heartbeat. Nodes of one store must share one pipeline (and its reading limits), checked
+and joined in one transaction. A node is live while its heartbeat is recent; its pid says it
+died only within its own pid space (a container on the same host name has another). The
+heartbeat renews the node's claims (store/claims.py). Times are the database's clock
+(store/clock.py).
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from lookalike.base.errors import LookalikeError
@@ -32,6 +36,22 @@ log = logging.getLogger(__name__)
 BEATS_PER_LEASE = 3
 LEASES_TO_GONE = 3
 FORGOTTEN_AFTER = 86_400.0
+# Nodes joining a PostgreSQL store at once check the others one at a time.
+JOIN_LOCK = 0x6E6F6465  # "node"
+
+
+def pid_space() -> str:
+    """Where this process's pid means something: this boot of this machine (Linux's boot id,
+    shared by its containers) and this pid namespace (each container's own); elsewhere the
+    host name."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
+
+
+PID_SPACE = pid_space()
 
 
 @dataclass(frozen=True)
@@ -47,21 +67,37 @@ class NodeStatus:
     embedded: int
     last_problem: str | None
     live: bool
+    limits: str | None
 
 
 class ThisNode:
     """This process among the store's nodes: its row, its claims, its heartbeat thread."""
 
-    def __init__(self, store: Store, command: str, model: str, lease_seconds: float):
+    def __init__(self, store: Store, command: str, model: str, lease_seconds: float,
+                 limits: str = ""):
+        """Join: refused while a live node embeds with another pipeline or reads with other
+        limits (it would re-embed every image the others embed, and they its), checked and
+        joined in one transaction, under a lock on PostgreSQL (two nodes started at once
+        with different pipelines: the second is refused)."""
         self.store, self.lease = store, lease_seconds
         self.id = uuid.uuid4().hex
         with store.session() as session:
+            if store.engine.dialect.name == "postgresql":
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": JOIN_LOCK})
             now = database_clock(session)
             session.execute(delete(Node).where(Node.heartbeat < now - FORGOTTEN_AFTER))
             session.execute(delete(Claim).where(Claim.expires < now - FORGOTTEN_AFTER))
+            for other in _statuses(session, now):
+                if other.live and (other.model, other.limits or "") != (model, limits):
+                    raise LookalikeError(
+                        f"lookalike {other.command} on {other.host} (pid {other.pid}) embeds "
+                        f"with another pipeline ({_pipeline(other.model, other.limits)}, this "
+                        f"config: {_pipeline(model, limits)}): every node of one database "
+                        "must use the same pipeline")
             session.add(Node(id=self.id, host=socket.gethostname(), pid=os.getpid(),
-                             command=command, model=model, since=now, heartbeat=now,
-                             lease=lease_seconds, queue=0, embedded=0))
+                             pid_space=PID_SPACE, command=command, model=model, limits=limits,
+                             since=now, heartbeat=now, lease=lease_seconds, queue=0,
+                             embedded=0))
         self.claims = Claims(store, self.id, lease_seconds)
         self._stopping = threading.Event()
         self._beating = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
@@ -101,40 +137,40 @@ class ThisNode:
 
 
 @contextmanager
-def joined(store: Store, command: str, model: str,
-           lease_seconds: float = 60.0) -> Iterator[ThisNode]:
-    """This process as a node of ``store`` for the block. A node with another pipeline would
-    re-embed every image the others embed, and they its: refused while such a node is live."""
-    for other in nodes(store):
-        if other.live and other.model != model:
-            raise LookalikeError(
-                f"lookalike {other.command} on {other.host} (pid {other.pid}) embeds with "
-                f"another pipeline ({other.model}, this config: {model}): every node of "
-                "one database must use the same pipeline")
-    node = ThisNode(store, command, model, lease_seconds)
+def joined(store: Store, command: str, model: str, lease_seconds: float = 60.0,
+           limits: str = "") -> Iterator[ThisNode]:
+    """This process as a node of ``store`` for the block (see ``ThisNode``)."""
+    node = ThisNode(store, command, model, lease_seconds, limits)
     try:
         yield node
     finally:
         node.leave()
 
 
+def _pipeline(model: str, limits: str | None) -> str:
+    return f"{model}, {limits}" if limits else model
+
+
 def nodes(store: Store) -> list[NodeStatus]:
-    """Every node the store knows, oldest first; ``live`` when heard from within a few of
-    its leases and, for a node of this machine, while its process runs (one killed before it
-    signed off is gone at once)."""
+    """Every node the store knows, oldest first."""
     with store.session() as session:
-        now = database_clock(session)
-        rows = session.scalars(select(Node).order_by(Node.since)).all()
-        return [NodeStatus(row.id, row.host, row.pid, row.command, row.model, row.since,
-                           row.heartbeat, row.queue, row.embedded, row.last_problem,
-                           now - row.heartbeat <= LEASES_TO_GONE * row.lease
-                           and not _died_here(row.host, row.pid))
-                for row in rows]
+        return _statuses(session, database_clock(session))
 
 
-def _died_here(host: str, pid: int) -> bool:
-    """True for a node of this machine whose process is no longer running."""
-    if host != socket.gethostname():
+def _statuses(session, now: float) -> list[NodeStatus]:
+    """``live`` when heard from within a few of its leases and, for a node of this pid space,
+    while its process runs (one killed before it signed off is gone at once)."""
+    rows = session.scalars(select(Node).order_by(Node.since)).all()
+    return [NodeStatus(row.id, row.host, row.pid, row.command, row.model, row.since,
+                       row.heartbeat, row.queue, row.embedded, row.last_problem,
+                       now - row.heartbeat <= LEASES_TO_GONE * row.lease
+                       and not _died_here(row.pid_space, row.pid), row.limits)
+            for row in rows]
+
+
+def _died_here(space: str | None, pid: int) -> bool:
+    """True for a node of this pid space whose process is no longer running."""
+    if space != PID_SPACE:
         return False
     try:
         os.kill(pid, 0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +26,9 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import DatabaseError, NoSuchModuleError, OperationalError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
 
 from lookalike.base.chunks import chunks
@@ -34,7 +38,8 @@ from lookalike.store.urls import is_server, masked, sqlite_file
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4  # 2: generations, removals; 3: images.removal; 4: claims, nodes
+# 2: generations, removals; 3: images.removal; 4: claims, nodes; 5: limits, nodes.pid_space
+SCHEMA_VERSION = 5
 # Write generations whose removals stay logged: a reader further behind compares every path.
 REMOVALS_KEPT = 10_000
 # The meta key saying why a rescan forgot nothing (a mass removal held back), or "".
@@ -45,8 +50,64 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 SCHEMA_LOCK = 0x6C6F6F6B  # "look"
 
 
+# Waits between tries to reach the database again, doubled from the first up to the last.
+OUTAGE_RETRY_SECONDS = (1.0, 30.0)
+# SQLSTATE classes of a server that is not there yet (08: connection exception; 57: starting
+# up or shutting down): waited for. Others (a wrong password, no such database) are refusals.
+UNREACHABLE_STATES = ("08", "57")
+# A dead peer's TCP connection is noticed after about IDLE + INTERVAL * COUNT seconds.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 30, 10, 3
+
+
 class StoreError(LookalikeError):
     """The database cannot be used: not ours, corrupt, or from a newer lookalike."""
+
+
+class StoreUnreachable(StoreError):
+    """The database server cannot be reached (down, starting, or the network is)."""
+
+
+# A write whose rows rest on claims: given the write's transaction and the paths it would
+# write, the paths whose claims this node no longer holds (their rows are not written).
+Fence = Callable[[Session, list[str]], set[str]]
+
+
+def server_settings(timeout_seconds: float) -> dict[str, Any]:
+    """libpq parameters of lookalike's own PostgreSQL sessions. No node waits longer than
+    ``timeout_seconds`` for another's lock (lock_timeout), and a transaction left idle that
+    long is ended by the server (idle_in_transaction_session_timeout): a node paused inside
+    a write (SIGSTOP, a paused VM) frees its locks instead of freezing every node. TCP
+    keepalives, on both ends, notice a peer that vanished (a cut network) in about a
+    minute instead of the system's two hours."""
+    milliseconds = max(1, round(timeout_seconds * 1000))
+    return {
+        "options": f"-c lock_timeout={milliseconds} "
+                   f"-c idle_in_transaction_session_timeout={milliseconds} "
+                   f"-c tcp_keepalives_idle={KEEPALIVE_IDLE} "
+                   f"-c tcp_keepalives_interval={KEEPALIVE_INTERVAL} "
+                   f"-c tcp_keepalives_count={KEEPALIVE_COUNT}",
+        "keepalives": 1, "keepalives_idle": KEEPALIVE_IDLE,
+        "keepalives_interval": KEEPALIVE_INTERVAL, "keepalives_count": KEEPALIVE_COUNT,
+        "connect_timeout": 10, "application_name": f"lookalike {os.getpid()}",
+    }
+
+
+def is_unreachable(exc: DBAPIError) -> bool:
+    """True when ``exc`` says the server is not there (rather than that it refused us)."""
+    if not isinstance(exc, (OperationalError, InterfaceError)):
+        return False
+    state = getattr(exc.orig, "sqlstate", None)
+    if state is not None:
+        return state.startswith(UNREACHABLE_STATES)
+    # A failed connection has no SQLSTATE (psycopg): a server that answered and refused says
+    # FATAL, unless it is only starting or stopping.
+    message = str(exc.orig)
+    return "FATAL:" not in message or "the database system is" in message
+
+
+def is_lock_timeout(exc: DBAPIError) -> bool:
+    """True when a statement gave up waiting for another node's lock (lock_timeout)."""
+    return getattr(exc.orig, "sqlstate", None) == "55P03"
 
 
 @dataclass(frozen=True)
@@ -57,6 +118,7 @@ class FileState:
     mtime_ns: int
     model: str | None
     status: str
+    limits: str | None  # of a failed file: the reading limits it failed under
 
 
 @dataclass(frozen=True)
@@ -74,6 +136,7 @@ class ImageRow:
     vector: bytes | None = None
     error: str | None = None
     removal: str | None = None  # how the background was removed (a step id)
+    limits: str | None = None  # of a failed file: the pipeline's reading limits
 
 
 def database_exists(url: str) -> bool:
@@ -102,13 +165,16 @@ def _rows_where(session: Session, query, column, values: Iterable[str]) -> list:
 
 
 class Store:
-    def __init__(self, url: str):
+    def __init__(self, url: str, timeout_seconds: float = 15.0):
         self.url = url
         self._kept: dict[tuple, tuple[int, Any]] = {}  # key -> (generation, value)
         try:
             # A server restarted meanwhile has closed the pooled connections: test each first
             # (a SQLite file has no server to lose).
-            self.engine = create_engine(url, pool_pre_ping=is_server(url))
+            connect_args = (server_settings(timeout_seconds)
+                            if make_url(url).get_backend_name() == "postgresql" else {})
+            self.engine = create_engine(url, pool_pre_ping=is_server(url),
+                                        connect_args=connect_args)
         except (ImportError, NoSuchModuleError) as exc:
             raise StoreError(f"cannot open database {masked(url)}: its driver is not installed "
                              f"({exc})") from None
@@ -116,10 +182,11 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
             self._prepare_schema()
-        except (DatabaseError, OperationalError) as exc:
+        except DBAPIError as exc:
             self.engine.dispose()
             reason = str(exc.orig).splitlines()[0] if exc.orig else str(exc)
-            raise StoreError(f"cannot open database {self.engine.url}: {reason}") from None
+            error = StoreUnreachable if is_server(url) and is_unreachable(exc) else StoreError
+            raise error(f"cannot open database {self.engine.url}: {reason}") from None
         except StoreError:
             self.engine.dispose()
             raise
@@ -179,6 +246,23 @@ class Store:
                      SCHEMA_VERSION)
         alembic.command.upgrade(migrations, "head")
 
+    @classmethod
+    def when_reachable(cls, url: str, timeout_seconds: float, stop: threading.Event) -> Store:
+        """The store, once its server can be reached: a node started before its database
+        server (at boot) waits for it, logging once, with the backoff of an outage later on.
+        Raises StoreUnreachable when ``stop`` is set first."""
+        wait, longest = OUTAGE_RETRY_SECONDS
+        while True:
+            try:
+                return cls(url, timeout_seconds)
+            except StoreUnreachable as exc:
+                if wait == OUTAGE_RETRY_SECONDS[0]:
+                    log.error("%s: waiting for it, trying again up to every %.0f s", exc,
+                              longest)
+                if stop.wait(wait):
+                    raise
+                wait = min(2 * wait, longest)
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -227,6 +311,16 @@ class Store:
             row = session.get(Meta, key)
             return row.value if row else None
 
+    def meta_once(self, key: str, value: str) -> str:
+        """The value of ``key``, set to ``value`` first where it has none (of several
+        processes setting it at once, one wins and all get its value)."""
+        insert_once = {"postgresql": postgresql.insert,
+                       "sqlite": sqlite.insert}[self.engine.dialect.name]
+        with self.session() as session:
+            session.execute(insert_once(Meta).values(key=key, value=value)
+                            .on_conflict_do_nothing())
+            return session.get(Meta, key).value
+
     def set_meta(self, key: str, value: str) -> None:
         with self.session() as session:
             session.merge(Meta(key=key, value=value))
@@ -234,7 +328,7 @@ class Store:
     def file_states(self, paths: Iterable[str] | None = None) -> dict[str, FileState]:
         """What the store knows of each of ``paths`` (of every file when None)."""
         columns = (ImageRecord.path, ImageRecord.size, ImageRecord.mtime_ns,
-                   ImageRecord.model, ImageRecord.status)
+                   ImageRecord.model, ImageRecord.status, ImageRecord.limits)
         if paths is None:
             with self.session() as session:
                 return {path: FileState(*rest) for path, *rest in session.execute(select(*columns))}
@@ -255,13 +349,26 @@ class Store:
                     row.model, row.vector, removal=row.removal))
         return found
 
-    def write_rows(self, rows: Iterable[ImageRow], gone: Iterable[str] = ()) -> int:
+    def write_rows(self, rows: Iterable[ImageRow], gone: Iterable[str] = (),
+                   fence: Fence | None = None) -> int:
         """Insert or replace the row of each file and delete the rows of ``gone``, in one
-        transaction (one generation); returns how many rows were deleted."""
+        transaction (one generation); returns how many rows were deleted. With a ``fence``,
+        the paths whose claims were lost meanwhile (this node was paused past its lease and
+        another took them over) are left alone, checked in the same transaction."""
         rows, gone = list(rows), list(gone)
         if not rows and not gone:
             return 0
         with self.session() as session:
+            if fence is not None:
+                lost = fence(session, [row.path for row in rows] + gone)
+                if lost:
+                    log.warning("%d file(s) not stored: their claims passed to another node "
+                                "(this one was paused past its lease?): %s", len(lost),
+                                ", ".join(sorted(lost)[:5]))
+                    rows = [row for row in rows if row.path not in lost]
+                    gone = [path for path in gone if path not in lost]
+                    if not rows and not gone:
+                        return 0
             generation = self._next_generation(session)
             existing = {row.path: row for (row,) in _rows_where(
                 session, select(ImageRecord), ImageRecord.path, [item.path for item in rows])}
@@ -273,6 +380,7 @@ class Store:
                 row.sha256, row.size, row.mtime_ns = item.sha256, item.size, item.mtime_ns
                 row.width, row.height, row.model = item.width, item.height, item.model
                 row.vector, row.error, row.removal = item.vector, item.error, item.removal
+                row.limits = item.limits
                 row.status = FAILED if item.error is not None else INDEXED
                 row.generation = generation
             if not gone:

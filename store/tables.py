@@ -47,6 +47,8 @@ class ImageRecord(Base):
     removal: Mapped[str | None] = mapped_column(String(96))
     status: Mapped[str] = mapped_column(String(16))
     error: Mapped[str | None]
+    # A failed file: the pipeline's reading limits it failed under (retried when they change).
+    limits: Mapped[str | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -92,6 +94,10 @@ class Node(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     host: Mapped[str]
     pid: Mapped[int]
+    # Where ``pid`` means something: this boot of this machine's pid namespace (containers on
+    # one host name have pid spaces of their own).
+    pid_space: Mapped[str | None]
+    limits: Mapped[str | None]  # the pipeline's reading limits: equal on every node
     command: Mapped[str] = mapped_column(String(16))
     model: Mapped[str]
     since: Mapped[float]

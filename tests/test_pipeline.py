@@ -152,8 +152,9 @@ def test_the_onnx_export_is_cached_by_the_weights_digest(model_home, tmp_path, m
     first = build(model_home, tmp_path, resnet18={"cache_dir": str(cache)})
     first.warm_up()
     digest = first.embedder.id.split("@")[1]
-    [exported] = cache.iterdir()
-    assert exported.name.startswith(f"resnet18-{digest}") and exported.suffix == ".onnx"
+    [exported] = cache.glob("*.onnx")
+    assert exported.name.startswith(f"resnet18-{digest}")
+    assert sorted(p.name for p in cache.iterdir()) == [exported.name, exported.name + ".sha256"]
 
     def export_again(*_):
         raise AssertionError("exported twice")
@@ -165,6 +166,21 @@ def test_the_onnx_export_is_cached_by_the_weights_digest(model_home, tmp_path, m
     with pytest.raises(AssertionError, match="exported twice"):  # new weights, new export
         build(model_home, tmp_path, resnet18={"cache_dir": str(cache),
                                               "weights": str(other_weights)}).warm_up()
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated"])
+def test_a_damaged_onnx_export_is_made_again_not_loaded(model_home, tmp_path, damage):
+    cache = tmp_path / "cache"
+    first = build(model_home, tmp_path, resnet18={"cache_dir": str(cache)})
+    first.warm_up()
+    [exported] = cache.glob("*.onnx")
+    whole = exported.read_bytes()
+    exported.write_bytes(b"" if damage == "empty" else whole[: len(whole) // 2])
+    again = build(model_home, tmp_path, resnet18={"cache_dir": str(cache)})
+    again.warm_up()  # before: ONNX Runtime's traceback, at every start
+    assert exported.read_bytes() == whole
+    image = first.prepare(encode(product_photo(1))).square
+    assert np.array_equal(first.embed([image]), again.embed([image]))
 
 
 def test_an_unknown_backend_is_a_config_error(model_home, tmp_path):

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, text
 from test_store import schema_differences
 
 from builders import cropped_query, product_photo
-from lookalike.store.store import ImageRow, Store, StoreError
+from lookalike.store.store import SCHEMA_VERSION, ImageRow, Store, StoreError
 
 
 def row(path: str, vector: list[float], sha: str, removal: str | None = None) -> ImageRow:
@@ -38,7 +38,8 @@ def test_rows_generations_and_removals_as_on_sqlite(database):
         store.close()
     reopened = Store(database)
     try:
-        assert reopened.get_meta("schema_version") == "4" and reopened.generation() == 2
+        assert reopened.get_meta("schema_version") == str(SCHEMA_VERSION)
+        assert reopened.generation() == 2
         assert schema_differences(reopened) == []  # Alembic made what the models describe
     finally:
         reopened.close()

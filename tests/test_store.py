@@ -19,7 +19,7 @@ from lookalike.pipeline.builtins.exact_index import ExactIndex
 from lookalike.pipeline.builtins.hnsw_index import HnswIndex
 from lookalike.search.index import NeighbourIndex
 from lookalike.store.snapshot import SnapshotError, read_snapshot, write_snapshot
-from lookalike.store.store import ImageRow, Store, StoreError
+from lookalike.store.store import SCHEMA_VERSION, ImageRow, Store, StoreError
 from lookalike.store.tables import Base
 
 
@@ -182,7 +182,7 @@ def test_an_older_database_is_upgraded_in_place_keeping_its_rows(tmp_path, schem
     connection.close()
     upgraded = Store(f"sqlite:///{path}")
     try:
-        assert upgraded.get_meta("schema_version") == "4"
+        assert upgraded.get_meta("schema_version") == str(SCHEMA_VERSION)
         assert upgraded.removal_counts() == {"": 1}  # not recorded before schema 3
         assert upgraded.indexed_vectors("m")[1].tolist() == [[1, 0]]
         before = upgraded.generation()

@@ -28,6 +28,7 @@ class PillowDecoder:
     def __init__(self, max_pixels: int, max_file_bytes: int):
         self.max_pixels = max_pixels
         self.max_file_bytes = max_file_bytes
+        self.limits = f"max_pixels={max_pixels}, max_file_bytes={max_file_bytes}"
 
     def check(self, file: BinaryIO, size: int) -> None:
         self._check_file_size(size)

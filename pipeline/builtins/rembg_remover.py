@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.base.errors import ConfigError, ModelMissingError
+from lookalike.models.derived import is_sound
 from lookalike.models.files import ModelFile, ModelSource, file_digest
 from lookalike.models.onnx import PROVIDERS, session_options
 from lookalike.pipeline.hookspecs import hookimpl
@@ -117,9 +118,10 @@ class RembgRemover:
         """The file the session runs: the verified model, or its int8 copy when asked for."""
         if not self._int8:
             return self._model_file.path
-        if not self.int8_path.is_file():
+        if not is_sound(self.int8_path):
+            state = "damaged" if self.int8_path.exists() else "not made yet"
             raise ModelMissingError(
-                f"the int8 copy of rembg model {self._model} is not made yet "
+                f"the int8 copy of rembg model {self._model} is {state} "
                 f"({self.int8_path}): run `lookalike quantize` (it calibrates the copy on "
                 "photos from images_dir)")
         return self.int8_path

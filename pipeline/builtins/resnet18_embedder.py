@@ -8,6 +8,7 @@ that never embed stay fast.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from collections.abc import Sequence
@@ -20,10 +21,13 @@ from PIL import Image
 from lookalike.base.atomic import atomic_path
 from lookalike.base.cache import cache_home
 from lookalike.base.errors import ConfigError, LookalikeError
+from lookalike.models.derived import is_sound, record_digest
 from lookalike.models.files import ModelFile, ModelSource
 from lookalike.models.onnx import inference_session
 from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.steps import StepSettings
+
+log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -96,6 +100,7 @@ def export_onnx(weights: Path, destination: Path) -> None:
                               dynamo=False, input_names=["pixels"], output_names=["features"],
                               opset_version=17,
                               dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}})
+        record_digest(destination)
     except OSError as exc:
         raise LookalikeError(f"cannot write the ONNX model {destination}: {exc}") from None
 
@@ -113,7 +118,10 @@ class TorchBackend:
 
 class OnnxBackend:
     def __init__(self, weights: Path, path: Path):
-        if not path.is_file():
+        if not is_sound(path):  # not made yet, or damaged since: made (again)
+            if path.exists():
+                log.warning("the ONNX export %s does not match its recorded digest: "
+                            "exporting it again", path)
             export_onnx(weights, path)
         self._session = inference_session(str(path))
 
