@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError
 from watchdog.events import FileSystemEvent
 
 from lookalike.base.files import file_path, relative_path
@@ -42,7 +42,7 @@ from lookalike.pipeline.steps import VectorIndex
 from lookalike.search.follow import FollowedIndex
 from lookalike.store.leader import SnapshotLeader
 from lookalike.store.nodes import ThisNode
-from lookalike.store.store import OUTAGE_RETRY_SECONDS, Store
+from lookalike.store.store import OUTAGE_RETRY_SECONDS, Store, is_outage
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,9 @@ class Service:
                 log.warning("database reachable again")
                 self._rescan("the database was unreachable")
             self._step()
-        except (OperationalError, InterfaceError) as exc:
+        except DBAPIError as exc:
+            if not is_outage(exc):
+                raise
             self._wait_out(exc)
 
     def _step(self) -> None:

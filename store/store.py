@@ -105,9 +105,16 @@ def is_unreachable(exc: DBAPIError) -> bool:
     return "FATAL:" not in message or "the database system is" in message
 
 
-def is_lock_timeout(exc: DBAPIError) -> bool:
-    """True when a statement gave up waiting for another node's lock (lock_timeout)."""
-    return getattr(exc.orig, "sqlstate", None) == "55P03"
+# The server ended the session (idle in transaction too long, an administrator, a restart):
+# the work of the transaction is lost, the database is still there.
+SESSION_ENDED_STATES = ("25P03", "57P01", "57P02", "57P03")
+
+
+def is_outage(exc: DBAPIError) -> bool:
+    """True when ``exc`` means the database cannot be used for now (down, unreachable, this
+    session ended, another node's lock not freed in time): wait, then start afresh."""
+    return (isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated
+            or getattr(exc.orig, "sqlstate", None) in SESSION_ENDED_STATES)
 
 
 @dataclass(frozen=True)

@@ -51,9 +51,13 @@ class PostgresServer:
 
     def restart(self, down_seconds: float) -> None:
         """Stop the server (every connection dropped), leave it down, start it again."""
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop")
+        self.stop_only()
         time.sleep(down_seconds)
         self.start()
+
+    def stop_only(self) -> None:
+        """Stop the server, keeping its data (``start`` brings it back)."""
+        self._run("pg_ctl", "-D", str(self.data), "-w", "-m", "fast", "stop")
 
     def _run(self, program: str, *args: str) -> None:
         command = [str(self.bin / program), *args]

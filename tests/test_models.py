@@ -20,7 +20,8 @@ from running import LOOKALIKE, stored
 
 class ModelServer:
     """Serves a folder on 127.0.0.1: ``/files/<name>`` as it is, ``/truncated/<name>`` cut off
-    halfway (the connection closes), ``/silent/<name>`` never answers; all else is a 404."""
+    halfway (the connection closes), ``/silent/<name>`` never answers, ``/trickle/<name>``
+    sends a byte every 50 ms; all else is a 404. A query string is ignored."""
 
     def __init__(self, folder: Path):
         self.folder, self.requests = folder, []
@@ -30,10 +31,18 @@ class ModelServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802 - the name http.server calls
                 server.requests.append(self.path)
-                kind, _, name = self.path.lstrip("/").partition("/")
+                kind, _, name = self.path.partition("?")[0].lstrip("/").partition("/")
                 file = server.folder / name
                 if kind == "silent":
                     server._quiet.wait(3)
+                    return
+                if kind == "trickle":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(file.stat().st_size))
+                    self.end_headers()
+                    while not server._quiet.wait(0.05):
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
                     return
                 if kind not in ("files", "truncated") or not file.is_file():
                     self.send_error(404)
@@ -150,6 +159,7 @@ def test_a_built_in_file_with_the_wrong_content_is_refused_by_its_pin(
     ("truncated", "bytes, 23,418,150 more expected"),  # the server hangs up halfway
     ("files/missing.pth", "404 Not Found"),
     ("silent", "no answer within 2 s ([models] timeout_seconds)"),
+    ("trickle", "slower than 32 KiB/s"),  # before: never given up
 ])
 def test_a_broken_transfer_is_one_line_and_leaves_nothing(workspace, server, caches, run_cli,
                                                           model_home, path, reason):
@@ -196,7 +206,9 @@ def test_fetched_to_a_folder_then_found_there_on_a_machine_without_network(
     assert result.exit_code == 0 and "2 embedded" in result.output, result.output
 
 
-def test_ctrl_c_during_a_download_leaves_no_partial_file(workspace, server, caches, model_home):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_during_a_download_leaves_no_partial_file(workspace, server, caches, model_home,
+                                                         signum):
     digest = sha256(model_home / "resnet18-test.pth")
     weights_by_url(workspace, f"{server.url}/silent/resnet18-test.pth", digest,
                    timeout_seconds=30.0)
@@ -207,6 +219,67 @@ def test_ctrl_c_during_a_download_leaves_no_partial_file(workspace, server, cach
     while not leftovers(folder):  # the partial file exists while the server keeps silent
         assert time.monotonic() < deadline and fetching.poll() is None
         time.sleep(0.1)
-    fetching.send_signal(signal.SIGINT)
+    fetching.send_signal(signum)  # SIGTERM before: the .partial file stayed
     assert fetching.wait(timeout=30) != 0
     assert leftovers(folder) == []
+
+
+def test_a_mirror_that_never_ends_is_refused_and_leaves_nothing(workspace, caches, run_cli,
+                                                                model_home, tmp_path):
+    digest = sha256(model_home / "resnet18-test.pth")
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "resnet18-test.pth").symlink_to("/dev/zero")  # before: it filled the disk
+    weights_by_url(workspace, "https://example.invalid/resnet18-test.pth", digest,
+                   mirror=mirror.as_uri() + "/")
+    result = run_cli("models", "--fetch")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].endswith(
+        "mirror/resnet18-test.pth is not a regular file")
+    assert leftovers(caches / "cache" / "lookalike" / "models" / digest[:16]) == []
+
+
+@pytest.mark.parametrize("mask", [0o002, 0o022])
+def test_fetched_files_get_the_mode_the_umask_gives(workspace, server, caches, model_home,
+                                                    tmp_path, mask):
+    digest = sha256(model_home / "resnet18-test.pth")
+    weights_by_url(workspace, f"{server.url}/files/resnet18-test.pth", digest)
+    carried = tmp_path / "carried"
+    result = subprocess.run(
+        ["sh", "-c", f'umask {mask:03o} && exec "$@"', "sh", LOOKALIKE, "models", "--fetch",
+         "--to", str(carried), "--config", str(workspace.config)],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for path in (carried / "resnet18-test.pth", carried / "mask.onnx"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path  # before: 0600
+
+
+def test_an_unwritable_cache_is_one_line(workspace, server, caches, run_cli, model_home,
+                                         monkeypatch, tmp_path):
+    digest = sha256(model_home / "resnet18-test.pth")
+    weights_by_url(workspace, f"{server.url}/files/resnet18-test.pth", digest)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    result = run_cli("models", "--fetch")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1:] == [
+        f"Error: cannot fetch {server.url}/files/resnet18-test.pth: cannot make the folder "
+        f"{blocker / 'lookalike' / 'models' / digest[:16]}: Not a directory"]
+
+
+def test_credentials_in_a_model_url_are_never_shown(workspace, server, caches, run_cli,
+                                                    model_home):
+    digest = sha256(model_home / "resnet18-test.pth")
+    host = server.url.removeprefix("http://")
+    url = f"http://reader:s3cret@{host}/files/resnet18-test.pth?token=abc123&v=2"
+    weights_by_url(workspace, url, digest)
+    fetched = run_cli("models", "--fetch", "--json")
+    assert fetched.exit_code == 0, fetched.output
+    assert f"from http://***@{host}/files/resnet18-test.pth?token=***&v=2" in fetched.output
+    broken = url.replace("/files/", "/missing/")
+    weights_by_url(workspace, broken, "0" * 64)
+    failed = run_cli("models", "--fetch")
+    assert failed.exit_code == 1 and "***@" in failed.output
+    for output in (fetched.output, failed.output):
+        assert "s3cret" not in output and "abc123" not in output

@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 import signal
+import subprocess
 import threading
 import time
 import tomllib
@@ -18,15 +19,17 @@ from collections import Counter
 import pytest
 from conftest import Workspace
 from PIL import ImageDraw
-from sqlalchemy import text
+from sqlalchemy import text, update
 
 from builders import cropped_query, product_photo
+from lookalike.base.errors import LookalikeError
 from lookalike.cli.app import App
 from lookalike.daemon.ingest import Batch, ingest, preparing_pool
-from lookalike.store.nodes import joined, nodes
+from lookalike.store.leader import SnapshotLeader
+from lookalike.store.nodes import ThisNode, joined, nodes
 from lookalike.store.snapshot import read_snapshot
 from lookalike.store.store import Store
-from lookalike.store.tables import Claim
+from lookalike.store.tables import Claim, Node
 from running import RunningService, lookalike
 
 
@@ -332,3 +335,174 @@ def test_a_node_that_sees_no_images_forgets_none_and_answers_from_the_whole_cata
     assert len(rows(database)) == 7
     assert blind.stop() == 0 and writer.stop() == 0
 
+
+
+def paused(node) -> None:
+    """Stop ``node``'s heartbeat, as SIGSTOP would: its claims run out after a lease."""
+    node._stopping.set()
+    node._beating.join()
+
+
+def test_a_node_paused_past_its_lease_stores_nothing_over_the_work_of_another(shared, catalogue):
+    """Fencing: a batch that saw a file gone, then waited past its lease while another node
+    stored the file, deletes nothing (before: the row was deleted, the file on disk)."""
+    app = App(str(shared.config))
+    pipeline = app.pipeline
+    with app.opened_store() as store, preparing_pool() as pool, \
+            joined(store, "run", pipeline.model_id, lease_seconds=0.5) as first, \
+            joined(store, "run", pipeline.model_id, lease_seconds=0.5) as second:
+        late = Batch(store, pipeline, shared.images, pool, first).start(["x.jpg"])
+        assert late.gone == ["x.jpg"]  # not there yet
+        paused(first)
+        time.sleep(1.0)  # past the lease
+        shutil.copy(catalogue / "item01.jpg", shared.images / "x.jpg")
+        assert Batch(store, pipeline, shared.images, pool, second).start(["x.jpg"]) \
+            .finish().embedded == 1
+        assert late.finish().removed == 0
+        assert store.count_indexed(pipeline.model_id) == 1
+
+
+def join_at_once(store: Store, models: list[str]) -> dict[str, ThisNode | None]:
+    """Each of ``models`` joins ``store`` from a thread of its own, all at one moment: the
+    node of each, or None where it was refused."""
+    start, outcomes = threading.Barrier(len(models)), {}
+
+    def join(model):
+        start.wait()
+        try:
+            outcomes[model] = ThisNode(store, "run", model, 60.0)
+        except LookalikeError:
+            outcomes[model] = None
+
+    threads = [threading.Thread(target=join, args=(model,)) for model in models]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_nodes_with_other_pipelines_joining_at_once_are_never_both_let_in(database):
+    store = Store(database)
+    try:
+        for trial in range(10):
+            outcomes = join_at_once(store, [f"a{trial}", f"b{trial}"])
+            assert list(outcomes.values()).count(None) == 1, outcomes  # before: both ran
+            for node in outcomes.values():
+                if node is not None:
+                    node.leave()
+    finally:
+        store.close()
+
+
+def test_a_node_of_another_pid_space_is_live_by_its_heartbeat(database):
+    """Containers on one host name: a pid means nothing outside its own pid namespace."""
+    store = Store(database)
+    try:
+        with joined(store, "run", "m") as node:
+            dead = dead_pid()
+            with store.session() as session:
+                session.execute(update(Node).where(Node.id == node.id).values(pid=dead))
+            assert [other.live for other in nodes(store)] == [False]  # here: its pid is dead
+            with store.session() as session:
+                session.execute(update(Node).where(Node.id == node.id)
+                                .values(pid_space="another-boot/4026531836"))
+            assert [other.live for other in nodes(store)] == [True]
+            with pytest.raises(LookalikeError, match="embeds with another pipeline"):
+                ThisNode(store, "run", "other", 60.0)
+            with pytest.raises(LookalikeError, match="max_pixels=1"):
+                ThisNode(store, "run", "m", 60.0, limits="max_pixels=1")
+    finally:
+        store.close()
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_paused_snapshot_writer_is_replaced_like_a_dead_one(database):
+    store = Store(database)
+    try:
+        with joined(store, "run", "m", lease_seconds=0.5) as first, \
+                joined(store, "run", "m", lease_seconds=0.5) as second:
+            writer, other = SnapshotLeader(first.claims), SnapshotLeader(second.claims)
+            assert writer.holds() and not other.holds()
+            time.sleep(1.0)
+            assert writer.holds() and not other.holds()  # renewed by its heartbeat
+            paused(first)
+            time.sleep(1.0)
+            assert other.holds() and not writer.holds()
+    finally:
+        store.close()
+
+
+def meta_lock_holder(database: str, pid: int) -> bool:
+    """True when the process ``pid`` has a transaction open that holds meta's rows (the
+    write generation) for update."""
+    store = Store(database)
+    try:
+        with store.session() as session:
+            return bool(session.scalar(text(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'meta' "
+                "AND l.mode = 'RowShareLock' AND a.application_name = :name"),
+                {"name": f"lookalike {pid}"}))
+    finally:
+        store.close()
+
+
+def stop_inside_a_write(service: RunningService, database: str, timeout: float = 120) -> None:
+    """SIGSTOP ``service`` at a moment its write transaction holds the generation lock
+    (tried again until the moment is hit)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if meta_lock_holder(database, service.process.pid):
+            service.process.send_signal(signal.SIGSTOP)
+            if meta_lock_holder(database, service.process.pid):
+                return
+            service.process.send_signal(signal.SIGCONT)
+    pytest.fail("the node was never caught inside a write")
+
+
+@pytest.mark.slow
+def test_a_node_paused_inside_a_write_never_freezes_the_others(shared, start_nodes, database):
+    settings = {"database_timeout_seconds": 2.0,
+                "daemon": {"settle_seconds": 0.2, "batch_size": 2}}
+    steady, stopped = start_nodes(node_workspace(shared, "steady", **settings),
+                                  node_workspace(shared, "stopped", **settings))
+    add_photos(shared.images, 200)
+    stop_inside_a_write(stopped, database)
+    try:
+        frozen_at = time.monotonic()
+        arrivals = add_photos(shared.images, 4, start=900)
+        cropped_query(product_photo(3)).save(shared.inbox / "q.jpg")
+        # Before: the steady node's next write waited on the lock for ever; now the server
+        # ends the paused node's transaction after database_timeout_seconds.
+        steady.wait_for(lambda: set(arrivals) <= set(rows(database)), "the new images",
+                        timeout=60)
+        steady.wait_for((shared.inbox / "q.jpg.neighbours.json").exists, "the answer",
+                        timeout=30)
+        assert time.monotonic() - frozen_at < 60
+    finally:
+        stopped.process.send_signal(signal.SIGCONT)
+    steady.wait_for(lambda: len(rows(database)) == 204, "every image", timeout=300)
+    stopped.wait_for(lambda: "database reachable again" in stopped.log(), "the paused node back")
+    assert steady.stop() == 0 and stopped.stop() == 0
+
+
+@pytest.mark.slow
+def test_run_waits_for_a_database_that_starts_later(shared, server, service_factory, database):
+    server.stop_only()
+    try:
+        node = service_factory(on=node_workspace(shared, "early"), wait=False)
+        node.wait_for(lambda: "waiting for it" in node.log(), "the wait to be told")
+        time.sleep(3)
+        assert node.process.poll() is None  # before: exit 1 at once
+    finally:
+        server.start()
+    node.wait_for(lambda: "watching" in node.log(), "the start once the server is up")
+    assert node.log().count("waiting for it") == 1
+    assert node.stop() == 0

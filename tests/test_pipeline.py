@@ -183,6 +183,21 @@ def test_a_damaged_onnx_export_is_made_again_not_loaded(model_home, tmp_path, da
     assert np.array_equal(first.embed([image]), again.embed([image]))
 
 
+def test_the_export_never_writes_through_a_planted_link(model_home, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    pipeline = build(model_home, tmp_path, resnet18={"cache_dir": str(cache)})
+    exported = pipeline.embedder.onnx_file
+    # Before: the export wrote to <name>.partial, following a link planted there.
+    for planted in (exported.with_name(exported.name + ".partial"), exported):
+        planted.symlink_to(victim)
+    pipeline.warm_up()
+    assert victim.read_bytes() == b"keep me"
+    assert not exported.is_symlink() and exported.stat().st_size > 1000
+
+
 def test_an_unknown_backend_is_a_config_error(model_home, tmp_path):
     with pytest.raises(ConfigError, match="resnet18.backend must be one of onnxruntime, torch"):
         build(model_home, tmp_path, resnet18={"backend": "tensorflow"})
