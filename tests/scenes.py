@@ -4,8 +4,12 @@ The ground truth for background removal. Each scene is a garment (a drawn silhou
 Fashion-MNIST item from Debian's dataset-fashion-mnist, which `make test` installs) in a
 colour, a pattern or white on white, with a soft drop shadow on half the plain scenes, on one
 background kind: "white", "grey", "gradient" (plain: a studio sweep) or "textured" (wood,
-tiles, fabric, stone, a street). Edges are anti-aliased and each photo goes through JPEG, as a
-camera's would. The true mask is where the garment covers at least half a pixel.
+tiles, fabric, stone, a street). Two more kinds are plain backgrounds where a cut by colour
+would guess: "panel" (a garment with a large part in the background's colour: a grey chest
+panel on grey, or only a dark outline) and "fine" (fur trim, hair or leaves: hundreds of strands
+a pixel or two wide, on white or light grey). Edges are anti-aliased and each photo goes
+through JPEG, as a camera's would. The true mask is where the garment covers at least half a
+pixel.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ from scipy import ndimage
 
 from builders import draw_silhouette
 
-KINDS = ("white", "grey", "gradient", "textured")
+KINDS = ("white", "grey", "gradient", "textured", "panel", "fine")
 PLAIN_KINDS = KINDS[:3]
+GUESS_KINDS = KINDS[4:]  # plain, but a cut by colour is a guess: declined or cut exactly
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 SIZE = (400, 500)
 
@@ -30,12 +35,15 @@ SIZE = (400, 500)
 def scene(kind: str, seed: int, size: tuple[int, int] = SIZE) -> tuple[bytes, np.ndarray]:
     """A JPEG photo of one garment on a ``kind`` background, and its true mask (bool, h×w)."""
     rng = np.random.default_rng([KINDS.index(kind), seed])
-    coverage = garment_coverage(rng, size)
+    if kind in GUESS_KINDS:
+        coverage, background, garment = GUESSES[kind](rng, size)
+    else:
+        coverage = garment_coverage(rng, size)
+        background = BACKGROUNDS[kind](rng, size)
+        if kind in PLAIN_KINDS and rng.random() < 0.5:
+            background = with_shadow(background, coverage, rng)
+        garment = garment_pixels(rng, size, coverage, background)
     mask = coverage >= 0.5
-    background = BACKGROUNDS[kind](rng, size)
-    if kind in PLAIN_KINDS and rng.random() < 0.5:
-        background = with_shadow(background, coverage, rng)
-    garment = garment_pixels(rng, size, coverage, background)
     alpha = coverage[..., None]
     pixels = garment * alpha + background * (1 - alpha)
     photo = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
@@ -64,6 +72,82 @@ def garment_coverage(rng: np.random.Generator, size: tuple[int, int]) -> np.ndar
             float(rng.uniform(-12, 12)), Image.Resampling.BILINEAR)
         canvas = canvas.point(lambda v: 255 if v >= 128 else 0)
     return np.asarray(canvas.resize(size, Image.Resampling.BOX), dtype=np.float32) / 255
+
+
+def drawn_silhouette(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    """A drawn garment at 4× the photo's size ("L", 255 inside), turned a little."""
+    width, height = size
+    canvas = Image.new("L", (width, height), 0)
+    draw_silhouette(ImageDraw.Draw(canvas), int(rng.integers(3)), width // 2, height // 2)
+    canvas = canvas.resize((width * 4, height * 4), Image.Resampling.NEAREST).rotate(
+        float(rng.uniform(-12, 12)), Image.Resampling.BILINEAR)
+    return canvas.point(lambda v: 255 if v >= 128 else 0)
+
+
+def down(canvas: Image.Image, size: tuple[int, int]) -> np.ndarray:
+    """A 4× drawing averaged down to the photo: how much of each pixel it covers (0–1)."""
+    return np.asarray(canvas.resize(size, Image.Resampling.BOX), dtype=np.float32) / 255
+
+
+def panelled(rng, size):
+    """A dark garment with a large part in the background's own colour (a chest panel, a
+    yoke), or a garment of the background's colour with only a dark outline: the garment's
+    (coverage, background, colours)."""
+    silhouette = drawn_silhouette(rng, size)
+    coverage = down(silhouette, size)
+    background = (grey if rng.random() < 0.6 else white)(rng, size)
+    flat = background.mean(axis=(0, 1))
+    dark = rng.uniform(15, 90, 3).astype(np.float32)
+    height, width = coverage.shape
+    if rng.random() < 0.5:  # a panel of 10–35 % of the garment in the background's colour
+        inside = np.argwhere(coverage > 0.99)
+        (top, left), (bottom, right) = inside.min(axis=0), inside.max(axis=0)
+        share = rng.uniform(0.1, 0.35)
+        panel_h = int((bottom - top) * np.sqrt(share) * rng.uniform(0.8, 1.2))
+        panel_w = int((right - left) * np.sqrt(share) * rng.uniform(0.8, 1.2))
+        y0 = int(rng.integers(top, max(top + 1, bottom - panel_h)))
+        x0 = int(rng.integers(left, max(left + 1, right - panel_w)))
+        painted = Image.new("L", (width * 4, height * 4), 0)
+        ImageDraw.Draw(painted).rectangle([x0 * 4, y0 * 4, (x0 + panel_w) * 4,
+                                           (y0 + panel_h) * 4], fill=255)
+        panel = down(Image.fromarray(np.minimum(np.asarray(painted), np.asarray(silhouette))),
+                     size)[..., None]
+        colours = dark * (1 - panel) + (flat + rng.uniform(-3, 3, 3)) * panel
+    else:  # the background's colour inside, a dark outline 2–5 pixels wide
+        inner = silhouette.filter(ImageFilter.MinFilter(4 * int(rng.integers(2, 6)) + 1))
+        rim = (coverage - down(inner, size))[..., None]
+        colours = (flat + rng.uniform(-3, 3, 3)) * (1 - rim) + dark * rim
+    return coverage, background, np.broadcast_to(colours, (height, width, 3)).astype(np.float32)
+
+
+def fine(rng, size):
+    """A garment trimmed with fur (strands all round), with hair (strands on top) or leaves
+    (small leaves on thin stems), on white or light grey: the garment's (coverage, background,
+    colours)."""
+    silhouette = drawn_silhouette(rng, size)
+    edge = np.asarray(silhouette.filter(ImageFilter.FIND_EDGES)) > 0
+    points = np.argwhere(edge)
+    centre = points.mean(axis=0)
+    style = rng.choice(["fur", "hair", "leaves"])
+    if style == "hair":
+        points = points[points[:, 0] < np.percentile(points[:, 0], 35)]
+    draw = ImageDraw.Draw(silhouette)
+    for _ in range(int(rng.integers(250, 500))):
+        y, x = points[int(rng.integers(len(points)))]
+        away = np.arctan2(y - centre[0], x - centre[1]) + rng.uniform(-0.7, 0.7)
+        length = rng.uniform(24, 90)
+        end = (x + length * np.cos(away), y + length * np.sin(away))
+        draw.line([(x, y), end], fill=255, width=int(rng.integers(3, 7)))
+        if style == "leaves":
+            rx, ry = rng.uniform(8, 20), rng.uniform(4, 10)
+            draw.ellipse([end[0] - rx, end[1] - ry, end[0] + rx, end[1] + ry], fill=255)
+    coverage = down(silhouette, size)
+    background = white(rng, size) if rng.random() < 0.5 else np.clip(
+        white(rng, size) - rng.uniform(15, 45), 0, 255)
+    colour = rng.uniform(20, 200, 3).astype(np.float32)
+    height, width = coverage.shape
+    shade = 1 + 0.08 * value_noise(rng, size, 30)[..., None]
+    return coverage, background, np.broadcast_to(colour, (height, width, 3)) * shade
 
 
 def without_small_holes(shape: np.ndarray) -> np.ndarray:
@@ -201,6 +285,7 @@ def street(rng, size) -> np.ndarray:
 
 TEXTURES = (stone, wood, tiles, fabric, street)
 BACKGROUNDS = {"white": white, "grey": grey, "gradient": gradient, "textured": textured}
+GUESSES = {"panel": panelled, "fine": fine}
 
 
 @cache

@@ -6,6 +6,11 @@ background is textured and the photo is declined (the network must decide). Othe
 background is every pixel close to the model, or in its soft shadow, that is connected to the
 border; enclosed holes of background colour (a bag's handle) are background too; small specks
 and holes are cleaned. All of it runs on a copy at most WORK_SIDE pixels wide: a few ms.
+
+Where the cut would be a guess the photo is declined too: a large enclosed region of the
+background's colour is more often garment (a grey panel on grey, a garment drawn only by its
+outline) than background seen through it, and fine structure (fur, hair, leaves: strands a
+pixel or two wide, blended with the background) cannot be cut by colour.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-VERSION = 1  # raise with any change that can change a mask: it is part of the step id
+VERSION = 2  # raise with any change that can change a mask: it is part of the step id
 WORK_SIDE = 256  # the mask is found at this size (longest side), then scaled to the photo
 FOUR_NEIGHBOURS = ndimage.generate_binary_structure(2, 1)
 
@@ -34,6 +39,8 @@ class PlainBackground:
     max_shadow_width: float = 0.06  # shadows reach this far (a share of the side) from background
     max_shadow_tint: float = 0.08  # a shadow keeps the background's chromaticity
     min_hole_share: float = 0.003  # enclosed background larger than this is a hole (a handle)
+    max_hole_share: float = 0.04  # holes over this share of the garment: perhaps garment
+    max_fringe_edges: float = 0.07  # edges in the band outside the outline: fur, hair, leaves
     min_edge_step: float = 12.0  # a step this large is an edge
     max_edge_share: float = 0.0005  # more edge pixels than this away from the garment: declined
     max_soft_outline: float = 0.1  # more of the outline than this without an edge: declined
@@ -52,12 +59,15 @@ class PlainBackground:
             return None
         model, noise, border_inliers = background
         step = largest_step(pixels.sum(axis=0) / 3)
-        foreground, distance = self._foreground(pixels, model, noise, step, border_inliers)
+        found = self._foreground(pixels, model, noise, step, border_inliers)
+        if found is None:
+            return None
+        foreground, distance = found
         share = foreground.mean()
         if not self.foreground_shares[0] <= share <= self.foreground_shares[1]:
             return None
-        if self._edges_left_in_background(foreground, step) or self._soft_outline(foreground,
-                                                                                    step):
+        if (self._edges_left_in_background(foreground, step)
+                or self._soft_outline(foreground, step) or self._fringed(foreground, step)):
             return None
         foreground &= half_covered(foreground, distance)
         small = Image.fromarray(foreground.astype(np.uint8) * 255)
@@ -89,7 +99,8 @@ class PlainBackground:
     def _foreground(self, pixels, model, noise, step, border_inliers):
         """Everything not reachable from the border through background or its soft shadow,
         less the large enclosed holes of background colour, specks cleaned away; and each
-        pixel's colour distance from the background."""
+        pixel's colour distance from the background. None when the cut would be a guess:
+        holes too large to be only background."""
         difference = pixels - model
         distance = np.sqrt((difference * difference).sum(axis=0))
         close = distance <= max(self.min_distance, 4 * noise)
@@ -100,6 +111,8 @@ class PlainBackground:
         touching = np.unique(labels[border_inliers & reachable])
         foreground = ~np.isin(labels, touching[touching > 0])
         holes = regions_at_least(close & foreground, self.min_hole_share * foreground.size)
+        if holes.sum() > self.max_hole_share * foreground.sum():
+            return None
         foreground = ndimage.binary_opening(foreground & ~holes)
         return regions_at_least(foreground, self.min_hole_share * foreground.size), distance
 
@@ -124,6 +137,16 @@ class PlainBackground:
         outline = foreground & ~ndimage.binary_erosion(foreground)
         sharp = ndimage.maximum_filter(step, size=3) > self.min_edge_step / 2
         return (outline & ~sharp).sum() > self.max_soft_outline * outline.sum()
+
+
+    def _fringed(self, foreground: np.ndarray, step: np.ndarray) -> bool:
+        """The third self-check: strands standing out of the outline (fur, hair, leaves) leave
+        edges in the band just outside it, where a clean outline leaves almost none. Blended
+        with the background a pixel or two wide, they cannot be cut by colour."""
+        band = (ndimage.binary_dilation(foreground, iterations=4)
+                & ~ndimage.binary_dilation(foreground))
+        edges = band & (step > self.min_edge_step / 2)
+        return edges.sum() > self.max_fringe_edges * max(1, band.sum())
 
 
 def half_covered(foreground: np.ndarray, distance: np.ndarray) -> np.ndarray:
