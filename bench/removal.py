@@ -6,7 +6,7 @@ weights: this builds both networks from the U²-Net paper's description (RSU blo
 convolution), with seeded random weights, and exports each once to ONNX at rembg's 320×320
 input. Then, in one run:
 
-1. ground truth: the fast path ("plain@1") on the scenes of tests/scenes.py, per background
+1. ground truth: the fast path ("plain@2") on the scenes of tests/scenes.py, per background
    kind: the share it cuts out itself, its mask IoU against the true mask, its time;
 2. the network's own cost: rembg's one-at-a-time call, the session on batches, two images at
    once, and int8 (static quantisation, calibrated on scenes) beside float32;
@@ -43,7 +43,7 @@ from torch.nn import functional as F
 from lookalike.cli.app import App
 from lookalike.daemon.ingest import Ingester, preparing_pool
 from lookalike.models.quantize import quantized
-from lookalike.pipeline.builtins.plain_background import PlainBackground
+from lookalike.pipeline.builtins.plain_background import VERSION, PlainBackground
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.store.nodes import joined
 from lookalike.store.store import Store
@@ -376,7 +376,7 @@ def main() -> None:
             print(f"{share:4.0%} plain backgrounds (ground truth's mix, white on white too):")
             for remover in ("auto", "auto, int8") + (("rembg",) if share == 1.0 else ()):
                 rate, removals = ingest_rate(pipelines[remover], folder, names, args.batch)
-                taken = removals.get("plain@1", 0) / len(names)
+                taken = removals.get(f"plain@{VERSION}", 0) / len(names)
                 print(f"  {remover:<10} {rate:6.2f} images/s (fast path took {taken:.0%})")
             if share == 1.0:
                 overlap(pipelines["auto"], folder, names, args.batch)

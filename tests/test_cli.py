@@ -39,7 +39,7 @@ def test_index_then_query_finds_the_cropped_copy_first(workspace, catalogue, run
     }
     assert [n["rank"] for n in answer["neighbours"]] == list(range(1, 11))
     assert re.fullmatch(
-        r"pillow@2\+auto:plain@1\|rembg-u2net_custom@[0-9a-f]{12}\+white@2"
+        r"pillow@2\+auto:plain@2\|rembg-u2net_custom@[0-9a-f]{12}\+white@2"
         r"\+resnet18@[0-9a-f]{12}",
         answer["model"])
     assert json.loads(run_cli("status", "--json").output)["models"] == {answer["model"]: 12}

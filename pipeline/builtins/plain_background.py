@@ -7,10 +7,10 @@ background is every pixel close to the model, or in its soft shadow, that is con
 border; enclosed holes of background colour (a bag's handle) are background too; small specks
 and holes are cleaned. All of it runs on a copy at most WORK_SIDE pixels wide: a few ms.
 
-Where the cut would be a guess the photo is declined too: a large enclosed region of the
-background's colour is more often garment (a grey panel on grey, a garment drawn only by its
-outline) than background seen through it, and fine structure (fur, hair, leaves: strands a
-pixel or two wide, blended with the background) cannot be cut by colour.
+Where the cut would be a guess the photo is declined too: enclosed regions of the background's
+colour larger than a few percent of the garment are more often garment (a grey panel on grey, a
+garment drawn only by its outline) than background seen through it (a bag's handle: the network
+decides those).
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ class PlainBackground:
     min_shadow_ratio: float = 0.5  # shadows keep at least half the background's light
     max_shadow_width: float = 0.06  # shadows reach this far (a share of the side) from background
     max_shadow_tint: float = 0.08  # a shadow keeps the background's chromaticity
-    min_hole_share: float = 0.003  # enclosed background larger than this is a hole (a handle)
+    min_hole_share: float = 0.003  # enclosed background larger than this is a hole
     max_hole_share: float = 0.04  # holes over this share of the garment: perhaps garment
-    max_fringe_edges: float = 0.07  # edges in the band outside the outline: fur, hair, leaves
     min_edge_step: float = 12.0  # a step this large is an edge
     max_edge_share: float = 0.0005  # more edge pixels than this away from the garment: declined
     max_soft_outline: float = 0.1  # more of the outline than this without an edge: declined
@@ -66,8 +65,8 @@ class PlainBackground:
         share = foreground.mean()
         if not self.foreground_shares[0] <= share <= self.foreground_shares[1]:
             return None
-        if (self._edges_left_in_background(foreground, step)
-                or self._soft_outline(foreground, step) or self._fringed(foreground, step)):
+        if self._edges_left_in_background(foreground, step) or self._soft_outline(foreground,
+                                                                                    step):
             return None
         foreground &= half_covered(foreground, distance)
         small = Image.fromarray(foreground.astype(np.uint8) * 255)
@@ -137,16 +136,6 @@ class PlainBackground:
         outline = foreground & ~ndimage.binary_erosion(foreground)
         sharp = ndimage.maximum_filter(step, size=3) > self.min_edge_step / 2
         return (outline & ~sharp).sum() > self.max_soft_outline * outline.sum()
-
-
-    def _fringed(self, foreground: np.ndarray, step: np.ndarray) -> bool:
-        """The third self-check: strands standing out of the outline (fur, hair, leaves) leave
-        edges in the band just outside it, where a clean outline leaves almost none. Blended
-        with the background a pixel or two wide, they cannot be cut by colour."""
-        band = (ndimage.binary_dilation(foreground, iterations=4)
-                & ~ndimage.binary_dilation(foreground))
-        edges = band & (step > self.min_edge_step / 2)
-        return edges.sum() > self.max_fringe_edges * max(1, band.sum())
 
 
 def half_covered(foreground: np.ndarray, distance: np.ndarray) -> np.ndarray:
