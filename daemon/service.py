@@ -14,6 +14,7 @@ is back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -127,7 +128,8 @@ class Service:
             if self._outage is not None:
                 self.node.claims.release_all()  # of the batches dropped; a rescan redoes them
                 self._outage = None
-                log.warning("database reachable again")
+                # Info, not a warning: the outage stays the last problem `status` shows.
+                log.info("database reachable again")
                 self._rescan("the database was unreachable")
             self._step()
         except DBAPIError as exc:
@@ -233,6 +235,9 @@ class Service:
             self._outage = first
         else:
             self._outage = min(2 * self._outage, longest)
+        # A node that cannot write says so in status, where the database still listens.
+        with contextlib.suppress(DBAPIError):
+            self.status.publish(len(self.settler) + len(self.waiting) + self.events.qsize())
         self._stop.wait(self._outage)
 
     def _new_ingester(self) -> Ingester:

@@ -490,6 +490,14 @@ def test_a_node_paused_inside_a_write_never_freezes_the_others(shared, start_nod
         stopped.process.send_signal(signal.SIGCONT)
     steady.wait_for(lambda: len(rows(database)) == 204, "every image", timeout=300)
     stopped.wait_for(lambda: "database reachable again" in stopped.log(), "the paused node back")
+
+    def problem_of(pid: int) -> str:
+        listed = json.loads(lookalike(shared, "status", "--json").stdout)["nodes"]
+        return next(node["last_problem"] or "" for node in listed if node["pid"] == pid)
+
+    # The node that could not write says so in status (its transaction ended by the server).
+    stopped.wait_for(lambda: "idle-in-transaction" in problem_of(stopped.process.pid),
+                     "status to show the problem", timeout=30)
     assert steady.stop() == 0 and stopped.stop() == 0
 
 
