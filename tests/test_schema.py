@@ -1,11 +1,13 @@
 """Making and upgrading the schema on SQLite and PostgreSQL: a process killed at any statement
 leaves the old schema or the new one, several processes opening one new database at once all
-succeed, and a schema from a newer lookalike is refused in one line. The processes are forks of
-the test (a real process, killed for real with SIGKILL, without a second interpreter's start)."""
+succeed, and a schema from a newer lookalike is refused in one line. The processes are real,
+killed for real with SIGKILL: children of a fork server that imported the store once
+(tests/store_opener.py), so each starts in milliseconds and none inherits a lock held by one
+of the test's threads (a plain fork of the test process once hung on one)."""
 
 from __future__ import annotations
 
-import os
+import multiprocessing
 import signal
 import time
 from collections.abc import Callable
@@ -15,11 +17,14 @@ import alembic.command
 import alembic.config
 import pytest
 from sqlalchemy import Engine, create_engine, event, text
+from store_opener import open_store
 from test_store import schema_differences
 
 from lookalike.store.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
 
 TRIALS = 10
+FORKS = multiprocessing.get_context("forkserver")
+FORKS.set_forkserver_preload(["store_opener"])
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -56,35 +61,19 @@ def statements_to_open(url: str) -> int:
     return next(seen)
 
 
-def open_in_child(url: str, kill_before: int | None = None, start_at: float = 0.0) -> int:
-    """Fork a process that opens ``url`` (at ``start_at`` on the clock), SIGKILLed just before
-    its statement number ``kill_before``; its pid. It exits 0 when the store opened, 1 when
-    it was refused."""
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 1
-    try:
-        seen = count()
-
-        def kill(*_):
-            if next(seen) == kill_before:
-                os.kill(os.getpid(), signal.SIGKILL)
-
-        event.listen(Engine, "before_cursor_execute", kill)
-        time.sleep(max(0.0, start_at - time.time()))
-        Store(url).close()
-        code = 0
-    except StoreError as exc:
-        os.write(2, f"{exc}\n".encode())
-    finally:
-        os._exit(code)
+def open_in_child(url: str, kill_before: int | None = None,
+                  start_at: float = 0.0) -> multiprocessing.Process:
+    """A process that opens ``url`` (``store_opener.open_store``), started."""
+    child = FORKS.Process(target=open_store, args=(url, kill_before, start_at))
+    child.start()
+    return child
 
 
-def exit_status(pid: int) -> int:
+def exit_status(child: multiprocessing.Process) -> int:
     """The child's exit code, or minus the signal that killed it."""
-    _, status = os.waitpid(pid, 0)
-    return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+    child.join(timeout=120)
+    assert child.exitcode is not None, "the child never ended"
+    return child.exitcode
 
 
 def assert_current(url: str) -> None:
@@ -117,7 +106,7 @@ def test_three_processes_opening_one_new_database_at_once_all_succeed(new_databa
         url = new_database()
         start_at = time.time() + 0.3
         children = [open_in_child(url, start_at=start_at) for _ in range(3)]
-        assert [exit_status(pid) for pid in children] == [0, 0, 0]
+        assert [exit_status(child) for child in children] == [0, 0, 0]
         assert_current(url)
 
 
