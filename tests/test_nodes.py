@@ -482,10 +482,10 @@ def test_a_node_paused_inside_a_write_never_freezes_the_others(shared, start_nod
         # Before: the steady node's next write waited on the lock for ever; now the server
         # ends the paused node's transaction after database_timeout_seconds.
         steady.wait_for(lambda: set(arrivals) <= set(rows(database)), "the new images",
-                        timeout=60)
+                        timeout=120)
         steady.wait_for((shared.inbox / "q.jpg.neighbours.json").exists, "the answer",
                         timeout=30)
-        assert time.monotonic() - frozen_at < 60
+        assert time.monotonic() - frozen_at < 150
     finally:
         stopped.process.send_signal(signal.SIGCONT)
     steady.wait_for(lambda: len(rows(database)) == 204, "every image", timeout=300)
