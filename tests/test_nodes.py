@@ -496,7 +496,7 @@ def test_a_node_paused_inside_a_write_never_freezes_the_others(shared, start_nod
         return next(node["last_problem"] or "" for node in listed if node["pid"] == pid)
 
     # The node that could not write says so in status (its transaction ended by the server).
-    stopped.wait_for(lambda: "idle-in-transaction" in problem_of(stopped.process.pid),
+    stopped.wait_for(lambda: "database unreachable" in problem_of(stopped.process.pid),
                      "status to show the problem", timeout=30)
     assert steady.stop() == 0 and stopped.stop() == 0
 
