@@ -212,6 +212,9 @@ def test_two_nodes_split_the_work_and_embed_each_image_once(
     for seed in range(1, 5):
         first.wait_for(lambda s=seed: (shared.inbox / f"q{s}.jpg.neighbours.json").exists(),
                        "the answer")
+        # The answer's log line follows the file's rename: wait for it too.
+        first.wait_for(lambda s=seed: any(f"answered q{s}.jpg" in service.log()
+                                          for service in (first, second)), "the log line")
         answers = [line for service in (first, second) for line in service.log().splitlines()
                    if f"answered q{seed}.jpg" in line]
         assert len(answers) == 1
