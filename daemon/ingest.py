@@ -139,15 +139,14 @@ class Ingester:
         return waiting.finish() if waiting is not None else IngestReport()
 
 
-def is_current(known: FileState | None, stat: os.stat_result, pipeline: Pipeline) -> bool:
+def is_current(known: FileState | None, stat: os.stat_result, model: str, limits: str) -> bool:
     """True when the stored row still describes the file: same stat, and same model, or for
     a failed file the same reading limits (a file is retried when it changes, or when a
     limit that may have refused it does)."""
     return (
         known is not None
         and (known.size, known.mtime_ns) == signature(stat)[:2]
-        and (known.limits == pipeline.limits if known.status == FAILED
-             else known.model == pipeline.model_id)
+        and (known.limits == limits if known.status == FAILED else known.model == model)
     )
 
 
@@ -174,11 +173,12 @@ class Batch:
         self.store, self.pipeline, self.images_dir = store, pipeline, images_dir
         self.report, self.pool, self.node = IngestReport(), pool, node
         self.claimed: set[str] = set()  # released once the batch is stored
-        self.model = pipeline.model_id
+        self.model, self.limits = pipeline.model_id, pipeline.limits
         self.rows: list[ImageRow] = []  # rows to store
         self.gone: list[str] = []  # paths to forget
         self.embedded: dict[str, ImageRow] = {}  # the embedded row of each content hash
         self.postponed: dict[str, TransientError] = {}  # content met by a passing failure
+        self.lost: set[str] = set()  # paths whose claims passed to another node meanwhile
 
     def start(self, paths: list[str], before: Batch | None = None) -> Batch:
         """Read the files and start preparing them. Content that ``before`` (the batch not
@@ -214,7 +214,7 @@ class Batch:
             stat = image_stat(self.images_dir, path)
             if stat is None:
                 self.gone.append(path)
-            elif is_current(known.get(path), stat, self.pipeline):
+            elif is_current(known.get(path), stat, self.model, self.limits):
                 self.report.unchanged += 1
             else:
                 read = self._read_file(path, stat)
@@ -317,12 +317,14 @@ class Batch:
         keep = [row for row in self.rows if row.path not in changed]
         self.report.removed += self.store.write_rows(keep, self.gone, fence=self._lost)
         for path in self.gone:
-            log.info("removed %s", path)
+            if path not in self.lost:
+                log.info("removed %s", path)
 
     def _lost(self, session, paths: list[str]) -> set[str]:
         """The paths whose file claims passed to another node (the write's fence)."""
         lost = self.node.claims.lost(session, [file_claim(path) for path in paths])
-        return {path for path in paths if file_claim(path) in lost}
+        self.lost = {path for path in paths if file_claim(path) in lost}
+        return self.lost
 
     def _reuse(self, same: ImageRow, row: ImageRow) -> None:
         self.rows.append(replace(same, path=row.path, size=row.size, mtime_ns=row.mtime_ns))

@@ -54,8 +54,9 @@ def differences(store: Store, images_dir: Path, pipeline: Pipeline, max_removal_
                                "nothing was changed") from None
     check_no_root_inside(store, images_dir, listing)
     known = store.file_states()
+    model, limits = pipeline.model_id, pipeline.limits
     changed = [path for path, stat in listing.files.items()
-               if not is_current(known.get(path), stat, pipeline)]
+               if not is_current(known.get(path), stat, model, limits)]
     gone = [path for path in known if not listing.may_hold(path)]
     # --allow-mass-removal: any share may go (and a hold recorded before is lifted).
     fraction = 1.0 if allow_mass_removal else max_removal_fraction

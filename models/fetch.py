@@ -24,8 +24,6 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-import urllib3
-
 from lookalike.base.atomic import atomic_path
 from lookalike.base.errors import ModelMissingError
 from lookalike.models.files import ModelFile, file_digest, shown_url
@@ -94,6 +92,7 @@ def _download(url: str, output: BinaryIO, timeout: float) -> None:
         _copy_file(unquote(parts.path), output)
         return
     import requests
+    import urllib3
     from tqdm import tqdm
 
     tqdm.monitor_interval = 0  # no monitor thread left running after the bar

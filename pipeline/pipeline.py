@@ -129,13 +129,8 @@ class Pipeline:
         """Unit vectors, one row per prepared image; TransientError when memory ran out."""
         if not images:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        try:
+        with out_of_memory_passes():
             return np.ascontiguousarray(self.embedder.embed(images), dtype=np.float32)
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                raise TransientError(f"out of memory while embedding: {one_line(str(exc))}") \
-                    from exc
-            raise
 
 
 @contextmanager
@@ -144,16 +139,14 @@ def failures_of_one_file() -> Iterator[None]:
     is that file's failure, an ImageError with a one-line message; a LookalikeError about the
     set-up itself (a missing model, bad config) still stops the command."""
     try:
-        yield
+        with out_of_memory_passes():
+            yield
     except LookalikeError as exc:
         if isinstance(exc, ImageError):
             raise ImageError(one_line(str(exc))) from exc
         raise
     except Exception as exc:
-        message = one_line(f"{type(exc).__name__}: {exc}")
-        if is_out_of_memory(exc):  # the machine's state, not the file's: tried again later
-            raise TransientError(message) from exc
-        raise ImageError(message) from exc
+        raise ImageError(one_line(f"{type(exc).__name__}: {exc}")) from exc
 
 
 # How ONNX Runtime and torch say that an allocation failed (they raise RuntimeError).
@@ -161,9 +154,17 @@ OUT_OF_MEMORY = ("failed to allocate", "bad_alloc", "out of memory",
                  "cannot allocate memory")
 
 
-def is_out_of_memory(exc: Exception) -> bool:
-    return isinstance(exc, MemoryError) or any(
-        words in str(exc).lower() for words in OUT_OF_MEMORY)
+@contextmanager
+def out_of_memory_passes() -> Iterator[None]:
+    """Memory that ran out is the machine's state, not the file's: a TransientError, so the
+    work is tried again later instead of failed."""
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, MemoryError) or any(
+                words in str(exc).lower() for words in OUT_OF_MEMORY):
+            raise TransientError(one_line(f"{type(exc).__name__}: {exc}")) from exc
+        raise
 
 
 def one_line(message: str) -> str:

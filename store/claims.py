@@ -8,11 +8,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from lookalike.base.chunks import chunks
 from lookalike.store.clock import database_clock
-from lookalike.store.store import Store
+from lookalike.store.store import Store, dialect_insert
 from lookalike.store.tables import Claim
 
 
@@ -21,8 +20,7 @@ class Claims:
 
     def __init__(self, store: Store, node: str, lease: float):
         self.store, self.node, self.lease = store, node, lease
-        self._insert = {"postgresql": postgresql.insert,
-                        "sqlite": sqlite.insert}[store.engine.dialect.name]
+        self._insert = dialect_insert(store.engine)
 
     def take(self, keys: Iterable[str]) -> set[str]:
         """Claim each of ``keys`` for a lease; returns those this node now holds (those it

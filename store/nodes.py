@@ -20,13 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from lookalike.base.errors import LookalikeError
 from lookalike.store.claims import Claims
 from lookalike.store.clock import database_clock
-from lookalike.store.store import Store
+from lookalike.store.store import Store, lock_for_transaction
 from lookalike.store.tables import Claim, Node
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,7 @@ class ThisNode:
         self.store, self.lease = store, lease_seconds
         self.id = uuid.uuid4().hex
         with store.session() as session:
-            if store.engine.dialect.name == "postgresql":
-                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": JOIN_LOCK})
+            lock_for_transaction(session.connection(), JOIN_LOCK)
             now = database_clock(session)
             session.execute(delete(Node).where(Node.heartbeat < now - FORGOTTEN_AFTER))
             session.execute(delete(Claim).where(Claim.expires < now - FORGOTTEN_AFTER))

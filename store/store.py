@@ -27,7 +27,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -90,6 +90,18 @@ def server_settings(timeout_seconds: float) -> dict[str, Any]:
         "keepalives_interval": KEEPALIVE_INTERVAL, "keepalives_count": KEEPALIVE_COUNT,
         "connect_timeout": 10, "application_name": f"lookalike {os.getpid()}",
     }
+
+
+def dialect_insert(engine: Engine):
+    """The INSERT of ``engine``'s dialect, the one with ON CONFLICT clauses."""
+    return {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[engine.dialect.name]
+
+
+def lock_for_transaction(connection, key: int) -> None:
+    """On PostgreSQL, wait for the advisory lock ``key``, held until the transaction ends;
+    on SQLite, whose writers take turns anyway, nothing."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def is_unreachable(exc: DBAPIError) -> bool:
@@ -219,9 +231,7 @@ class Store:
                     driver.isolation_level = ""
             else:
                 with connection.begin():
-                    if connection.dialect.name == "postgresql":
-                        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                           {"key": SCHEMA_LOCK})
+                    lock_for_transaction(connection, SCHEMA_LOCK)
                     self._make_or_upgrade(connection)
 
     def _make_or_upgrade(self, connection) -> None:
@@ -321,10 +331,8 @@ class Store:
     def meta_once(self, key: str, value: str) -> str:
         """The value of ``key``, set to ``value`` first where it has none (of several
         processes setting it at once, one wins and all get its value)."""
-        insert_once = {"postgresql": postgresql.insert,
-                       "sqlite": sqlite.insert}[self.engine.dialect.name]
         with self.session() as session:
-            session.execute(insert_once(Meta).values(key=key, value=value)
+            session.execute(dialect_insert(self.engine)(Meta).values(key=key, value=value)
                             .on_conflict_do_nothing())
             return session.get(Meta, key).value
 

@@ -66,19 +66,17 @@ def garment_coverage(rng: np.random.Generator, size: tuple[int, int]) -> np.ndar
         canvas.paste(shape, ((big[0] - side) // 2 + int(rng.integers(-40, 41)),
                              (big[1] - side) // 2 + int(rng.integers(-40, 41))))
     else:
-        canvas = Image.new("L", (width, height), 0)
-        draw_silhouette(ImageDraw.Draw(canvas), int(rng.integers(4)), width // 2, height // 2)
-        canvas = canvas.resize(big, Image.Resampling.NEAREST).rotate(
-            float(rng.uniform(-12, 12)), Image.Resampling.BILINEAR)
-        canvas = canvas.point(lambda v: 255 if v >= 128 else 0)
-    return np.asarray(canvas.resize(size, Image.Resampling.BOX), dtype=np.float32) / 255
+        canvas = drawn_silhouette(rng, size, shapes=4)
+    return down(canvas, size)
 
 
-def drawn_silhouette(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
-    """A drawn garment at 4× the photo's size ("L", 255 inside), turned a little."""
+def drawn_silhouette(rng: np.random.Generator, size: tuple[int, int],
+                     shapes: int = 3) -> Image.Image:
+    """One of the first ``shapes`` drawn garments (t-shirt, trousers, dress, bag) at 4× the
+    photo's size ("L", 255 inside), turned a little."""
     width, height = size
     canvas = Image.new("L", (width, height), 0)
-    draw_silhouette(ImageDraw.Draw(canvas), int(rng.integers(3)), width // 2, height // 2)
+    draw_silhouette(ImageDraw.Draw(canvas), int(rng.integers(shapes)), width // 2, height // 2)
     canvas = canvas.resize((width * 4, height * 4), Image.Resampling.NEAREST).rotate(
         float(rng.uniform(-12, 12)), Image.Resampling.BILINEAR)
     return canvas.point(lambda v: 255 if v >= 128 else 0)

@@ -509,9 +509,13 @@ def test_run_waits_for_a_database_that_starts_later(shared, server, service_fact
     server.stop_only()
     try:
         node = service_factory(on=node_workspace(shared, "early"), wait=False)
-        node.wait_for(lambda: "waiting for it" in node.log(), "the wait to be told")
+        stopped = service_factory(on=node_workspace(shared, "stopped"), wait=False)
+        for waiting in (node, stopped):
+            waiting.wait_for(lambda w=waiting: "waiting for it" in w.log(), "the wait to be told")
         time.sleep(3)
         assert node.process.poll() is None  # before: exit 1 at once
+        assert stopped.stop() == 0  # SIGTERM while waiting: a clean stop
+        assert "stopped before the database could be reached" in stopped.log()
     finally:
         server.start()
     node.wait_for(lambda: "watching" in node.log(), "the start once the server is up")
