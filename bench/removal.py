@@ -7,7 +7,8 @@ convolution), with seeded random weights, and exports each once to ONNX at rembg
 input. Then, in one run:
 
 1. ground truth: the fast path ("plain@2") on the scenes of tests/scenes.py, per background
-   kind: the share it cuts out itself, its mask IoU against the true mask, its time;
+   kind, and on the real cut-outs of tests/cutouts: the share it cuts out itself, its mask IoU
+   against the true mask, its time;
 2. the network's own cost: rembg's one-at-a-time call, the session on batches, two images at
    once, and int8 (static quantisation, calibrated on scenes) beside float32;
 3. the whole default pipeline (ingest: read, hash, decode, remove, pad, embed, store) on
@@ -49,7 +50,7 @@ from lookalike.store.nodes import joined
 from lookalike.store.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from scenes import KINDS, PLAIN_KINDS, iou, scene  # noqa: E402
+from scenes import KINDS, PLAIN_KINDS, iou, real_cut_outs, scene  # noqa: E402
 
 # (height, in, mid, out) of each stage: encoder 1-6, then decoder 5d-1d, as published.
 U2NET = {
@@ -200,26 +201,28 @@ def per_image(call, items: list) -> float:
 
 
 def ground_truth(count: int) -> None:
-    """The fast path on ``count`` scenes of each background kind."""
+    """The fast path on ``count`` scenes of each background kind, and on the real cut-outs."""
     plain = PlainBackground()
-    print(f"fast path on {count} scenes of each kind (400x500 JPEG):")
+    print(f"fast path on {count} scenes of each kind (400x500 JPEG), then real cut-outs:")
     print("  kind      cut out   declined   IoU mean   IoU p5   IoU min   ms/image")
-    for kind in KINDS:
-        ious, seconds = [], 0.0
-        for seed in range(count):
-            data, truth = scene(kind, seed)
+    real = [(data, truth) for _, data, truth in real_cut_outs()]
+    for kind in (*KINDS, "real"):
+        photos = real if kind == "real" else (scene(kind, seed) for seed in range(count))
+        ious, seconds, number = [], 0.0, 0
+        for data, truth in photos:
             photo = Image.open(io.BytesIO(data))
             photo.load()
             started = time.perf_counter()
             mask = plain.mask(photo)
             seconds += time.perf_counter() - started
+            number += 1
             if mask is not None:
                 ious.append(iou(np.asarray(mask) >= 128, truth))
-        taken = len(ious) / count
+        taken = len(ious) / number
         figures = (f"{np.mean(ious):8.3f} {np.percentile(ious, 5):8.3f} {min(ious):9.3f}"
                    if ious else f"{'-':>8} {'-':>8} {'-':>9}")
         print(f"  {kind:<9} {taken:7.1%} {1 - taken:10.1%}   {figures} "
-              f"{seconds / count * 1000:10.1f}")
+              f"{seconds / number * 1000:10.1f}")
 
 
 def network_costs(app: App, models: Path, photos: list[Image.Image]) -> float:

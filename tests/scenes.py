@@ -10,6 +10,10 @@ panel on grey, or only a dark outline) and "fine" (fur trim, hair or leaves: hun
 a pixel or two wide, on white or light grey). Edges are anti-aliased and each photo goes
 through JPEG, as a camera's would. The true mask is where the garment covers at least half a
 pixel.
+
+Beside the drawn scenes, `real_cut_outs()` gives real subjects with fine structure (fur, hair, a
+succulent, cars) cut out of real photos by rembg, on white and on light grey: their true mask is
+the cut-out's alpha (see cutouts/SOURCE.md).
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from builders import draw_silhouette
 KINDS = ("white", "grey", "gradient", "textured", "panel", "fine")
 PLAIN_KINDS = KINDS[:3]
 GUESS_KINDS = KINDS[4:]  # plain, but a cut by colour is a guess: declined or cut exactly
+CUTOUTS = Path(__file__).parent / "cutouts"
+CUTOUT_BACKGROUNDS = {"white": 255, "light grey": 235}
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 SIZE = (400, 500)
 
@@ -295,6 +301,23 @@ def fashion_items() -> np.ndarray:
     with gzip.open(FASHION_MNIST) as file:
         data = file.read()
     return np.frombuffer(data, np.uint8, offset=16).reshape(-1, 28, 28)
+
+
+def real_cut_outs() -> list[tuple[str, bytes, np.ndarray]]:
+    """Each real cut-out on each of CUTOUT_BACKGROUNDS: (its name, a JPEG photo, its true mask:
+    where its alpha is at least half)."""
+    photos = []
+    for path in sorted(CUTOUTS.glob("*.png")):
+        subject = Image.open(path)
+        alpha = subject.getchannel("A")
+        for background, level in CUTOUT_BACKGROUNDS.items():
+            photo = Image.new("RGB", subject.size, (level, level, level))
+            photo.paste(subject, mask=alpha)
+            out = io.BytesIO()
+            photo.save(out, "JPEG", quality=90)
+            photos.append((f"{path.stem} on {background}", out.getvalue(),
+                           np.asarray(alpha) >= 128))
+    return photos
 
 
 def iou(found: np.ndarray, truth: np.ndarray) -> float:

@@ -9,13 +9,14 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from scenes import GUESS_KINDS, KINDS, PLAIN_KINDS, iou, scene
+from scenes import GUESS_KINDS, KINDS, PLAIN_KINDS, iou, real_cut_outs, scene
 from test_pipeline import build, encode
 
 from builders import product_photo
-from lookalike.pipeline.builtins.plain_background import PlainBackground
+from lookalike.pipeline.builtins.plain_background import VERSION, PlainBackground
 
 SCENES = 48  # of each kind; bench/removal.py measures hundreds
+PLAIN = f"plain@{VERSION}"  # the fast path's way, as the store records it
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,20 @@ def test_a_cut_that_would_be_a_guess_is_declined(cut_outs, kind):
         assert np.mean(taken) >= 0.95 and np.percentile(taken, 10) >= 0.88, taken
 
 
+def test_real_cut_outs_are_declined_or_cut_as_the_network_cut_them():
+    """Fur, hair, cars and a small pale succulent, cut out of real photos by rembg, on white and
+    light grey: the fast path's cut against the network's own."""
+    plain = PlainBackground()
+    photos = real_cut_outs()
+    taken = {}
+    for name, data, truth in photos:
+        mask = plain.mask(Image.open(io.BytesIO(data)))
+        if mask is not None:
+            taken[name] = iou(np.asarray(mask) >= 128, truth)
+    assert len(taken) >= len(photos) / 2
+    assert np.mean(list(taken.values())) >= 0.95 and min(taken.values()) >= 0.9, taken
+
+
 def test_textured_backgrounds_are_declined(cut_outs):
     assert cut_outs["textured"] == [None] * SCENES
 
@@ -61,16 +76,16 @@ def test_auto_cuts_a_studio_photo_itself_and_hands_a_street_photo_to_rembg(model
     pipeline = build(model_home, tmp_path, pipeline={"remover": "auto"},
                      auto={"model_path": str(model_home / "rembg" / "custom" / "mask.onnx")})
     network = pipeline.remover.network.id
-    assert pipeline.remover.id == f"auto:plain@2|{network}" and network.startswith("rembg-")
+    assert pipeline.remover.id == f"auto:{PLAIN}|{network}" and network.startswith("rembg-")
     assert pipeline.model_id != build(model_home, tmp_path).model_id  # never mixed with rembg's
     studio = pipeline.prepare(encode(product_photo(2)))
-    assert studio.removal == "plain@2"
+    assert studio.removal == PLAIN
     assert studio.square.getpixel((3, 3)) == (255, 255, 255)
     street, _ = scene("textured", 0)
     assert pipeline.prepare(street).removal == network
     transparent = Image.new("RGBA", (200, 240), (0, 0, 0, 0))
     transparent.paste((200, 30, 40, 255), (50, 60, 150, 200))
-    assert pipeline.prepare(encode(transparent)).removal == "plain@2"
+    assert pipeline.prepare(encode(transparent)).removal == PLAIN
 
 
 def test_status_and_eval_count_the_images_of_each_way(workspace, run_cli):
@@ -80,9 +95,9 @@ def test_status_and_eval_count_the_images_of_each_way(workspace, run_cli):
         (workspace.images / f"street{seed}.jpg").write_bytes(scene("textured", seed)[0])
     assert "5 embedded" in run_cli("index").output
     report = json.loads(run_cli("status", "--json").output)
-    network = next(way for way in report["removals"] if way != "plain@2")
-    assert report["removals"] == {"plain@2": 3, network: 2} and network.startswith("rembg-")
-    assert f"removed by:   plain@2 3, {network} 2" in run_cli("status").output
+    network = next(way for way in report["removals"] if way != PLAIN)
+    assert report["removals"] == {PLAIN: 3, network: 2} and network.startswith("rembg-")
+    assert f"removed by:   {PLAIN} 3, {network} 2" in run_cli("status").output
 
     folder = workspace.root / "labelled"
     for category, names in (("studio", ["studio0.jpg", "studio1.jpg"]),
@@ -91,7 +106,7 @@ def test_status_and_eval_count_the_images_of_each_way(workspace, run_cli):
         for name in names:
             (folder / category / name).write_bytes((workspace.images / name).read_bytes())
     evaluation = json.loads(run_cli("eval", str(folder), "-k", "1", "--json").output)
-    assert evaluation["removals"] == {"plain@2": 2, network: 2}
+    assert evaluation["removals"] == {PLAIN: 2, network: 2}
 
 
 def test_an_int8_network_is_made_from_the_users_photos_and_runs_under_its_own_id(
@@ -113,8 +128,8 @@ def test_an_int8_network_is_made_from_the_users_photos_and_runs_under_its_own_id
     assert f"written to {made}, calibrated on 5 photos" in result.output
     assert "5 embedded" in run_cli("index").output
     removals = json.loads(run_cli("status", "--json").output)["removals"]
-    int8 = next(way for way in removals if way != "plain@2")
-    assert removals == {"plain@2": 3, int8: 2} and int8.startswith("rembg-u2net_custom-int8@")
+    int8 = next(way for way in removals if way != PLAIN)
+    assert removals == {PLAIN: 3, int8: 2} and int8.startswith("rembg-u2net_custom-int8@")
 
 
 def test_quantize_needs_a_network_and_photos(workspace, run_cli):
