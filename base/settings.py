@@ -1,6 +1,6 @@
 """Settings declared once: each field of a settings dataclass carries its default, its check and
 one line of help. Loading config.toml, `lookalike init`'s template and docs/configuration.md
-are all made from these declarations (cli/config.py, cli/template.py)."""
+are all made from these declarations (api/config.py, cli/template.py)."""
 
 from __future__ import annotations
 

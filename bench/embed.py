@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lookalike.cli.app import App
+from lookalike.api.app import App
 from lookalike.daemon.ingest import ingest
 from lookalike.pipeline.builtins.resnet18_embedder import BACKENDS
 from lookalike.pipeline.pipeline import Pipeline

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from memory import fill, unit_vectors
 
-from lookalike.cli.app import App
+from lookalike.api.app import App
 from lookalike.search.follow import FollowedIndex
 from lookalike.store.store import ImageRow, Store
 

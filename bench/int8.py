@@ -21,7 +21,7 @@ import numpy as np
 import onnxruntime
 from quality import CLASSES, add_split_options, split, write_folder
 
-from lookalike.cli.app import App
+from lookalike.api.app import App
 from lookalike.models.quantize import quantized
 from lookalike.search.evaluate import same_category_hits
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.cli.app import App
+from lookalike.api.app import App
 from lookalike.search.query import load_index
 from lookalike.store.snapshot import publish_snapshot
 from lookalike.store.store import ImageRow, Store

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lookalike.cli.app import App
+from lookalike.api.app import App
 from lookalike.search.evaluate import embed_files, same_category_hits
 
 DATASET = Path("/usr/share/datasets/fashion-mnist")

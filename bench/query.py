@@ -126,7 +126,7 @@ def with_embedding(config: str, index: NeighbourIndex) -> str:
     """Latency of the query function: decode, remove background, pad, embed, search."""
     from PIL import Image
 
-    from lookalike.cli.app import App
+    from lookalike.api.app import App
     from lookalike.search.query import answer_queries
 
     pipeline = App(config).pipeline

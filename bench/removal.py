@@ -41,7 +41,7 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
-from lookalike.cli.app import App
+from lookalike.api.app import App
 from lookalike.daemon.ingest import Ingester, preparing_pool
 from lookalike.models.quantize import quantized
 from lookalike.pipeline.builtins.plain_background import VERSION, PlainBackground

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from lookalike.base.errors import ImageError, LookalikeError
+from lookalike.base.errors import ConfigError, ImageError, LookalikeError
 from lookalike.search.settings import MAX_K
 
 
@@ -30,7 +30,7 @@ class LookalikeGroup(click.Group):
 
 def load_app(config_option: str | None, offline: bool = False):
     """The command's App; imported here so that --help does not load SQLAlchemy."""
-    from lookalike.cli.app import App
+    from lookalike.api.app import App
 
     return App(config_option, offline)
 
@@ -145,6 +145,9 @@ def run(log_format, offline, config_option):
     setup_logging(log_format=log_format)
     app = load_app(config_option, offline)
     config = app.config
+    refusal = config.http.refusal()
+    if refusal:
+        raise ConfigError(f"{config.path}: {refusal}")
     empty_index = app.vector_index()
     stop = threading.Event()  # set by a signal: while waiting for the database, or running
     with app.locked("run"):
@@ -162,11 +165,25 @@ def run(log_format, offline, config_option):
                                   stop=stop)
                 logging.getLogger(__name__).info("running with model %s",
                                                  app.pipeline.model_id)
-                service.run()
+                service.run(beside=http_server(app, store) if config.http.listen else None)
         except StoreUnreachable:
             if not stop.is_set():
                 raise
             logging.getLogger(__name__).info("stopped before the database could be reached")
+
+
+def http_server(app, store):
+    """The HTTP API beside a started service, over its own index and models."""
+    from lookalike.api.catalogue import Catalogue
+    from lookalike.web.metrics import Metrics
+    from lookalike.web.server import serving
+
+    def beside(service):
+        catalogue = Catalogue(app, store, service.index)
+        metrics = Metrics(catalogue, service.status, service.waiting)
+        return serving(catalogue, app.config.http, metrics, service.stalled)
+
+    return beside
 
 
 @cli.command()
@@ -218,30 +235,34 @@ def index(allow_mass_removal, offline, config_option):
 
 @cli.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--similar", is_flag=True,
+              help="IMAGES are catalogue paths (under images_dir): answer from their stored "
+                   "vectors, without loading a model; each image itself is left out.")
 @k_option(None, "How many neighbours (default: [query] k).")
 @json_option
 @offline_option
 @config_option
-def query(images, k, as_json, offline, config_option):
+def query(images, similar, k, as_json, offline, config_option):
     """Find the catalogue images that look most like each IMAGE (--json: the inbox's JSON)."""
+    from lookalike.api.catalogue import Catalogue
     from lookalike.base.files import stored_name
-    from lookalike.search.query import EMPTY_INDEX, answer_queries, load_index
+    from lookalike.search.query import EMPTY_INDEX
 
-    app = load_app(config_option, offline)
-    k = k or app.config.query.k
-    queries = []
-    for image in images:
-        name = stored_name(image)
-        try:
-            queries.append((stored_name(Path(image).name), app.pipeline.read_file(Path(image))))
-        except ImageError as exc:
-            raise LookalikeError(f"{name}: {exc}") from None
-    with app.opened_store() as store:
-        # One query scans every vector once: cheaper than building an approximate index.
-        index = load_index(store, app.pipeline.model_id, app.vector_index("exact"))
-    if index.size == 0:
-        raise LookalikeError(f"{EMPTY_INDEX}: run `lookalike index` or the service")
-    answers = answer_queries(app.pipeline, index, queries, k)
+    # One query scans every vector once: cheaper than building an approximate index.
+    with Catalogue.opened(config_option, offline, index_name="exact") as catalogue:
+        if similar:
+            answers = catalogue.similar(images, k)
+        else:
+            queries = []
+            for image in images:
+                try:
+                    queries.append((stored_name(Path(image).name),
+                                    catalogue.app.pipeline.read_file(Path(image))))
+                except ImageError as exc:
+                    raise LookalikeError(f"{stored_name(image)}: {exc}") from None
+            if catalogue.index.size == 0:
+                raise LookalikeError(f"{EMPTY_INDEX}: run `lookalike index` or the service")
+            answers = catalogue.query(queries, k)
     for image, answer in zip(images, answers, strict=True):
         if "error" in answer:
             raise LookalikeError(f"{stored_name(image)}: {answer['error']}")
@@ -268,7 +289,7 @@ def ui(port, offline, config_option):
     import socket
     import sys
 
-    from lookalike.cli.config import CONFIG_ENV
+    from lookalike.api.config import CONFIG_ENV
 
     app = load_app(config_option, offline)
     for model_file in app.pipeline.model_files():

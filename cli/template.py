@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+from lookalike.api.config import TABLES
 from lookalike.base.settings import declarations, toml_default
-from lookalike.cli.config import TABLES
 from lookalike.pipeline.plugins import StepPlugin
 
 HEADER = """\

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from lookalike.api.app import App
+from lookalike.api.config import CONFIG_ENV
 from lookalike.base.errors import ImageError, LookalikeError
 from lookalike.base.files import file_path
-from lookalike.cli.app import App
-from lookalike.cli.config import CONFIG_ENV
 from lookalike.pipeline.builtins.auto_remover import PLAIN
 from lookalike.pipeline.pipeline import Pipeline, Prepared
 from lookalike.search.follow import FollowedIndex

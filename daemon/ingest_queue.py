@@ -29,6 +29,11 @@ class IngestQueue:
     def __len__(self) -> int:
         return len(self._ready)
 
+    @property
+    def backlog_left(self) -> int:
+        """Files of the start-up backlog not yet worked off."""
+        return self._backlog - self._backlog_done
+
     def add(self, paths: Iterable[str]) -> None:
         self._ready.update(dict.fromkeys(paths))
 

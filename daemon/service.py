@@ -20,6 +20,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 # The longest the loop waits for a watcher event while nothing else is to be done.
 POLL_SECONDS = 0.2
+# A loop that has not turned for this long is stuck: a turn lasts one batch at most.
+STALLED_SECONDS = 60.0
 
 
 class Service:
@@ -84,13 +87,23 @@ class Service:
         """Ask the loop to finish its current step and return (safe from a signal handler)."""
         self._stop.set()
 
-    def run(self) -> None:
+    def run(self, beside: Callable[[Service], AbstractContextManager] | None = None) -> None:
+        """Start, turn until stopped, close. ``beside(self)``: a context entered once started
+        and left before closing (the HTTP server)."""
         try:
             self.start()
-            while not self._stop.is_set():
-                self.step()
+            with beside(self) if beside else contextlib.nullcontext():
+                while not self._stop.is_set():
+                    self.step()
         finally:
             self.close()
+
+    def stalled(self) -> str | None:
+        """Why the loop looks stuck, or None while it turns."""
+        idle = self.clock() - self.status.turned_at
+        if idle > STALLED_SECONDS:
+            return f"the service loop has not turned for {idle:.0f} s"
+        return None
 
     def start(self) -> None:
         """Watch, load the index, and queue what changed while nothing was watching."""
@@ -112,6 +125,7 @@ class Service:
         self._reconcile()
         self._next_rescan = self.clock() + self.daemon.rescan_seconds
         self.router.settle_inbox()
+        self.status.turned_at = self.clock()
         log.info("watching %s and %s", self.catalogue.images_dir, self.catalogue.inbox_dir)
 
     def close(self) -> None:
@@ -231,6 +245,7 @@ class Service:
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             log.error("database unreachable (%s): retrying, up to every %.0f s", reason,
                       longest)
+            self.status.outages += 1
             self._ingester = self._new_ingester()
             self._outage = first
         else:

@@ -1,5 +1,6 @@
 """What `lookalike status` shows of a running node: its queue, what it embedded, and the last
-warning or error it logged; written to the node's row when it changes, at most once a second."""
+warning or error it logged; written to the node's row when it changes, at most once a second.
+The latest figures are kept for the HTTP server's health and metrics too."""
 
 from __future__ import annotations
 
@@ -28,11 +29,15 @@ class StatusReporter:
         self.node, self._clock = node, clock
         self.problem = LastProblem()
         self.embedded = 0  # by this node
+        self.queue = 0  # files waiting, as of the last turn of the loop
+        self.outages = 0  # times the database went away
+        self.turned_at = float("-inf")  # on the clock: the last turn of the loop
         self._published: tuple | None = None
         self._published_at = float("-inf")
 
     def publish(self, queue: int) -> None:
         now = self._clock()
+        self.queue, self.turned_at = queue, now
         status = (queue, self.embedded, self.problem.message)
         if status == self._published or now - self._published_at < STATUS_SECONDS:
             return

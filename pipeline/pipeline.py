@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ class Pipeline:
     remover: Remover
     padder: Padder
     embedder: Embedder
+    # Each is told (images, seconds) after every embedding: the HTTP server's metrics.
+    embed_observers: list[Callable[[int, float], None]] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -129,8 +132,12 @@ class Pipeline:
         """Unit vectors, one row per prepared image; TransientError when memory ran out."""
         if not images:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        started = time.perf_counter()
         with out_of_memory_passes():
-            return np.ascontiguousarray(self.embedder.embed(images), dtype=np.float32)
+            vectors = np.ascontiguousarray(self.embedder.embed(images), dtype=np.float32)
+        for observer in self.embed_observers:
+            observer(len(images), time.perf_counter() - started)
+        return vectors
 
 
 @contextmanager

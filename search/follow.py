@@ -2,6 +2,8 @@
 
 The service (after each batch it writes) and the UI (every few seconds, while the service
 writes) load the index once, then ask the store whether anything changed and apply only that.
+Searches and refreshes may come from several threads (HTTP requests beside the service loop):
+each holds the index's lock only while it reads or changes the index itself.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from lookalike.store.store import Store
 class FollowedIndex:
     def __init__(self, store: Store, model: str, vector_index: VectorIndex):
         self.store, self.model = store, model
-        # Held by the UI while searching or refreshing: its page threads share the index.
-        self.lock = threading.Lock()
+        # Held while searching or applying changes; reentrant, so a caller may hold it across
+        # a refresh and the searches that must see the same generation (the UI does).
+        self.lock = threading.RLock()
+        self._refreshing = threading.Lock()  # one refresh at a time, its reads included
         self.generation = store.generation()  # of the store, as the index holds it
         self._neighbours = load_index(store, model, vector_index)
 
@@ -29,10 +33,12 @@ class FollowedIndex:
         return self._neighbours.size
 
     def paths(self) -> list[str]:
-        return self._neighbours.paths()
+        with self.lock:
+            return self._neighbours.paths()
 
     def search(self, vector: np.ndarray, k: int) -> list[Neighbour]:
-        return self._neighbours.search(vector, k)
+        with self.lock:
+            return self._neighbours.search(vector, k)
 
     def refresh(self) -> bool:
         """Apply what the store changed since the last look; True when anything did.
@@ -40,14 +46,21 @@ class FollowedIndex:
         Paths removed and rows written since are read back (one changed while this reads is
         read again next time, harmlessly). A reader so far behind that the store no longer
         logs its removals compares every path instead."""
+        with self._refreshing:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         generation = self.store.generation()
         if generation == self.generation:
             return False
+        # Read from the store first: searches wait only while the changes are applied.
         removed = self.store.removed_since(self.generation)
         if removed is None:
             present = set(self.store.indexed_paths(self.model))
             removed = [path for path in self.paths() if path not in present]
-        self._neighbours.update(dict.fromkeys(removed))
-        self._neighbours.update(self.store.written_since(self.model, self.generation))
-        self.generation = generation
+        written = self.store.written_since(self.model, self.generation)
+        with self.lock:
+            self._neighbours.update(dict.fromkeys(removed))
+            self._neighbours.update(written)
+            self.generation = generation
         return True

@@ -1,4 +1,5 @@
-"""The one query function: image bytes -> neighbours answer. Serves the inbox, CLI and any UI."""
+"""The query functions: image bytes, or a catalogue item's stored vector -> a neighbours answer.
+The inbox, the CLI, the UI and HTTP all answer through them, in one schema."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from lookalike.base.errors import ImageError
 from lookalike.pipeline.pipeline import Pipeline, Prepared
 from lookalike.pipeline.steps import VectorIndex
-from lookalike.search.index import NeighbourIndex
+from lookalike.search.index import Neighbour, NeighbourIndex
 from lookalike.store.store import Store
 
 if TYPE_CHECKING:
@@ -53,22 +54,45 @@ def answer_queries(
         position: index.search(vector, k)
         for (position, _), vector in zip(prepared, vectors, strict=True)
     }
+    return [answer(name, pipeline.model_id, k, index, found.get(position, []),
+                   errors.get(position))
+            for position, (name, _) in enumerate(queries)]
+
+
+def answer_similar(
+    store: Store, model: str, index: NeighbourIndex | FollowedIndex, paths: Sequence[str],
+    k: int,
+) -> list[dict[str, Any]]:
+    """One answer per catalogue path: the k images most like it, from its stored vector (no
+    model is loaded), the item itself left out; an "error" field for a path that is not an
+    indexed image of ``model``."""
+    stored = store.stored_vectors(paths, model)
     answers = []
-    for position, (name, _) in enumerate(queries):
-        answer: dict[str, Any] = {
-            "query": name,
-            "model": pipeline.model_id,
-            "k": k,
-            "index_size": index.size,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "neighbours": [
-                {"rank": rank, "path": n.path, "similarity": n.similarity}
-                for rank, n in enumerate(found.get(position, []), start=1)
-            ],
-        }
-        if position in errors:
-            answer["error"] = errors[position]
-        elif index.size == 0:
-            answer["error"] = EMPTY_INDEX
-        answers.append(answer)
+    for path in paths:
+        vector = stored.get(path)
+        if isinstance(vector, str):
+            answers.append(answer(path, model, k, index, [], vector))
+            continue
+        found = [n for n in index.search(vector, k + 1) if n.path != path][:k]
+        answers.append(answer(path, model, k, index, found, None))
     return answers
+
+
+def answer(name: str, model: str, k: int, index: NeighbourIndex | FollowedIndex,
+           found: Sequence[Neighbour], error: str | None) -> dict[str, Any]:
+    """The answer schema (docs/formats.md): the query's name, the model, k, the index's size,
+    when, the neighbours ranked; "error" where there is no answer."""
+    result: dict[str, Any] = {
+        "query": name,
+        "model": model,
+        "k": k,
+        "index_size": index.size,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "neighbours": [{"rank": rank, "path": n.path, "similarity": n.similarity}
+                       for rank, n in enumerate(found, start=1)],
+    }
+    if error is None and index.size == 0:
+        error = EMPTY_INDEX
+    if error is not None:
+        result["error"] = error
+    return result

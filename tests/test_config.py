@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from lookalike.api.config import load_config
 from lookalike.base.errors import ConfigError
-from lookalike.cli.config import load_config
 from lookalike.models.files import ModelSource
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
 

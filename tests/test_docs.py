@@ -13,8 +13,8 @@ from pathlib import Path
 import click
 import pytest
 
+from lookalike.api.config import TABLES
 from lookalike.base.settings import declarations
-from lookalike.cli.config import TABLES
 from lookalike.cli.main import cli
 from lookalike.pipeline import hookspecs
 from lookalike.pipeline.plugins import collect_steps, plugin_manager

@@ -38,7 +38,7 @@ def test_an_interrupted_write_leaves_the_previous_file_intact(tmp_path, monkeypa
 
 
 def test_a_file_replaced_while_embedded_keeps_no_stale_vector(workspace, catalogue):
-    from lookalike.cli.app import App
+    from lookalike.api.app import App
     from lookalike.daemon.ingest import ingest
     from lookalike.store.nodes import joined
 
@@ -165,7 +165,7 @@ def test_kill_9_at_random_moments_loses_and_doubles_nothing(workspace, catalogue
 
 
 def test_a_step_that_trips_over_one_image_fails_that_image_only(workspace, catalogue):
-    from lookalike.cli.app import App
+    from lookalike.api.app import App
     from lookalike.daemon.ingest import ingest
     from lookalike.store.nodes import joined
 

@@ -22,8 +22,8 @@ from PIL import ImageDraw
 from sqlalchemy import text, update
 
 from builders import cropped_query, product_photo
+from lookalike.api.app import App
 from lookalike.base.errors import LookalikeError
-from lookalike.cli.app import App
 from lookalike.daemon.ingest import Batch, ingest, preparing_pool
 from lookalike.store.leader import SnapshotLeader
 from lookalike.store.nodes import ThisNode, joined, nodes

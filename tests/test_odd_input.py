@@ -216,7 +216,7 @@ def test_a_lock_or_snapshot_that_cannot_be_written_is_one_line(workspace, run_cl
 
 def test_whatever_a_step_raises_over_a_query_becomes_its_answers_error(workspace, catalogue,
                                                                        run_cli):
-    from lookalike.cli.app import App
+    from lookalike.api.app import App
     from lookalike.search.query import answer_queries
     from lookalike.store.store import Store
 

@@ -9,8 +9,8 @@ from dataclasses import replace
 from click.testing import CliRunner
 
 from builders import product_photo
+from lookalike.api.app import App
 from lookalike.base.files import ROOT_MARK
-from lookalike.cli.app import App
 from lookalike.cli.main import cli
 from lookalike.daemon.ingest import ingest
 from lookalike.store.nodes import joined

@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import replace
 
-from lookalike.cli.app import App
+from lookalike.api.app import App
 from lookalike.daemon.ingest import Ingester
 from lookalike.daemon.service import Service
 from running import answer_of, stored

@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from builders import cropped_query, product_photo
-from lookalike.cli.app import App
+from lookalike.api.app import App
 from lookalike.daemon.ingest import CLAIM_RETRY_SECONDS
 from lookalike.daemon.service import Service
 from running import answer_of, sha256, stored

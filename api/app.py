@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
 
+from lookalike.api.config import Config, config_path, load_config
 from lookalike.base.errors import ConfigError
-from lookalike.cli.config import Config, config_path, load_config
 from lookalike.daemon.lock import ServiceLock, lock_path
 from lookalike.models.files import ModelSource
 from lookalike.pipeline.pipeline import Pipeline

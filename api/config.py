@@ -20,6 +20,7 @@ from lookalike.pipeline.pipeline import PipelineSteps
 from lookalike.pipeline.plugins import StepPlugin
 from lookalike.search.settings import QuerySettings
 from lookalike.store.urls import sqlite_file
+from lookalike.web.settings import HttpSettings
 
 CONFIG_ENV = "LOOKALIKE_CONFIG"
 
@@ -31,6 +32,7 @@ TABLES: dict[str, type] = {
     "query": QuerySettings,
     "models": ModelSource,
     "daemon": DaemonSettings,
+    "http": HttpSettings,
 }
 
 
@@ -42,6 +44,7 @@ class Config:
     query: QuerySettings
     models: ModelSource
     daemon: DaemonSettings
+    http: HttpSettings
     tables: dict[str, dict[str, Any]]  # each step plugin's table, its defaults filled in
 
     @property
@@ -78,7 +81,7 @@ def load_config(path: Path, steps: dict[str, dict[str, StepPlugin]]) -> Config:
     tables = {key: _plugin_table(path, key, value, plugin_options[key])
               for key, value in raw.items() if key in plugin_options and key not in TABLES}
     return Config(path, catalogue, loaded["pipeline"], loaded["query"], loaded["models"],
-                  loaded["daemon"], tables)
+                  loaded["daemon"], loaded["http"], tables)
 
 
 def _table(path: Path, name: str, given: Any, table: type) -> Any:

@@ -1,0 +1,1 @@
+"""The service's HTTP API (`[http] listen`): lookalikes, status, health and metrics."""
