@@ -14,13 +14,12 @@ from sqlalchemy.exc import ArgumentError
 
 from lookalike.base.errors import ConfigError
 from lookalike.base.settings import converted, declarations, toml_default
-from lookalike.daemon.settings import Catalogue, DaemonSettings
+from lookalike.daemon.settings import Catalogue, DaemonSettings, HttpSettings
 from lookalike.models.files import ModelSource
 from lookalike.pipeline.pipeline import PipelineSteps
 from lookalike.pipeline.plugins import StepPlugin
 from lookalike.search.settings import QuerySettings
 from lookalike.store.urls import sqlite_file
-from lookalike.web.settings import HttpSettings
 
 CONFIG_ENV = "LOOKALIKE_CONFIG"
 

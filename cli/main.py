@@ -165,14 +165,15 @@ def run(log_format, offline, config_option):
                                   stop=stop)
                 logging.getLogger(__name__).info("running with model %s",
                                                  app.pipeline.model_id)
-                service.run(beside=http_server(app, store) if config.http.listen else None)
+                service.run(beside=http_server(app, store, node) if config.http.listen
+                            else None)
         except StoreUnreachable:
             if not stop.is_set():
                 raise
             logging.getLogger(__name__).info("stopped before the database could be reached")
 
 
-def http_server(app, store):
+def http_server(app, store, node):
     """The HTTP API beside a started service, over its own index and models."""
     from lookalike.api.catalogue import Catalogue
     from lookalike.web.metrics import Metrics
@@ -181,7 +182,7 @@ def http_server(app, store):
     def beside(service):
         catalogue = Catalogue(app, store, service.index)
         metrics = Metrics(catalogue, service.status, service.waiting)
-        return serving(catalogue, app.config.http, metrics, service.stalled)
+        return serving(catalogue, app.config.http, metrics, service.stalled, node.answers_http)
 
     return beside
 
@@ -390,6 +391,8 @@ def status(as_json, config_option):
                    f"{node['heartbeat']}")
         click.echo(f"              queue {node['queue']} file(s), embedded {node['embedded']}, "
                    f"last problem: {node['last_problem'] or 'none'}")
+        if node["http"]:
+            click.echo(f"              answers HTTP on {node['http']}")
 
 
 def removal_summary(removals: dict[str, int]) -> str:

@@ -1,31 +1,36 @@
 """The Streamlit app that `lookalike ui` serves: query the live catalogue by photo or by item.
 
 Streamlit runs this file from the top on every interaction; what must outlive one run (the
-pipeline, the store, the index that follows it) is built once per process by cache_resource.
-The config comes from $LOOKALIKE_CONFIG, which `lookalike ui` sets.
+catalogue: its pipeline, its store, and the index that follows it) is built once per process by
+cache_resource. Where a service on the same database answers HTTP, the page asks it and never
+loads an index of its own; otherwise it loads one. The config comes from $LOOKALIKE_CONFIG,
+which `lookalike ui` sets.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import math
 import os
+import urllib.error
+import urllib.request
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import streamlit as st
 
 from lookalike.api.app import App
+from lookalike.api.catalogue import Catalogue
 from lookalike.api.config import CONFIG_ENV
 from lookalike.base.errors import ImageError, LookalikeError
 from lookalike.base.files import file_path
 from lookalike.pipeline.builtins.auto_remover import PLAIN
 from lookalike.pipeline.pipeline import Pipeline, Prepared
-from lookalike.search.follow import FollowedIndex
 from lookalike.search.query import EMPTY_INDEX, answer_queries
 from lookalike.search.settings import MAX_K
-from lookalike.store.status import catalogue_status
 from lookalike.store.store import Store
 
 REFRESH_SECONDS = 5  # how often the catalogue panels look for new, changed and removed images
@@ -35,13 +40,36 @@ THUMBNAIL_SIDE = 256
 FAILURES_SHOWN = 200
 
 
-@st.cache_resource(show_spinner="Loading the models and the catalogue…")
-def open_catalogue() -> tuple[App, FollowedIndex]:
+@st.cache_resource(show_spinner="Loading the models…")
+def open_catalogue() -> Catalogue:
     app = App(None)
     app.pipeline.warm_up()
-    catalogue = app.config.catalogue
-    store = Store(catalogue.database, catalogue.database_timeout_seconds)
-    return app, FollowedIndex(store, app.pipeline.model_id, app.vector_index())
+    settings = app.config.catalogue
+    return Catalogue(app, Store(settings.database, settings.database_timeout_seconds))
+
+
+@st.cache_data(ttl=REFRESH_SECONDS, show_spinner=False)
+def answering_service(_catalogue: Catalogue) -> str | None:
+    """The URL of a live service on this database that answers HTTP, if there is one."""
+    return next((node["http"] for node in _catalogue.status()["nodes"]
+                 if node["live"] and node["http"]), None)
+
+
+def asked(url: str, token: str, data: bytes, k: int) -> dict[str, Any] | None:
+    """The service's answer to an image (its error as an answer); None when it cannot be
+    reached, so the page answers itself."""
+    request = urllib.request.Request(f"{url}/query?k={k}", data=data, method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as exc:
+        try:
+            return {"error": json.load(exc)["error"], "neighbours": []}
+        except (ValueError, KeyError):
+            return {"error": f"the service answered {exc.code}", "neighbours": []}
+    except OSError:
+        return None
 
 
 def thumbnail(pipeline: Pipeline, data: bytes) -> bytes | None:
@@ -103,18 +131,32 @@ def use_catalogue_item(app: App, path: str) -> None:
         choose_query(app.pipeline, path, data, item=path)
 
 
-def answer_for(app: App, followed: FollowedIndex, query: dict, k: int):
+def answer_for(catalogue: Catalogue, query: dict, k: int):
     """The answer to the query and the square the model saw, asked again only when the query,
-    k or the catalogue changed."""
-    with followed.lock:
-        followed.refresh()
-        key = (query["name"], query["digest"], k, followed.generation)
-        if st.session_state.get("answer_key") != key:
-            seen: list = []
-            answer = answer_queries(app.pipeline, followed,
-                                    [(query["name"], query["data"])], k, seen)[0]
-            st.session_state.answer, st.session_state.answer_key = (answer, seen[0]), key
+    k, the catalogue or who answers changed: the service over HTTP where one answers, else
+    this page's own index."""
+    url = answering_service(catalogue)
+    key = (query["name"], query["digest"], k, catalogue.store.generation(), url)
+    if st.session_state.get("answer_key") != key:
+        answer = None
+        if url:
+            seen = [prepared(catalogue.app.pipeline, query["data"])]
+            answer = asked(url, catalogue.app.config.http.token, query["data"], k)
+        if answer is None:
+            seen = []
+            with catalogue.index.lock:
+                catalogue.refresh()
+                answer = answer_queries(catalogue.app.pipeline, catalogue.index,
+                                        [(query["name"], query["data"])], k, seen)[0]
+        st.session_state.answer, st.session_state.answer_key = (answer, seen[0]), key
     return st.session_state.answer
+
+
+def prepared(pipeline: Pipeline, data: bytes) -> Prepared | None:
+    try:
+        return pipeline.prepare(data)
+    except ImageError:
+        return None
 
 
 def what_the_steps_did(pipeline: Pipeline, seen: Prepared) -> str:
@@ -127,7 +169,8 @@ def what_the_steps_did(pipeline: Pipeline, seen: Prepared) -> str:
     return f"{removed}, padded to {pipeline.embedder.input_size} px"
 
 
-def query_panel(app: App, followed: FollowedIndex) -> None:
+def query_panel(catalogue: Catalogue) -> None:
+    app = catalogue.app
     upload_column, k_column = st.columns([4, 1])
     with upload_column:
         st.file_uploader("Upload a product photo", key="upload", on_change=use_upload,
@@ -140,7 +183,7 @@ def query_panel(app: App, followed: FollowedIndex) -> None:
     if query is None:
         st.info("Upload a photo, or press **Find lookalikes** under a catalogue image below.")
         return
-    answer, seen = answer_for(app, followed, query, k)
+    answer, seen = answer_for(catalogue, query, k)
     query_column, results_column = st.columns([1, 4])
     with query_column:
         st.markdown("**Query**")
@@ -169,12 +212,15 @@ def query_panel(app: App, followed: FollowedIndex) -> None:
 
 
 @st.fragment(run_every=REFRESH_SECONDS)
-def status_panel(app: App, followed: FollowedIndex) -> None:
-    with followed.lock:
-        followed.refresh()
-        searched = followed.size
-    report = catalogue_status(app.config.catalogue.database, followed.store)
-    st.metric("Images searched", f"{searched:,}")
+def status_panel(catalogue: Catalogue) -> None:
+    app, report, url = catalogue.app, catalogue.status(), answering_service(catalogue)
+    st.metric("Images indexed", f"{indexed_count(catalogue):,}")
+    if url:
+        st.markdown(f"**Answered by** the service at {url}")
+    else:
+        catalogue.refresh()
+        st.markdown(f"**Answered by** this page's own index ({catalogue.index.size:,} "
+                    "images): no service on this database answers HTTP")
     st.metric("Failed files", f"{report['failed']:,}")
     st.markdown(f"**Model** `{app.pipeline.model_id}`")
     others = sum(n for model, n in report["models"].items() if model != app.pipeline.model_id)
@@ -192,28 +238,30 @@ def status_panel(app: App, followed: FollowedIndex) -> None:
     st.caption(f"Checked at {datetime.now().strftime('%H:%M:%S')}, every {REFRESH_SECONDS} s")
     if report["failed"]:
         with st.expander(f"Failed files ({report['failed']:,})"):
-            for path, error in followed.store.failures(limit=FAILURES_SHOWN):
+            for path, error in catalogue.store.failures(limit=FAILURES_SHOWN):
                 st.markdown(f"`{path}`: {error}")
             if report["failed"] > FAILURES_SHOWN:
                 st.caption(f"the first {FAILURES_SHOWN} by path")
 
 
+def indexed_count(catalogue: Catalogue) -> int:
+    """Images indexed by this page's model (the store's counts: no index is loaded)."""
+    return catalogue.store.counts().get(catalogue.model, {}).get("indexed", 0)
+
+
 @st.fragment(run_every=REFRESH_SECONDS)
-def catalogue_browser(app: App, followed: FollowedIndex) -> None:
+def catalogue_browser(catalogue: Catalogue) -> None:
+    app, store = catalogue.app, catalogue.store
     filter_column, page_column = st.columns([4, 1])
     with filter_column:
         contains = st.text_input("Path contains", key="contains")
-    with followed.lock:
-        followed.refresh()
-        total = followed.size
-    if contains:
-        total = followed.store.count_indexed(followed.model, contains)
+    total = (store.count_indexed(catalogue.model, contains) if contains
+             else indexed_count(catalogue))
     pages = max(1, math.ceil(total / PAGE_SIZE))
     st.session_state.page = min(st.session_state.get("page", 1), pages)
     with page_column:
         page = st.number_input(f"Page (of {pages:,})", min_value=1, max_value=pages, key="page")
-    paths = followed.store.indexed_paths(followed.model, contains, (page - 1) * PAGE_SIZE,
-                                         PAGE_SIZE)
+    paths = store.indexed_paths(catalogue.model, contains, (page - 1) * PAGE_SIZE, PAGE_SIZE)
     st.caption(f"{total:,} images" + (f" whose path contains “{contains}”" if contains else ""))
     for start in range(0, len(paths), GRID_COLUMNS):
         for column, path in zip(st.columns(GRID_COLUMNS), paths[start:start + GRID_COLUMNS],
@@ -229,22 +277,23 @@ def catalogue_browser(app: App, followed: FollowedIndex) -> None:
 def main() -> None:
     st.set_page_config(page_title="lookalike", layout="wide")
     try:
-        app, followed = open_catalogue()
+        catalogue = open_catalogue()
     except LookalikeError as exc:
         st.error(str(exc))
         st.stop()
     st.title("lookalike")
     with st.sidebar:
         st.header("Catalogue")
-        st.caption(f"{app.config.catalogue.images_dir}  \nconfig {os.environ.get(CONFIG_ENV)}")
-        status_panel(app, followed)
-    if followed.size == 0:
+        st.caption(f"{catalogue.app.config.catalogue.images_dir}  \n"
+                   f"config {os.environ.get(CONFIG_ENV)}")
+        status_panel(catalogue)
+    if indexed_count(catalogue) == 0:
         st.warning(f"{EMPTY_INDEX}: start the service (`lookalike run`) or run "
                    "`lookalike index`; this page picks the images up as they are indexed.")
-    query_panel(app, followed)
+    query_panel(catalogue)
     st.divider()
     st.subheader("Catalogue")
-    catalogue_browser(app, followed)
+    catalogue_browser(catalogue)
 
 
 main()

@@ -68,6 +68,7 @@ class NodeStatus:
     last_problem: str | None
     live: bool
     limits: str | None
+    http: str | None
 
 
 class ThisNode:
@@ -107,6 +108,11 @@ class ThisNode:
         with self.store.session() as session:
             session.execute(update(Node).where(Node.id == self.id).values(
                 queue=queue, embedded=embedded, last_problem=last_problem))
+
+    def answers_http(self, url: str | None) -> None:
+        """Where this node answers HTTP (None: no longer)."""
+        with self.store.session() as session:
+            session.execute(update(Node).where(Node.id == self.id).values(http=url))
 
     def renew(self) -> None:
         """The heartbeat: this node is alive and still working on what it claimed."""
@@ -163,7 +169,7 @@ def _statuses(session, now: float) -> list[NodeStatus]:
     return [NodeStatus(row.id, row.host, row.pid, row.command, row.model, row.since,
                        row.heartbeat, row.queue, row.embedded, row.last_problem,
                        now - row.heartbeat <= LEASES_TO_GONE * row.lease
-                       and not _died_here(row.pid_space, row.pid), row.limits)
+                       and not _died_here(row.pid_space, row.pid), row.limits, row.http)
             for row in rows]
 
 

@@ -39,7 +39,7 @@ from lookalike.store.urls import is_server, masked, sqlite_file
 log = logging.getLogger(__name__)
 
 # 2: generations, removals; 3: images.removal; 4: claims, nodes; 5: limits, nodes.pid_space
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # Write generations whose removals stay logged: a reader further behind compares every path.
 REMOVALS_KEPT = 10_000
 # The meta key saying why a rescan forgot nothing (a mass removal held back), or "".

@@ -106,3 +106,4 @@ class Node(Base):
     queue: Mapped[int] = mapped_column(default=0)
     embedded: Mapped[int] = mapped_column(default=0)
     last_problem: Mapped[str | None]
+    http: Mapped[str | None]  # the URL it answers HTTP on, if it does

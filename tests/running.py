@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -62,6 +63,13 @@ class RunningService(RunningCommand):
         super().__init__(workspace, "run", args, "service.log")
         if wait:
             self.wait_for(lambda: "watching" in self.log(), "the service to start")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on at the moment."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def query_db(workspace, sql: str, *params) -> list[tuple]:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
 SAID_ONCE = {"--config", "--offline", "--help"}
 # Each package may import only those before it (docs/architecture.md).
-LAYERS = ["base", "models", "pipeline", "store", "search", "daemon", "cli"]
+LAYERS = ["base", "models", "pipeline", "store", "search", "daemon", "api", "web", "cli"]
 
 
 def page(name: str) -> str:

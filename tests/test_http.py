@@ -6,8 +6,10 @@ import contextlib
 import json
 import shutil
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,20 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_pipeline import encode
 
 from builders import cropped_query, png_header_only, product_photo
-from lookalike.web.settings import HttpSettings
-from running import RunningService, lookalike, stored
+from lookalike.daemon.settings import HttpSettings
+from running import RunningService, free_port, lookalike, stored
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "test-token-3f9a"
 UPLOAD_LIMIT = 200_000
 DEADLINE = 3.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +81,9 @@ def test_every_route_answers(served):
 
     status = client.get("/status").json()
     assert status["indexed"] == 6 and status["nodes"][0]["live"]
+    assert status["nodes"][0]["http"] == f"http://127.0.0.1:{client.port}"
+    assert f"answers HTTP on http://127.0.0.1:{client.port}" in lookalike(workspace,
+                                                                         "status").stdout
 
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
     indexed = families["lookalike_images_indexed"].samples
@@ -184,3 +183,28 @@ def test_a_public_address_needs_a_token(workspace, run_cli):
     assert HttpSettings(listen="[::1]:8765").refusal() is None
     assert HttpSettings(listen="localhost:8765").refusal() is None
     assert HttpSettings(listen="10.0.0.5:8765", token="t").refusal() is None
+
+
+def test_the_readme_examples_run_as_printed(workspace, catalogue, service_factory):
+    """The README's curl lines, on loopback without a token, as a user would paste them."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("## Over HTTP", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    workspace.write_config(http={"listen": "127.0.0.1:8765"})
+    (workspace.images / "tops").mkdir()
+    workspace.add_catalogue(catalogue, 4)
+    shutil.copy(catalogue / "item05.jpg", workspace.images / "tops" / "12345.jpg")
+    (workspace.root / "shopper.jpg").write_bytes(photo_bytes(5))
+    service = service_factory()
+    service.wait_for(lambda: len(stored(workspace)) == 5, "5 images indexed")
+    outputs = []
+    for line in block.strip().splitlines():
+        done = subprocess.run(["bash", "-c", line.split("  #")[0] + " --fail-with-body"],
+                              cwd=workspace.root, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (line, done.stdout, done.stderr)
+        outputs.append(done.stdout)
+    similar, query, multipart, health, metrics = outputs
+    assert json.loads(similar)["query"] == "tops/12345.jpg"
+    assert json.loads(query)["neighbours"][0]["path"] == "tops/12345.jpg"
+    assert json.loads(multipart)["query"] == "shopper.jpg"
+    assert json.loads(health) == {"status": "ok"}
+    assert "lookalike_images_indexed" in metrics

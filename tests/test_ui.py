@@ -20,14 +20,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from builders import cropped_query, odd_images, product_photo
-from running import TIMEOUT, RunningCommand, lookalike
+from running import TIMEOUT, RunningCommand, free_port, lookalike
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class RunningUI(RunningCommand):
@@ -153,7 +148,8 @@ def test_an_uploaded_photo_shows_its_catalogue_item_first(indexed, ui, browser, 
     assert len([alt for alt in alts if alt.startswith("rank ")]) == 10  # [query] k
     page = body_text(browser)
     assert re.search(r"#1 · 0\.9\d\d\nitem05\.jpg", page), page  # rank, similarity, path
-    assert "Images searched\n12" in page
+    assert "Images indexed\n12" in page
+    assert "Answered by this page's own index (12 images)" in page
     # The failed file and its error, as the store has them.
     assert "Failed files\n1" in page
     click(browser, By.XPATH, "//summary[contains(., 'Failed files (1)')]", "the failed files")
@@ -195,15 +191,22 @@ def test_a_catalogue_item_and_a_new_arrival_are_found_without_a_restart(
     browser.get(ui.url)
     wait_for(browser, lambda d: "item03.jpg" in image_alts(d), "the catalogue")
     assert "Service not running" in body_text(browser)
+    assert "Answered by this page's own index" in body_text(browser)
     click(browser, By.CSS_SELECTOR, ".st-key-find-item03-jpg button", "item03's button")
     assert wait_for(browser, ranked_first, "a ranked answer") == "item03.jpg"
     assert "(the query itself)" in body_text(browser)
 
-    service = service_factory()  # the service indexes what arrives while the page is open
+    # The service indexes what arrives while the page is open, and answers it over HTTP.
+    port = free_port()
+    indexed.config.write_text(indexed.config.read_text()
+                              + f'\n[http]\nlisten = "127.0.0.1:{port}"\n')
+    service = service_factory()
     wait_for(browser, lambda d: "Service running (pid" in body_text(d), "the running service")
+    wait_for(browser, lambda d: f"Answered by the service at http://127.0.0.1:{port}"
+             in body_text(d), "the page asking the service")
     product_photo(12).save(indexed.images / "new-arrival.jpg", quality=92)
     wait_for(browser, lambda d: "new-arrival.jpg" in image_alts(d), "the new arrival")
-    wait_for(browser, lambda d: "Images searched\n13" in body_text(d), "the new count")
+    wait_for(browser, lambda d: "Images indexed\n13" in body_text(d), "the new count")
     query = tmp_path / "new-arrival-photo.jpg"
     cropped_query(product_photo(12)).save(query)
     upload(browser, query)

@@ -10,6 +10,7 @@ before it is read whole. No route opens a file: /similar looks its paths up in t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -26,6 +27,7 @@ from fastapi import Body, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
@@ -35,10 +37,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.api.catalogue import Answer, Catalogue
 from lookalike.base.errors import LookalikeError
+from lookalike.daemon.settings import HttpSettings, address
 from lookalike.search.query import EMPTY_INDEX
 from lookalike.search.settings import MAX_K
 from lookalike.web.metrics import Metrics
-from lookalike.web.settings import HttpSettings, address
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +227,10 @@ async def error(send: Send, status: int, message: str,
 
 @contextmanager
 def serving(catalogue: Catalogue, settings: HttpSettings, metrics: Metrics,
-            health: Health) -> Iterator[None]:
-    """The API served on ``settings.listen`` in a thread while inside; LookalikeError (one
-    line) when the address cannot be listened on."""
+            health: Health, announce: Callable[[str | None], None]) -> Iterator[None]:
+    """The API served on ``settings.listen`` in a thread while inside, its URL told to
+    ``announce`` (None once it stops); LookalikeError (one line) when the address cannot be
+    listened on."""
     host, port = address(settings.listen)
     try:
         listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
@@ -242,10 +245,14 @@ def serving(catalogue: Catalogue, settings: HttpSettings, metrics: Metrics,
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]},
                               name="http", daemon=True)
     thread.start()
-    log.info("answering HTTP on http://%s", settings.listen)
+    url = f"http://{settings.listen}"
+    log.info("answering HTTP on %s", url)
+    announce(url)
     try:
         yield
     finally:
         server.should_exit = True
         thread.join(10)
         listening.close()
+        with contextlib.suppress(SQLAlchemyError):  # the node's row goes when it leaves
+            announce(None)
