@@ -25,12 +25,14 @@ from builders import cropped_query, product_photo  # noqa: E402
 from lookalike.cli.template import toml_value  # noqa: E402
 
 
-def workspace_from(config: Path, root: Path) -> SimpleNamespace:
-    """A workspace in ``root`` with ``config``'s tables, the remover "none"."""
+def workspace_from(config: Path, root: Path, remover: str = "none",
+                   **tables_added: dict) -> SimpleNamespace:
+    """A workspace in ``root`` with ``config``'s tables (model paths absolute), ``remover``
+    and ``tables_added``."""
     tables = tomllib.loads(config.read_text())
     tables.update(images_dir="images", inbox_dir="inbox", database="sqlite:///lookalike.db",
-                  snapshot="feature_vectors.pkl")
-    tables.setdefault("pipeline", {})["remover"] = "none"
+                  snapshot="feature_vectors.pkl", **tables_added)
+    tables.setdefault("pipeline", {})["remover"] = remover
     lines = [f"{key} = {toml_value(value)}" for key, value in tables.items()
              if not isinstance(value, dict)]
     for name, table in tables.items():

@@ -118,3 +118,7 @@ class VectorIndex(Protocol):
 
     def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Keys and cosine similarities of up to ``k`` nearest vectors, most similar first."""
+
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        """The vectors (n, d) stored under ``keys`` (each of them is stored): a catalogue
+        item's lookalikes are searched from its vector as the index holds it."""

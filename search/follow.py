@@ -40,6 +40,10 @@ class FollowedIndex:
         with self.lock:
             return self._neighbours.search(vector, k)
 
+    def vector(self, path: str) -> np.ndarray | None:
+        with self.lock:
+            return self._neighbours.vector(path)
+
     def refresh(self) -> bool:
         """Apply what the store changed since the last look; True when anything did.
 

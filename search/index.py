@@ -61,6 +61,11 @@ class NeighbourIndex:
             for key, similarity in zip(keys, similarities, strict=True)
         ]
 
+    def vector(self, path: str) -> np.ndarray | None:
+        """The vector stored for ``path``; None when the index does not hold it."""
+        key = self._key_of.get(path)
+        return None if key is None else self._vector_index.vectors(np.array([key]))[0]
+
     def _key(self, path: str) -> int:
         key = self._key_of.get(path)
         if key is None:

@@ -63,15 +63,17 @@ def answer_similar(
     store: Store, model: str, index: NeighbourIndex | FollowedIndex, paths: Sequence[str],
     k: int,
 ) -> list[dict[str, Any]]:
-    """One answer per catalogue path: the k images most like it, from its stored vector (no
-    model is loaded), the item itself left out; an "error" field for a path that is not an
-    indexed image of ``model``."""
-    stored = store.stored_vectors(paths, model)
+    """One answer per catalogue path: the k images most like it, from its vector as the index
+    holds it (nothing is decoded, no model runs), the item itself left out; an "error" field,
+    the store's reason, for a path the index does not hold."""
+    vectors = {path: index.vector(path) for path in paths}
+    missing = [path for path, vector in vectors.items() if vector is None]
+    reasons = store.missing_reasons(missing, model) if missing else {}
     answers = []
     for path in paths:
-        vector = stored.get(path)
-        if isinstance(vector, str):
-            answers.append(answer(path, model, k, index, [], vector))
+        vector = vectors[path]
+        if vector is None:
+            answers.append(answer(path, model, k, index, [], reasons[path]))
             continue
         found = [n for n in index.search(vector, k + 1) if n.path != path][:k]
         answers.append(answer(path, model, k, index, found, None))

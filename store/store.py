@@ -481,26 +481,19 @@ class Store:
             return paths, np.zeros((0, 0), dtype=np.float32)
         return paths, matrix[: len(paths)]
 
-    def stored_vectors(self, paths: Iterable[str], model: str) -> dict[str, np.ndarray | str]:
-        """Each path's stored vector of ``model``, or why there is none (one line); read in
-        chunks, so a long list costs a few queries."""
-        found: dict[str, np.ndarray | str] = {}
+    def missing_reasons(self, paths: Iterable[str], model: str) -> dict[str, str]:
+        """Why each path has no vector of ``model`` to search from (one line each)."""
+        reasons = dict.fromkeys(paths, "not in the catalogue")
         with self.session() as session:
-            for chunk in chunks(list(dict.fromkeys(paths))):
+            for chunk in chunks(list(reasons)):
                 rows = session.execute(
                     select(ImageRecord.path, ImageRecord.model, ImageRecord.status,
-                           ImageRecord.error, ImageRecord.vector)
-                    .where(ImageRecord.path.in_(chunk)))
-                for path, row_model, status, error, vector in rows:
-                    if status == FAILED:
-                        found[path] = f"not indexed: {error}"
-                    elif row_model != model:
-                        found[path] = "not indexed by this model yet"
-                    else:
-                        found[path] = np.frombuffer(vector, dtype=np.float32)
-        for path in paths:
-            found.setdefault(path, "not in the catalogue")
-        return found
+                           ImageRecord.error).where(ImageRecord.path.in_(chunk)))
+                for path, row_model, status, error in rows:
+                    reasons[path] = (f"not indexed: {error}" if status == FAILED
+                                     else "not indexed by this model yet" if row_model != model
+                                     else "indexed since the index was loaded: ask again")
+        return reasons
 
     def indexed_paths(self, model: str, contains: str = "", offset: int = 0,
                       limit: int | None = None) -> list[str]:

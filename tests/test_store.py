@@ -336,6 +336,14 @@ def test_replacing_a_vector_after_a_delete_leaves_no_trace_of_the_old_one(index)
     assert [n.path for n in index.search(unit(1, 0), k=5)] == ["d", "b", "a"]
 
 
+def test_an_index_gives_back_each_path_s_vector_as_it_holds_it(index):
+    index.load(["a", "b"], np.stack([unit(1, 0), unit(0, 1)]))
+    index.update({"a": unit(1, 1), "b": None, "c": unit(3, 4)})  # changed, gone, reusing a key
+    assert index.vector("a") == pytest.approx(unit(1, 1))
+    assert index.vector("c") == pytest.approx(unit(3, 4))
+    assert index.vector("b") is None and index.vector("never") is None
+
+
 def test_exact_index_spanning_several_blocks_matches_a_full_scan(monkeypatch):
     from lookalike.pipeline.builtins import exact_index
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
-from typing import Annotated, Any
+from typing import Annotated
 
 import uvicorn
 from fastapi import Body, FastAPI, Query, Request
@@ -86,7 +86,7 @@ def http_app(catalogue: Catalogue, settings: HttpSettings, metrics: Metrics,
                   "image/*": {"schema": {"type": "string", "format": "binary"}},
                   "multipart/form-data": {"schema": {"type": "object", "properties": {
                       "image": {"type": "string", "format": "binary"}}}}}}})
-    async def query(request: Request, k: K = None) -> Answer:
+    async def query(request: Request, k: K = None) -> JSONResponse:
         name, data = await uploaded_image(request, settings.max_upload_bytes)
         if not embedding.acquire(blocking=False):
             raise Refused(503, f"{settings.max_concurrent_embeddings} images are being embedded"
@@ -104,18 +104,18 @@ def http_app(catalogue: Catalogue, settings: HttpSettings, metrics: Metrics,
     @app.get("/similar", summary="The catalogue images most like a catalogue image, from its "
              "stored vector (no model is run); the image itself left out")
     def similar(path: Annotated[str, Query(description="the image's path under images_dir")],
-                k: K = None) -> Answer:
+                k: K = None) -> JSONResponse:
         return answered(catalogue.similar([path], k)[0], 404)
 
     @app.post("/similar", summary="GET /similar for each path of a list: an answer each, with "
               "an error field for a path that is not an indexed image")
     def similar_each(paths: Annotated[list[str], Body(max_length=MAX_PATHS)],
-                     k: K = None) -> list[Answer]:
-        return catalogue.similar(paths, k)
+                     k: K = None) -> JSONResponse:
+        return JSONResponse(catalogue.similar(paths, k))
 
     @app.get("/status", summary="What `lookalike status --json` prints")
-    def status() -> dict[str, Any]:
-        return catalogue.status()
+    def status() -> JSONResponse:
+        return JSONResponse(catalogue.status())
 
     @app.get("/healthz", summary="200 while the models are loaded and the service loop turns; "
              "503 with the reason otherwise (no token needed)")
@@ -132,12 +132,13 @@ def http_app(catalogue: Catalogue, settings: HttpSettings, metrics: Metrics,
     return app
 
 
-def answered(answer: Answer, status: int) -> Answer:
-    """The answer, or its error as ``status`` (503 while the index is empty)."""
+def answered(answer: Answer, status: int) -> JSONResponse:
+    """The answer, or its error as ``status`` (503 while the index is empty). Answers are
+    sent as they are, not validated again by a response model: the schema is formats.md's."""
     error = answer.get("error")
     if error:
         raise Refused(503 if error == EMPTY_INDEX else status, error)
-    return answer
+    return JSONResponse(answer)
 
 
 async def uploaded_image(request: Request, limit: int) -> tuple[str, bytes]:
@@ -225,16 +226,30 @@ async def error(send: Send, status: int, message: str,
     await send({"type": "http.response.body", "body": body})
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on (host, port). Made as IPPROTO_TCP, not 0 (as
+    socket.create_server makes it): asyncio sets TCP_NODELAY only on such sockets, and without
+    it every answer waits 40 ms for the client's delayed acknowledgement."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listening.bind((host, port))
+        listening.listen(1024)
+    except OSError:
+        listening.close()
+        raise
+    return listening
+
+
 @contextmanager
 def serving(catalogue: Catalogue, settings: HttpSettings, metrics: Metrics,
             health: Health, announce: Callable[[str | None], None]) -> Iterator[None]:
     """The API served on ``settings.listen`` in a thread while inside, its URL told to
     ``announce`` (None once it stops); LookalikeError (one line) when the address cannot be
     listened on."""
-    host, port = address(settings.listen)
     try:
-        listening = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
-                                         else socket.AF_INET)
+        listening = listening_socket(*address(settings.listen))
     except OSError as exc:
         raise LookalikeError(f"[http] listen = {settings.listen!r}: {exc.strerror or exc}") \
             from None

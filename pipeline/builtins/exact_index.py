@@ -52,6 +52,9 @@ class ExactIndex:
         top = top[np.argsort(-scores[top], kind="stable")]
         return top, scores[top]
 
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        return np.stack([self._blocks[key // BLOCK_ROWS][key % BLOCK_ROWS] for key in keys])
+
     def _write(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         blocks = keys // BLOCK_ROWS
         for number in np.unique(blocks):

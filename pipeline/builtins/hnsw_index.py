@@ -81,6 +81,10 @@ class HnswIndex:
         return self._key_of[labels[0].astype(np.int64)], (1.0 - distances[0]).astype(np.float32)
 
 
+    def vectors(self, keys: np.ndarray) -> np.ndarray:
+        return np.asarray(self._graph.get_items(self._label_of[keys]), dtype=np.float32)
+
+
 def _grown(array: np.ndarray, length: int, fill: int) -> np.ndarray:
     """``array`` with at least ``length`` entries, new ones set to ``fill`` (doubling)."""
     if length <= len(array):

@@ -1,0 +1,196 @@
+"""The HTTP API of a running service, beside the cost of what it wraps, side by side in one run.
+
+For each catalogue size N (512-d vectors filled into a fresh SQLite store under the config's
+model id; the images_dir is empty, so the start-up rescan holds back rather than forgetting), a
+real `lookalike run` with [http] on loopback is started, then:
+
+1. /similar: p50 / p99 over HTTP with 1 and with 8 concurrent clients, beside the index's own
+   search time (the configured index plugin loaded here with the same vectors);
+2. /query with an 800x1200 JPEG product photo on a plain background: p50 / p99 over HTTP,
+   beside the same image through the pipeline directly (decode, removal, embedding, search);
+3. a flood of --flood photos dropped into images_dir with 4 clients calling /similar in a loop:
+   the ingest rate against the same flood with no client, and the clients' p99.
+
+    .venv/bin/python bench/http_api.py --config CONFIG [--sizes 100000] [--requests 400]
+        [--flood 400]
+
+CONFIG names the model files (tests' models: bench/RESULTS.md says how to make them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from flood import workspace_from
+from memory import fill
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from builders import product_photo  # noqa: E402
+from lookalike.api.app import App  # noqa: E402
+from lookalike.search.query import load_index  # noqa: E402
+from lookalike.store.store import Store  # noqa: E402
+from running import RunningService, free_port, query_db  # noqa: E402
+
+K = 10
+
+
+def percentiles(seconds: list[float]) -> tuple[float, float]:
+    p50, p99 = np.percentile(np.array(seconds) * 1000, [50, 99])
+    return float(p50), float(p99)
+
+
+def shown(label: str, seconds: list[float]) -> str:
+    p50, p99 = percentiles(seconds)
+    return f"  {label:<46} p50 {p50:8.2f} ms   p99 {p99:8.2f} ms"
+
+
+def timed_calls(call, arguments: list) -> list[float]:
+    times = []
+    for argument in arguments:
+        started = time.perf_counter()
+        call(argument)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def concurrently(clients: int, work) -> list[float]:
+    """``work(client_number)`` on ``clients`` threads at once; their timings together."""
+    results: list[list[float]] = [[] for _ in range(clients)]
+    threads = [threading.Thread(target=lambda n=n: results[n].extend(work(n)))
+               for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [t for result in results for t in result]
+
+
+def similar_call(client: httpx.Client):
+    def call(path: str) -> None:
+        response = client.get("/similar", params={"path": path, "k": K})
+        assert response.status_code == 200, response.text
+
+    return call
+
+
+def photo_jpeg(seed: int) -> bytes:
+    out = io.BytesIO()
+    product_photo(seed, size=(800, 1200)).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def measure(config: Path, size: int, requests: int, flood: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        workspace = workspace_from(config, Path(tmp) / "workspace", remover="auto",
+                                   http={"listen": f"127.0.0.1:{port}"})
+        app = App(str(workspace.config))
+        model = app.pipeline.model_id
+        started = time.perf_counter()
+        fill(workspace.root / "lookalike.db", model, size)
+        print(f"N={size:,}: store filled in {time.perf_counter() - started:.0f} s", flush=True)
+        service = RunningService(workspace, wait=False)
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+                service.wait_for(lambda: "answering HTTP" in service.log(), "HTTP", 1800)
+                report(app, workspace, service, client, size, requests, flood)
+        finally:
+            service.stop()
+
+
+def report(app: App, workspace, service, client: httpx.Client, size: int, requests: int,
+           flood: int) -> None:
+    rng = np.random.default_rng(1)
+    paths = [f"{i:07d}.jpg" for i in rng.integers(0, size, requests)]
+    store = Store(f"sqlite:///{workspace.root / 'lookalike.db'}")
+    index = load_index(store, app.pipeline.model_id, app.vector_index())
+    vectors = {path: index.vector(path) for path in paths}
+    own = timed_calls(lambda path: index.search(vectors[path], K + 1), paths)
+    print(shown(f"index search alone ({app.config.pipeline.index})", own))
+    similar_call(client)(paths[0])  # a first request sets up the connection
+    print(shown("GET /similar, 1 client", timed_calls(similar_call(client), paths)))
+    eight = concurrently(8, lambda n: timed_calls(similar_call(client), paths[n::8]))
+    print(shown("GET /similar, 8 clients", eight))
+
+    photos = [photo_jpeg(seed) for seed in range(20)]
+    pipeline = app.pipeline
+    pipeline.warm_up()
+
+    def direct(data: bytes) -> None:
+        prepared = pipeline.prepare(data)
+        index.search(pipeline.embed([prepared.square])[0], K)
+
+    direct(photos[0])
+    print(shown("800x1200 JPEG through the pipeline directly", timed_calls(direct, photos)))
+    print(shown("POST /query, the same JPEGs",
+                timed_calls(lambda data: client.post("/query", content=data), photos)))
+    store.close()
+
+    alone = flood_rate(workspace, service, flood, "a", clients=0, client=client, paths=paths)
+    print(f"  flood of {flood} alone: {alone[0]:.1f} images/s")
+    rate, seconds = flood_rate(workspace, service, flood, "b", clients=4, client=client,
+                               paths=paths)
+    p50, p99 = percentiles(seconds)
+    print(f"  flood of {flood} with 4 clients on /similar: {rate:.1f} images/s "
+          f"({rate / alone[0]:.2f} of alone); /similar p50 {p50:.2f} ms, p99 {p99:.2f} ms "
+          f"over {len(seconds)} requests")
+
+
+def flood_rate(workspace, service, count: int, prefix: str, clients: int,
+               client: httpx.Client, paths: list[str]) -> tuple[float, list[float]]:
+    """Images per second while ``count`` photos arrive at once (``clients`` calling /similar
+    in a loop meanwhile), and the clients' timings."""
+    staging = workspace.root / f"staging-{prefix}"
+    staging.mkdir()
+    for number in range(count):
+        product_photo(number % 48, size=(320, 400)).save(staging / f"{prefix}{number:05d}.jpg",
+                                                          quality=90)
+    done = threading.Event()
+
+    def loop(n: int) -> list[float]:
+        times, call, at = [], similar_call(client), n
+        while not done.is_set():
+            started = time.perf_counter()
+            call(paths[at % len(paths)])
+            times.append(time.perf_counter() - started)
+            at += clients
+        return times
+
+    timings: list[float] = []
+    runner = threading.Thread(target=lambda: timings.extend(concurrently(clients, loop)))
+    if clients:
+        runner.start()
+    started = time.perf_counter()
+    for file in sorted(staging.iterdir()):
+        file.rename(workspace.images / file.name)
+    service.wait_for(lambda: query_db(workspace, "SELECT count(*) FROM images WHERE path LIKE ?",
+                                      f"{prefix}%")[0][0] == count,
+                     f"{count} images indexed", 3600)
+    rate = count / (time.perf_counter() - started)
+    done.set()
+    if clients:
+        runner.join()
+    return rate, timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--sizes", default="100000")
+    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--flood", type=int, default=400)
+    args = parser.parse_args()
+    for size in (int(s) for s in args.sizes.split(",")):
+        measure(args.config.resolve(), size, args.requests, args.flood)
+
+
+if __name__ == "__main__":
+    main()
