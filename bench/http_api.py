@@ -61,6 +61,18 @@ def timed_calls(call, arguments: list) -> list[float]:
     return times
 
 
+def side_by_side(first, second, arguments: list) -> tuple[list[float], list[float]]:
+    """Each argument through ``first`` then ``second``, alternating, so both see the same
+    moments of a shared, noisy machine."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for argument in arguments:
+        for call, kept in zip((first, second), times, strict=True):
+            started = time.perf_counter()
+            call(argument)
+            kept.append(time.perf_counter() - started)
+    return times
+
+
 def concurrently(clients: int, work) -> list[float]:
     """``work(client_number)`` on ``clients`` threads at once; their timings together."""
     results: list[list[float]] = [[] for _ in range(clients)]
@@ -113,14 +125,17 @@ def report(app: App, workspace, service, client: httpx.Client, size: int, reques
     store = Store(f"sqlite:///{workspace.root / 'lookalike.db'}")
     index = load_index(store, app.pipeline.model_id, app.vector_index())
     vectors = {path: index.vector(path) for path in paths}
-    own = timed_calls(lambda path: index.search(vectors[path], K + 1), paths)
-    print(shown(f"index search alone ({app.config.pipeline.index})", own))
     similar_call(client)(paths[0])  # a first request sets up the connection
-    print(shown("GET /similar, 1 client", timed_calls(similar_call(client), paths)))
+    own, over_http = side_by_side(lambda path: index.search(vectors[path], K + 1),
+                                  similar_call(client), paths)
+    print(shown(f"index search alone ({app.config.pipeline.index})", own))
+    print(shown("GET /similar, 1 client", over_http))
     eight = concurrently(8, lambda n: timed_calls(similar_call(client), paths[n::8]))
     print(shown("GET /similar, 8 clients", eight))
+    print(f"  GET /similar p50 over the index's: "
+          f"+{percentiles(over_http)[0] - percentiles(own)[0]:.2f} ms (1 client)")
 
-    photos = [photo_jpeg(seed) for seed in range(20)]
+    photos = [photo_jpeg(seed) for seed in range(40)]
     pipeline = app.pipeline
     pipeline.warm_up()
 
@@ -129,9 +144,12 @@ def report(app: App, workspace, service, client: httpx.Client, size: int, reques
         index.search(pipeline.embed([prepared.square])[0], K)
 
     direct(photos[0])
-    print(shown("800x1200 JPEG through the pipeline directly", timed_calls(direct, photos)))
-    print(shown("POST /query, the same JPEGs",
-                timed_calls(lambda data: client.post("/query", content=data), photos)))
+    alone, over_http = side_by_side(direct, lambda data: client.post("/query", content=data),
+                                    photos)
+    print(shown("800x1200 JPEG through the pipeline directly", alone))
+    print(shown("POST /query, the same JPEGs", over_http))
+    print(f"  POST /query p50 over the pipeline's: "
+          f"{percentiles(over_http)[0] / percentiles(alone)[0]:.2f}")
     store.close()
 
     alone = flood_rate(workspace, service, flood, "a", clients=0, client=client, paths=paths)

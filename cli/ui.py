@@ -144,10 +144,9 @@ def answer_for(catalogue: Catalogue, query: dict, k: int):
             answer = asked(url, catalogue.app.config.http.token, query["data"], k)
         if answer is None:
             seen = []
-            with catalogue.index.lock:
-                catalogue.refresh()
-                answer = answer_queries(catalogue.app.pipeline, catalogue.index,
-                                        [(query["name"], query["data"])], k, seen)[0]
+            catalogue.refresh()
+            answer = answer_queries(catalogue.app.pipeline, catalogue.index,
+                                    [(query["name"], query["data"])], k, seen)[0]
         st.session_state.answer, st.session_state.answer_key = (answer, seen[0]), key
     return st.session_state.answer
 

@@ -3,7 +3,7 @@
 The service (after each batch it writes) and the UI (every few seconds, while the service
 writes) load the index once, then ask the store whether anything changed and apply only that.
 Searches and refreshes may come from several threads (HTTP requests beside the service loop):
-each holds the index's lock only while it reads or changes the index itself.
+searches run side by side, and wait only while a refresh applies its changes.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import threading
 
 import numpy as np
 
+from lookalike.base.shared_lock import SharedLock
 from lookalike.pipeline.steps import VectorIndex
 from lookalike.search.index import Neighbour
 from lookalike.search.query import load_index
@@ -21,9 +22,7 @@ from lookalike.store.store import Store
 class FollowedIndex:
     def __init__(self, store: Store, model: str, vector_index: VectorIndex):
         self.store, self.model = store, model
-        # Held while searching or applying changes; reentrant, so a caller may hold it across
-        # a refresh and the searches that must see the same generation (the UI does).
-        self.lock = threading.RLock()
+        self._lock = SharedLock()  # searches read; applying changes writes
         self._refreshing = threading.Lock()  # one refresh at a time, its reads included
         self.generation = store.generation()  # of the store, as the index holds it
         self._neighbours = load_index(store, model, vector_index)
@@ -33,15 +32,15 @@ class FollowedIndex:
         return self._neighbours.size
 
     def paths(self) -> list[str]:
-        with self.lock:
+        with self._lock.reading():
             return self._neighbours.paths()
 
     def search(self, vector: np.ndarray, k: int) -> list[Neighbour]:
-        with self.lock:
+        with self._lock.reading():
             return self._neighbours.search(vector, k)
 
     def vector(self, path: str) -> np.ndarray | None:
-        with self.lock:
+        with self._lock.reading():
             return self._neighbours.vector(path)
 
     def refresh(self) -> bool:
@@ -63,7 +62,7 @@ class FollowedIndex:
             present = set(self.store.indexed_paths(self.model))
             removed = [path for path in self.paths() if path not in present]
         written = self.store.written_since(self.model, self.generation)
-        with self.lock:
+        with self._lock.writing():
             self._neighbours.update(dict.fromkeys(removed))
             self._neighbours.update(written)
             self.generation = generation

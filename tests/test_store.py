@@ -7,6 +7,7 @@ import io
 import json
 import pickle
 import sqlite3
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from lookalike.base.shared_lock import SharedLock
 from lookalike.pipeline.builtins.exact_index import ExactIndex
 from lookalike.pipeline.builtins.hnsw_index import HnswIndex
 from lookalike.search.index import NeighbourIndex
@@ -419,3 +421,31 @@ def test_a_followed_index_applies_what_another_writer_changed(store, tmp_path, i
         assert not followed.refresh()
     finally:
         writer.close()
+
+
+def test_searches_share_the_index_lock_and_a_refresh_waits_for_them():
+    lock = SharedLock()
+    both_inside = threading.Barrier(2, timeout=10)  # broken unless two readers hold it at once
+
+    def read():
+        with lock.reading():
+            both_inside.wait()
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    assert not both_inside.broken
+    written = threading.Event()
+
+    def write():
+        with lock.writing():
+            written.set()
+
+    with lock.reading():
+        writer = threading.Thread(target=write)
+        writer.start()
+        assert not written.wait(0.3)  # a refresh waits for the search inside
+    assert written.wait(10)
+    writer.join()
