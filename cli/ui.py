@@ -31,6 +31,7 @@ from lookalike.pipeline.builtins.auto_remover import PLAIN
 from lookalike.pipeline.pipeline import Pipeline, Prepared
 from lookalike.search.query import EMPTY_INDEX, answer_queries
 from lookalike.search.settings import MAX_K
+from lookalike.store.nodes import nodes
 from lookalike.store.store import Store
 
 REFRESH_SECONDS = 5  # how often the catalogue panels look for new, changed and removed images
@@ -51,15 +52,16 @@ def open_catalogue() -> Catalogue:
 @st.cache_data(ttl=REFRESH_SECONDS, show_spinner=False)
 def answering_service(_catalogue: Catalogue) -> str | None:
     """The URL of a live service on this database that answers HTTP, if there is one."""
-    return next((node["http"] for node in _catalogue.status()["nodes"]
-                 if node["live"] and node["http"]), None)
+    return next((node.http for node in nodes(_catalogue.store) if node.live and node.http),
+                None)
 
 
 def asked(url: str, token: str, data: bytes, k: int) -> dict[str, Any] | None:
     """The service's answer to an image (its error as an answer); None when it cannot be
     reached, so the page answers itself."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     request = urllib.request.Request(f"{url}/query?k={k}", data=data, method="POST",
-                                     headers={"Authorization": f"Bearer {token}"})
+                                     headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.load(response)

@@ -17,7 +17,7 @@ import pytest
 from builders import cropped_query, product_photo
 from lookalike.api.app import App
 from lookalike.daemon.ingest import CLAIM_RETRY_SECONDS
-from lookalike.daemon.service import Service
+from lookalike.daemon.service import STALLED_SECONDS, Service
 from running import answer_of, sha256, stored
 
 
@@ -233,3 +233,16 @@ def test_a_start_that_fails_halfway_leaves_no_thread_running(workspace, monkeypa
                           app.vector_index(), node)
         with pytest.raises(RuntimeError, match="cannot be loaded"):
             service.run()  # the watcher and the snapshot writer had started: both stopped
+
+
+def test_health_says_when_the_loop_stops_turning(workspace):
+    """What /healthz answers: well while the loop turns, the reason once it has not for
+    STALLED_SECONDS."""
+    clock = FakeClock()
+    with service_in_process(workspace, clock) as service:
+        assert service.stalled() is None
+        clock.advance(STALLED_SECONDS + 1)
+        assert service.stalled() == (
+            f"the service loop has not turned for {STALLED_SECONDS + 1:.0f} s")
+        service.step()
+        assert service.stalled() is None
