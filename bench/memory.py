@@ -26,8 +26,9 @@ from lookalike.store.snapshot import publish_snapshot
 from lookalike.store.store import ImageRow, Store
 
 
-def status_mb(field: str) -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
+def status_mb(field: str, pid: int | str = "self") -> float:
+    """A memory figure of /proc/PID/status (VmRSS, VmHWM) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     raise KeyError(field)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -16,9 +17,16 @@ import pytest
 from conftest import Workspace
 from prometheus_client.parser import text_string_to_metric_families
 from test_pipeline import encode
+from test_reliability import OutOfMemoryOnce
 
 from builders import cropped_query, png_header_only, product_photo
+from lookalike.api.app import App
+from lookalike.api.catalogue import Catalogue
+from lookalike.daemon.ingest_queue import IngestQueue
 from lookalike.daemon.settings import HttpSettings
+from lookalike.daemon.status import StatusReporter
+from lookalike.web.metrics import Metrics
+from lookalike.web.server import serving
 from running import RunningService, free_port, lookalike, stored
 
 pytestmark = pytest.mark.slow
@@ -172,6 +180,30 @@ def test_embeddings_beyond_the_pool_are_refused_with_retry_after(served):
         thread.join()
     assert (200, None) in statuses and (503, "1") in statuses, statuses
     assert {status for status, _ in statuses} == {200, 503}
+
+
+def test_memory_running_out_while_embedding_is_503_with_retry_after(workspace, catalogue,
+                                                                     run_cli):
+    """The server in this process: an out-of-memory cannot be provoked safely in a real one,
+    so the remover is a fake (OutOfMemoryOnce) that fails once as an allocation under load
+    would. /query answers 503 with Retry-After, the machine's state and not the image's, and
+    the same image is answered the next time."""
+    workspace.add_catalogue(catalogue, 2)
+    assert run_cli("index").exit_code == 0
+    app = App(str(workspace.config))
+    app.pipeline = replace(app.pipeline, remover=OutOfMemoryOnce(app.pipeline.remover))
+    with app.opened_store() as store:
+        catalogue_api = Catalogue(app, store)
+        metrics = Metrics(catalogue_api, StatusReporter(None, time.monotonic),
+                          IngestQueue(workspace.images, 1))
+        settings = HttpSettings(listen=f"127.0.0.1:{free_port()}")
+        with (serving(catalogue_api, settings, metrics, lambda: None, lambda _url: None),
+              httpx.Client(base_url=f"http://{settings.listen}", timeout=30) as client):
+            first = client.post("/query", content=photo_bytes(1))
+            second = client.post("/query", content=photo_bytes(1))
+    assert first.status_code == 503 and first.headers["retry-after"] == "1"
+    assert first.json()["error"].startswith("the image could not be embedded now (MemoryError")
+    assert second.status_code == 200 and len(second.json()["neighbours"]) == 2
 
 
 def test_a_public_address_needs_a_token(workspace, run_cli):

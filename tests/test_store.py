@@ -8,6 +8,7 @@ import json
 import pickle
 import sqlite3
 import threading
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -63,6 +64,17 @@ def test_vectors_committed_between_the_count_and_the_read_are_kept(store, monkey
     assert matrix.tolist() == [[1, 0], [0, 1]]
     monkeypatch.setattr(Session, "scalar", lambda self, statement: 0)
     assert store.indexed_vectors("m")[1].tolist() == [[1, 0], [0, 1]]
+
+
+def test_a_path_without_a_vector_to_search_from_is_told_why(store):
+    """What /similar and query --similar say for a path the index does not hold."""
+    store.write_rows([facts("new.jpg", [1, 0]), facts("old.jpg", [0, 1], model="before"),
+                      ImageRow("bad.jpg", "bad", 1, 1, error="not an image")])
+    assert store.missing_reasons(["new.jpg", "old.jpg", "bad.jpg", "gone.jpg"], "m") == {
+        "new.jpg": "indexed since the index was loaded: ask again",
+        "old.jpg": "not indexed by this model yet",
+        "bad.jpg": "not indexed: not an image",
+        "gone.jpg": "not in the catalogue"}
 
 
 def test_move_and_move_folder_keep_the_vector(store):
@@ -449,3 +461,61 @@ def test_searches_share_the_index_lock_and_a_refresh_waits_for_them():
         assert not written.wait(0.3)  # a refresh waits for the search inside
     assert written.wait(10)
     writer.join()
+
+
+def test_a_writer_taking_the_lock_again_at_once_lets_a_waiting_search_in():
+    lock, writer_inside, read_at = SharedLock(), threading.Event(), []
+    writes = 0
+
+    def write_many():
+        nonlocal writes
+        for _ in range(50):
+            with lock.writing():
+                writer_inside.set()
+                time.sleep(0.002)
+                writes += 1
+
+    writer = threading.Thread(target=write_many)
+    writer.start()
+    assert writer_inside.wait(10)
+    with lock.reading():
+        read_at.append(writes)
+    writer.join()
+    assert read_at[0] < 50  # before: the search waited for all 50 writes
+
+
+class SlowToAdd(ExactIndex):
+    """A fake with an HNSW graph's insertion cost at scale (2 ms per vector here, where the
+    tests' small graphs take far less); it logs each add and each search."""
+
+    def __init__(self, log: list):
+        super().__init__()
+        self.log = log
+
+    def add(self, keys, vectors):
+        time.sleep(0.002 * len(keys))
+        super().add(keys, vectors)
+        self.log.append(("add", len(keys)))
+
+    def search(self, vector, k):
+        self.log.append(("search", k))
+        return super().search(vector, k)
+
+
+def test_a_refresh_applies_a_batch_in_pieces_and_searches_go_between_them(store, tmp_path):
+    from lookalike.search.follow import FollowedIndex
+
+    store.write_rows([facts("a.jpg", unit(1, 0))])
+    log: list = []
+    followed = FollowedIndex(store, "m", SlowToAdd(log))
+    store.write_rows([facts(f"{n:02d}.jpg", unit(1, n)) for n in range(40)])
+    refreshed = threading.Event()
+    refresher = threading.Thread(target=lambda: (followed.refresh(), refreshed.set()))
+    refresher.start()
+    while not refreshed.is_set():
+        followed.search(unit(1, 0), 1)
+    refresher.join()
+    adds = [i for i, (what, _) in enumerate(log) if what == "add"][1:]  # after the load
+    assert max(count for what, count in log[adds[0]:] if what == "add") <= 4
+    assert any(what == "search" for what, _ in log[adds[0]:adds[-1]])
+    assert followed.size == 41

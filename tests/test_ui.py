@@ -53,8 +53,8 @@ def ui(workspace):
     assert running.stop() == 0  # SIGTERM stops Streamlit cleanly
 
 
-@pytest.fixture
-def browser(tmp_path):
+def chromium(profile: Path) -> webdriver.Chrome:
+    """Debian's Chromium, headless, its profile in ``profile``."""
     assert Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists(), (
         "Debian's chromium and chromium-driver are needed (.ci/run installs them)")
     options = webdriver.ChromeOptions()
@@ -62,10 +62,14 @@ def browser(tmp_path):
     # Headless, and nothing that would reach for the network this machine does not have.
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}",
-                 "--window-size=1600,1300"):
+                 "--disable-sync", f"--user-data-dir={profile}", "--window-size=1600,1300"):
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    driver = chromium(tmp_path / "chromium")
     yield driver
     driver.quit()
 
@@ -110,8 +114,11 @@ def body_text(driver) -> str:
     return driver.find_element(By.TAG_NAME, "body").text
 
 
+UPLOADER = ".st-key-upload input[type=file]"
+
+
 def upload(browser, path: Path) -> None:
-    browser.find_element(By.CSS_SELECTOR, ".st-key-upload input[type=file]").send_keys(str(path))
+    browser.find_element(By.CSS_SELECTOR, UPLOADER).send_keys(str(path))
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
 from lookalike.api.catalogue import Answer, Catalogue
-from lookalike.base.errors import LookalikeError
+from lookalike.base.errors import LookalikeError, TransientError
 from lookalike.daemon.settings import HttpSettings, address
 from lookalike.search.query import EMPTY_INDEX
 from lookalike.search.settings import MAX_K
@@ -96,6 +96,9 @@ def http_app(catalogue: Catalogue, settings: HttpSettings, metrics: Metrics,
         def answer() -> Answer:
             try:
                 return catalogue.query([(name, data)], k)[0]
+            except TransientError as exc:  # memory ran out: the machine's state, not the image's
+                raise Refused(503, f"the image could not be embedded now ({exc}): try again",
+                              headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
             finally:
                 embedding.release()
 
@@ -119,7 +122,7 @@ def http_app(catalogue: Catalogue, settings: HttpSettings, metrics: Metrics,
 
     @app.get("/healthz", summary="200 while the models are loaded and the service loop turns; "
              "503 with the reason otherwise (no token needed)")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # on the event loop: a probe must not queue
         problem = health()
         if problem:
             raise Refused(503, problem)
