@@ -23,12 +23,13 @@ run: setup
 	$(BIN)/lookalike run
 
 # Every test under coverage.py, the lookalike processes the tests start included; the total is
-# printed at the end. Two workers share the tests (each starts the servers its tests need).
+# printed at the end, after the 15 slowest tests. Two workers share the tests (each starts the
+# servers its tests need).
 # COVERAGE_FILE is absolute so that processes started elsewhere add to it.
 test: setup browser datasets postgres
 	$(BIN)/ruff check .
 	rm -f .coverage .coverage.*
-	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage run -m pytest -n 2
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage run -m pytest -n 2 --durations=15
 	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage combine --quiet
 	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/coverage report --format=total | \
 	  xargs -I{} echo "line coverage: {} %"

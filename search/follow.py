@@ -3,13 +3,12 @@
 The service (after each batch it writes) and the UI (every few seconds, while the service
 writes) load the index once, then ask the store whether anything changed and apply only that.
 Searches and refreshes may come from several threads (HTTP requests beside the service loop):
-searches run side by side, and wait only while a refresh applies a piece of its changes.
+searches run side by side, and wait only while a refresh applies its changes.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 
@@ -18,8 +17,6 @@ from lookalike.pipeline.steps import VectorIndex
 from lookalike.search.index import Neighbour
 from lookalike.search.query import load_index
 from lookalike.store.store import Store
-
-PIECE_SECONDS = 0.005  # a piece of written rows grows while it holds searches less than this
 
 
 class FollowedIndex:
@@ -64,18 +61,9 @@ class FollowedIndex:
         if removed is None:
             present = set(self.store.indexed_paths(self.model))
             removed = [path for path in self.paths() if path not in present]
-        written = list(self.store.written_since(self.model, self.generation).items())
+        written = self.store.written_since(self.model, self.generation)
         with self._lock.writing():
             self._neighbours.update(dict.fromkeys(removed))
-        # Written rows go in pieces, each alone under the lock: an HNSW graph takes
-        # milliseconds per vector, and a search waits for one piece, never a whole batch.
-        start, piece = 0, 1
-        while start < len(written):
-            began = time.perf_counter()
-            with self._lock.writing():
-                self._neighbours.update(dict(written[start:start + piece]))
-            start += piece
-            quick = time.perf_counter() - began < PIECE_SECONDS
-            piece = piece * 2 if quick else max(1, piece // 2)
-        self.generation = generation
+            self._neighbours.update(written)
+            self.generation = generation
         return True

@@ -52,7 +52,6 @@ def served(tmp_path_factory, model_home, catalogue):
         service.wait_for(lambda: len(stored(workspace)) == 6, "6 images indexed")
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
                           headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-            client.port = port
             service.wait_for(lambda: client.get("/similar", params={"path": "item05.jpg"})
                              .status_code == 200, "the index to hold every image")
             yield workspace, service, client
@@ -89,8 +88,8 @@ def test_every_route_answers(served):
 
     status = client.get("/status").json()
     assert status["indexed"] == 6 and status["nodes"][0]["live"]
-    assert status["nodes"][0]["http"] == f"http://127.0.0.1:{client.port}"
-    assert f"answers HTTP on http://127.0.0.1:{client.port}" in lookalike(workspace,
+    assert status["nodes"][0]["http"] == f"http://127.0.0.1:{client.base_url.port}"
+    assert f"answers HTTP on http://127.0.0.1:{client.base_url.port}" in lookalike(workspace,
                                                                          "status").stdout
 
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
@@ -139,10 +138,10 @@ def test_bad_requests_get_a_clear_answer_and_change_nothing(served):
     assert "pixels" in cases["pixel bomb"][0].json()["error"]
 
     # A client that goes away mid-upload, and one that sends a byte a second.
-    with socket.create_connection(("127.0.0.1", client.port)) as gone:
+    with socket.create_connection(("127.0.0.1", client.base_url.port)) as gone:
         gone.sendall(b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
                      b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n" + b"\xff" * 10)
-    with socket.create_connection(("127.0.0.1", client.port), timeout=30) as slow:
+    with socket.create_connection(("127.0.0.1", client.base_url.port), timeout=30) as slow:
         slow.sendall(b"POST /query HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
                      b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n")
         started, reply = time.monotonic(), b""

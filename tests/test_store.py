@@ -8,7 +8,6 @@ import json
 import pickle
 import sqlite3
 import threading
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -462,60 +461,3 @@ def test_searches_share_the_index_lock_and_a_refresh_waits_for_them():
     assert written.wait(10)
     writer.join()
 
-
-def test_a_writer_taking_the_lock_again_at_once_lets_a_waiting_search_in():
-    lock, writer_inside, read_at = SharedLock(), threading.Event(), []
-    writes = 0
-
-    def write_many():
-        nonlocal writes
-        for _ in range(50):
-            with lock.writing():
-                writer_inside.set()
-                time.sleep(0.002)
-                writes += 1
-
-    writer = threading.Thread(target=write_many)
-    writer.start()
-    assert writer_inside.wait(10)
-    with lock.reading():
-        read_at.append(writes)
-    writer.join()
-    assert read_at[0] < 50  # before: the search waited for all 50 writes
-
-
-class SlowToAdd(ExactIndex):
-    """A fake with an HNSW graph's insertion cost at scale (2 ms per vector here, where the
-    tests' small graphs take far less); it logs each add and each search."""
-
-    def __init__(self, log: list):
-        super().__init__()
-        self.log = log
-
-    def add(self, keys, vectors):
-        time.sleep(0.002 * len(keys))
-        super().add(keys, vectors)
-        self.log.append(("add", len(keys)))
-
-    def search(self, vector, k):
-        self.log.append(("search", k))
-        return super().search(vector, k)
-
-
-def test_a_refresh_applies_a_batch_in_pieces_and_searches_go_between_them(store, tmp_path):
-    from lookalike.search.follow import FollowedIndex
-
-    store.write_rows([facts("a.jpg", unit(1, 0))])
-    log: list = []
-    followed = FollowedIndex(store, "m", SlowToAdd(log))
-    store.write_rows([facts(f"{n:02d}.jpg", unit(1, n)) for n in range(40)])
-    refreshed = threading.Event()
-    refresher = threading.Thread(target=lambda: (followed.refresh(), refreshed.set()))
-    refresher.start()
-    while not refreshed.is_set():
-        followed.search(unit(1, 0), 1)
-    refresher.join()
-    adds = [i for i, (what, _) in enumerate(log) if what == "add"][1:]  # after the load
-    assert max(count for what, count in log[adds[0]:] if what == "add") <= 4
-    assert any(what == "search" for what, _ in log[adds[0]:adds[-1]])
-    assert followed.size == 41
