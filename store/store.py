@@ -27,7 +27,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -72,15 +72,18 @@ class StoreUnreachable(StoreError):
 Fence = Callable[[Session, list[str]], set[str]]
 
 
-def server_settings(timeout_seconds: float) -> dict[str, Any]:
+def server_settings(url: URL, timeout_seconds: float) -> dict[str, Any]:
     """libpq parameters of lookalike's own PostgreSQL sessions. No node waits longer than
     ``timeout_seconds`` for another's lock (lock_timeout), and a transaction left idle that
     long is ended by the server (idle_in_transaction_session_timeout): a node paused inside
     a write (SIGSTOP, a paused VM) frees its locks instead of freezing every node. TCP
     keepalives, on both ends, notice a peer that vanished (a cut network) in about a
-    minute instead of the system's two hours."""
+    minute instead of the system's two hours.
+
+    A parameter the database URL sets itself is left to it, but for ``options``: the URL's
+    own come first and these after them, so the timeouts hold and the rest is kept."""
     milliseconds = max(1, round(timeout_seconds * 1000))
-    return {
+    settings = {
         "options": f"-c lock_timeout={milliseconds} "
                    f"-c idle_in_transaction_session_timeout={milliseconds} "
                    f"-c tcp_keepalives_idle={KEEPALIVE_IDLE} "
@@ -90,6 +93,12 @@ def server_settings(timeout_seconds: float) -> dict[str, Any]:
         "keepalives_interval": KEEPALIVE_INTERVAL, "keepalives_count": KEEPALIVE_COUNT,
         "connect_timeout": 10, "application_name": f"lookalike {os.getpid()}",
     }
+    own = url.query.get("options")
+    if own:
+        own = own if isinstance(own, str) else " ".join(own)
+        settings["options"] = f"{own} {settings['options']}"
+    return {key: value for key, value in settings.items()
+            if key == "options" or key not in url.query}
 
 
 def dialect_insert(engine: Engine):
@@ -190,8 +199,9 @@ class Store:
         try:
             # A server restarted meanwhile has closed the pooled connections: test each first
             # (a SQLite file has no server to lose).
-            connect_args = (server_settings(timeout_seconds)
-                            if make_url(url).get_backend_name() == "postgresql" else {})
+            parsed = make_url(url)
+            connect_args = (server_settings(parsed, timeout_seconds)
+                            if parsed.get_backend_name() == "postgresql" else {})
             self.engine = create_engine(url, pool_pre_ping=is_server(url),
                                         connect_args=connect_args)
         except (ImportError, NoSuchModuleError) as exc:

@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import make_url
 
 from lookalike.base.shared_lock import SharedLock
 from lookalike.pipeline.builtins.exact_index import ExactIndex
 from lookalike.pipeline.builtins.hnsw_index import HnswIndex
 from lookalike.search.index import NeighbourIndex
 from lookalike.store.snapshot import SnapshotError, read_snapshot, write_snapshot
-from lookalike.store.store import SCHEMA_VERSION, ImageRow, Store, StoreError
+from lookalike.store.store import SCHEMA_VERSION, ImageRow, Store, StoreError, server_settings
 from lookalike.store.tables import Base
 
 
@@ -461,3 +462,13 @@ def test_searches_share_the_index_lock_and_a_refresh_waits_for_them():
     assert written.wait(10)
     writer.join()
 
+
+
+def test_a_database_urls_own_libpq_parameters_are_kept_beside_the_timeouts():
+    url = make_url("postgresql+psycopg://shop@db/catalogue"
+                   "?options=-c%20search_path%3Dshop&connect_timeout=3")
+    settings = server_settings(url, 15)
+    # The URL's options first, lookalike's timeouts after them (the later setting wins).
+    assert settings["options"].startswith("-c search_path=shop -c lock_timeout=15000 ")
+    assert "connect_timeout" not in settings  # the URL's own 3 s is left to it
+    assert server_settings(make_url("postgresql+psycopg://db/c"), 15)["connect_timeout"] == 10
