@@ -89,16 +89,14 @@ def http_app(catalogue: Catalogue, settings: HttpSettings, metrics: Metrics,
     async def query(request: Request, k: K = None) -> JSONResponse:
         name, data = await uploaded_image(request, settings.max_upload_bytes)
         if not embedding.acquire(blocking=False):
-            raise Refused(503, f"{settings.max_concurrent_embeddings} images are being embedded"
-                          " already: try again shortly",
-                          headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+            raise busy(f"{settings.max_concurrent_embeddings} images are being embedded "
+                       "already: try again shortly")
 
         def answer() -> Answer:
             try:
                 return catalogue.query([(name, data)], k)[0]
             except TransientError as exc:  # memory ran out: the machine's state, not the image's
-                raise Refused(503, f"the image could not be embedded now ({exc}): try again",
-                              headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
+                raise busy(f"the image could not be embedded now ({exc}): try again") from None
             finally:
                 embedding.release()
 
@@ -133,6 +131,11 @@ def http_app(catalogue: Catalogue, settings: HttpSettings, metrics: Metrics,
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def busy(message: str) -> Refused:
+    """503 with Retry-After: the service cannot take the request now, but will soon."""
+    return Refused(503, message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 def answered(answer: Answer, status: int) -> JSONResponse:
