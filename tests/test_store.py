@@ -64,6 +64,13 @@ def test_vectors_committed_between_the_count_and_the_read_are_kept(store, monkey
     assert matrix.tolist() == [[1, 0], [0, 1]]
     monkeypatch.setattr(Session, "scalar", lambda self, statement: 0)
     assert store.indexed_vectors("m")[1].tolist() == [[1, 0], [0, 1]]
+    # A row deleted after the count, and a chunk of one row at a time.
+    monkeypatch.setattr("lookalike.store.store.VECTOR_CHUNK", 1)
+    monkeypatch.setattr(Session, "scalar", lambda self, statement: 3)
+    assert store.indexed_vectors("m")[1].tolist() == [[1, 0], [0, 1]]
+    monkeypatch.setattr(Session, "scalar", lambda self, statement: 1)
+    paths, matrix = store.indexed_vectors("m")
+    assert paths == ["a.jpg", "b.jpg"] and matrix.tolist() == [[1, 0], [0, 1]]
 
 
 def test_a_path_without_a_vector_to_search_from_is_told_why(store):
