@@ -57,7 +57,8 @@ class Catalogue:
         with self._loading:
             if self._index is None:
                 self._index = FollowedIndex(self.store, self.model,
-                                            self.app.vector_index(self._index_name))
+                                            self.app.vector_index(self._index_name),
+                                            self.app.config.catalogue.snapshot)
             return self._index
 
     def query(self, images: Sequence[tuple[str, bytes]], k: int | None = None) -> list[Answer]:

@@ -17,12 +17,9 @@ from pathlib import Path
 from lookalike.base.atomic import write_atomically
 from lookalike.base.errors import ConfigError
 from lookalike.base.files import ROOT_MARK, Scan, file_path
-from lookalike.store.store import Store
+from lookalike.store.store import ROOT_KEY, Store
 
 log = logging.getLogger(__name__)
-
-# The meta key holding the catalogue's id, written in its root's mark.
-ROOT_KEY = "catalogue_root"
 
 
 def take_root(store: Store, images_dir: Path) -> None:

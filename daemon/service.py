@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.2
 # A loop that has not turned for this long is stuck: a turn lasts one batch at most.
 STALLED_SECONDS = 60.0
+# The index is saved (where it is slow to build) at most this often, and when the service stops.
+SAVE_INDEX_SECONDS = 600.0
 
 
 class Service:
@@ -74,7 +76,9 @@ class Service:
         self.status = StatusReporter(node, clock)
         self._ingester = self._new_ingester()
         self._snapshots = SnapshotWriter(store, pipeline.model_id, catalogue.snapshot,
-                                         daemon.retry_seconds, SnapshotLeader(node.claims))
+                                         daemon.retry_seconds, SnapshotLeader(node.claims),
+                                         self._save_index)
+        self._index_saved_at = clock()
         self._stop = stop or threading.Event()  # set: finish the current step and return
         self.index: FollowedIndex | None = None  # loaded by start()
         self.answerer: InboxAnswerer | None = None
@@ -116,8 +120,10 @@ class Service:
         self._snapshots.start()
         # Queries are answered from what the store holds while the backlog is worked off.
         started = time.monotonic()
-        self.index = FollowedIndex(self.store, self.pipeline.model_id, self._empty_index)
-        log.info("index loaded: %d images in %.1f s (%s)", self.index.size,
+        self.index = FollowedIndex(self.store, self.pipeline.model_id, self._empty_index,
+                                   self.catalogue.snapshot)
+        log.info("index %s: %d images in %.1f s (%s)",
+                 "restored" if self.index.restored else "loaded", self.index.size,
                  time.monotonic() - started, self._empty_index.id)
         self.answerer = InboxAnswerer(self.pipeline, self.index, self.node, self.k,
                                       self.retries, CLAIM_RETRY_SECONDS,
@@ -132,9 +138,26 @@ class Service:
         """Stop what ``start`` started (also after it failed halfway)."""
         self.watcher.stop()
         self._snapshots.stop()
+        if self.index is not None:
+            try:
+                self._save_index(now=True)
+            except OSError as exc:
+                log.error("cannot save the index beside %s: %s", self.catalogue.snapshot, exc)
         self._pool.shutdown()
         logging.getLogger("lookalike").removeHandler(self.status.problem)
         log.info("stopped")
+
+    def _save_index(self, now: bool = False) -> None:
+        """Save the index where it is slow to build and SAVE_INDEX_SECONDS have passed (or
+        ``now``): a restart restores it instead of building it again."""
+        if self.index is None or not (now or self.clock() - self._index_saved_at
+                                      >= SAVE_INDEX_SECONDS):
+            return
+        started = time.monotonic()
+        if self.index.save(self.catalogue.snapshot):
+            log.info("index saved: %d images in %.1f s", self.index.size,
+                     time.monotonic() - started)
+        self._index_saved_at = self.clock()
 
     def step(self) -> None:
         """One turn of the loop; while the database is away, one wait for it instead."""

@@ -3,7 +3,8 @@
 A catalogue of a million vectors makes a 2 GB snapshot; writing it in the service loop would
 stall ingest and inbox answers for seconds, so the loop only asks for a write. Of several
 nodes sharing a store, the one that holds the snapshot lead writes it; the others keep asking
-for the lead while a write is wanted, and take over when its holder is gone.
+for the lead while a write is wanted, and take over when its holder is gone. Every node saves
+its own index in the same thread, when asked (search/saved.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -25,8 +27,10 @@ log = logging.getLogger(__name__)
 
 class SnapshotWriter:
     def __init__(self, store: Store, model: str, path: Path, retry_seconds: float,
-                 leader: SnapshotLeader):
+                 leader: SnapshotLeader, save_index: Callable[[], object]):
+        """``save_index()``: save this node's index, where it is due, at each request."""
         self._store, self._model, self._path, self._leader = store, model, path, leader
+        self._save_index = save_index
         self._retry_seconds = retry_seconds
         self._wanted = threading.Event()
         self._stopping = threading.Event()
@@ -54,6 +58,12 @@ class SnapshotWriter:
             if self._stopping.is_set():
                 return
             self._wanted.clear()
+            try:
+                self._save_index()
+            except OSError as exc:  # kept, and saved again with the next request
+                writes.failed("index", f"cannot save the index beside {self._path}: {exc}")
+            else:
+                writes.succeeded("index", f"the index beside {self._path}")
             started = time.monotonic()
             try:
                 if not self._leader.holds():  # another node writes it; ask again later

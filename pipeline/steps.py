@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -122,3 +122,15 @@ class VectorIndex(Protocol):
     def vectors(self, keys: np.ndarray) -> np.ndarray:
         """The vectors (n, d) stored under ``keys`` (each of them is stored): a catalogue
         item's lookalikes are searched from its vector as the index holds it."""
+
+
+@runtime_checkable
+class SavedIndex(VectorIndex, Protocol):
+    """An index slow to build, which can be saved and restored instead (search/saved.py)."""
+
+    def save(self, path: Path) -> None:
+        """Write everything the index holds to ``path``."""
+
+    def restore(self, path: Path, dimension: int) -> str | None:
+        """Hold what ``path`` holds instead; None when done, else why it cannot be used (its
+        settings differ from this index's, or it is not such a file)."""

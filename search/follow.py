@@ -9,6 +9,7 @@ searches run side by side, and wait only while a refresh applies its changes.
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 
@@ -16,16 +17,41 @@ from lookalike.base.shared_lock import SharedLock
 from lookalike.pipeline.steps import VectorIndex
 from lookalike.search.index import Neighbour
 from lookalike.search.query import load_index
-from lookalike.store.store import Store
+from lookalike.search.saved import restore_index, save_index
+from lookalike.store.store import ROOT_KEY, Store
 
 
 class FollowedIndex:
-    def __init__(self, store: Store, model: str, vector_index: VectorIndex):
+    def __init__(self, store: Store, model: str, vector_index: VectorIndex,
+                 snapshot: Path | None = None):
+        """``snapshot``: where the index may have been saved (search/saved.py): restored
+        from there and brought up to date when it can be, else loaded from the store."""
         self.store, self.model = store, model
         self._lock = SharedLock()  # searches read; applying changes writes
         self._refreshing = threading.Lock()  # one refresh at a time, its reads included
-        self.generation = store.generation()  # of the store, as the index holds it
-        self._neighbours = load_index(store, model, vector_index)
+        restored = restore_index(store, model, vector_index, snapshot) if snapshot else None
+        self.restored = restored is not None
+        if restored:
+            self._neighbours, self.generation = restored
+            self._saved_generation: int | None = self.generation
+            self.refresh()
+        else:
+            self.generation = store.generation()  # of the store, as the index holds it
+            self._neighbours = load_index(store, model, vector_index)
+            self._saved_generation = None
+
+    def save(self, snapshot: Path) -> bool:
+        """Save the index beside ``snapshot`` where it is of a kind worth saving and changed
+        since it was last saved or restored; True when saved. Searches go on meanwhile."""
+        with self._refreshing, self._lock.reading():
+            if self.generation == self._saved_generation:
+                return False
+            catalogue = self.store.get_meta(ROOT_KEY)
+            if catalogue is None or not save_index(self._neighbours, self.generation, catalogue,
+                                                   snapshot):
+                return False
+            self._saved_generation = self.generation
+            return True
 
     @property
     def size(self) -> int:

@@ -27,10 +27,38 @@ class NeighbourIndex:
         self._key_of: dict[str, int] = {}
         self._path_of: dict[int, str] = {}
         self._free: list[int] = []  # keys of forgotten paths, reused so keys stay dense
+        self._dimension = 0  # of the vectors, once there are any
+
+    @classmethod
+    def restored(cls, model: str, vector_index: VectorIndex, paths_by_key: list[str | None],
+                 dimension: int) -> NeighbourIndex:
+        """The index over ``vector_index`` as restored from a save: ``paths_by_key`` as
+        ``paths_by_key()`` gave it."""
+        index = cls(model, vector_index)
+        index._dimension = dimension
+        index._path_of = {key: path for key, path in enumerate(paths_by_key) if path is not None}
+        index._key_of = {path: key for key, path in index._path_of.items()}
+        index._free = [key for key, path in enumerate(paths_by_key) if path is None]
+        return index
 
     @property
     def size(self) -> int:
         return len(self._key_of)
+
+    @property
+    def vector_index(self) -> VectorIndex:
+        return self._vector_index
+
+    @property
+    def dimension(self) -> int:
+        return self._dimension
+
+    def paths_by_key(self) -> list[str | None]:
+        """Each key's path, None for a key free to reuse: what ``restored`` takes."""
+        paths: list[str | None] = [None] * (len(self._key_of) + len(self._free))
+        for key, path in self._path_of.items():
+            paths[key] = path
+        return paths
 
     def paths(self) -> list[str]:
         return list(self._key_of)
@@ -40,6 +68,7 @@ class NeighbourIndex:
         assert not self._key_of, "load fills an empty index"
         self._key_of = {path: key for key, path in enumerate(paths)}
         self._path_of = dict(enumerate(paths))
+        self._dimension = matrix.shape[1] if paths else 0
         self._vector_index.add(np.arange(len(paths), dtype=np.int64), matrix)
 
     def update(self, changes: Mapping[str, np.ndarray | None]) -> None:
@@ -51,6 +80,7 @@ class NeighbourIndex:
         added = [(path, vector) for path, vector in changes.items() if vector is not None]
         if added:
             keys = np.array([self._key(path) for path, _ in added], dtype=np.int64)
+            self._dimension = len(added[0][1])
             self._vector_index.add(keys, np.stack([vector for _, vector in added]))
 
     def search(self, vector: np.ndarray, k: int) -> list[Neighbour]:

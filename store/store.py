@@ -44,6 +44,8 @@ SCHEMA_VERSION = 6
 REMOVALS_KEPT = 10_000
 # Rows per read when loading vectors: 8 MB of 512-d vectors a chunk.
 VECTOR_CHUNK = 4096
+# The meta key holding the catalogue's id (written in its root's mark by daemon/root.py).
+ROOT_KEY = "catalogue_root"
 # The meta key saying why a rescan forgot nothing (a mass removal held back), or "".
 HELD_BACK = "removals_held_back"
 # Alembic's scripts; revision "000N" makes schema N.

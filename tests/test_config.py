@@ -38,8 +38,8 @@ def test_repo_config_is_valid_and_matches_the_documented_defaults(steps):
     assert config.tables["pillow"] == {"max_pixels": 64_000_000, "max_file_bytes": 200_000_000}
     assert config.models == ModelSource() and config.daemon.max_removal_fraction == 0.5
     assert config.pipeline.index == "exact"
-    assert config.tables["hnsw"] == {"connectivity": 16, "expansion_add": 100,
-                                     "expansion_search": 512}
+    assert config.tables["hnsw"] == {"connectivity": 16, "expansion_add": 128,
+                                     "expansion_search": 256}
 
 
 def test_paths_are_relative_to_the_config_file(tmp_path, steps):

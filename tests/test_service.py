@@ -96,6 +96,7 @@ def test_service_lifecycle(workspace, catalogue, service_factory):
     ]
 
     assert service.stop() == 0
+    assert "index saved: 12 images" in service.log()  # the graph, so the restart need not build it
     answered_at = (workspace.inbox / "shopper.jpg.neighbours.json").stat().st_mtime_ns
 
     # While stopped: delete, add, change. The restart reconciles all three.
@@ -104,6 +105,7 @@ def test_service_lifecycle(workspace, catalogue, service_factory):
     product_photo(41).save(workspace.images / "item04.jpg")
     service = service_factory()
     service.wait_for(lambda: "new.jpg" in stored(workspace), "the restart's reconciliation")
+    assert "index restored: 12 images" in service.log()
     rows = stored(workspace)
     assert "item02.jpg" not in rows
     assert rows["item04.jpg"] == ("indexed", sha256(workspace.images / "item04.jpg"))
@@ -111,6 +113,16 @@ def test_service_lifecycle(workspace, catalogue, service_factory):
     cropped_query(product_photo(5)).save(workspace.inbox / "after-restart.jpg")
     service.wait_for(lambda: answer_of(workspace, "after-restart.jpg"), "a later answer")
     assert (workspace.inbox / "shopper.jpg.neighbours.json").stat().st_mtime_ns == answered_at
+
+    # Killed: the graph saved at the first stop is restored and brought up to date.
+    service.kill()
+    service = service_factory()
+    cropped_query(product_photo(40)).save(workspace.inbox / "after-kill.jpg")
+    service.wait_for(lambda: answer_of(workspace, "after-kill.jpg"), "the answer after kill -9")
+    assert "index restored: 12 images" in service.log()
+    answer = answer_of(workspace, "after-kill.jpg")
+    assert answer["neighbours"][0]["path"] == "new.jpg" and answer["index_size"] == 12
+    assert "item02.jpg" not in {n["path"] for n in answer["neighbours"]}
     assert service.stop(signal.SIGINT) == 0
     assert "Traceback" not in service.log()
 

@@ -1,0 +1,146 @@
+"""The saved "hnsw" graph: restored at start and brought up to date, or rebuilt from the store
+whenever it cannot be trusted. Real SQLite stores, real usearch graphs on disk."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from lookalike.pipeline.builtins.exact_index import ExactIndex
+from lookalike.pipeline.builtins.hnsw_index import HnswIndex
+from lookalike.search.follow import FollowedIndex
+from lookalike.search.saved import saved_paths
+from lookalike.store.store import ROOT_KEY, ImageRow, Store
+
+
+def unit_rows(paths: list[str], seed: int) -> list[ImageRow]:
+    vectors = np.abs(np.random.default_rng(seed).standard_normal((len(paths), 8)))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    return [ImageRow(path, path, 1, 1, 1, 1, "m", vector.tobytes())
+            for path, vector in zip(paths, vectors, strict=True)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'catalogue.db'}")
+    store.meta_once(ROOT_KEY, "catalogue-1")
+    store.write_rows(unit_rows([f"{n:03d}.jpg" for n in range(60)], seed=0))
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def snapshot(tmp_path):
+    return tmp_path / "feature_vectors.pkl"
+
+
+def graph() -> HnswIndex:
+    return HnswIndex(16, 64, 64)
+
+
+def answers(index: FollowedIndex, store: Store) -> dict[str, list[str]]:
+    """Each indexed path's five nearest, as ``index`` finds them."""
+    paths, vectors = store.indexed_vectors("m")
+    return {path: [n.path for n in index.search(vector, 5)]
+            for path, vector in zip(paths, vectors, strict=True)}
+
+
+def test_a_saved_graph_is_restored_and_brought_up_to_date(store, snapshot):
+    saved = FollowedIndex(store, "m", graph(), snapshot)
+    assert not saved.restored and saved.save(snapshot)
+    assert not saved.save(snapshot)  # unchanged since: not written again
+    store.write_rows(unit_rows(["new.jpg", "001.jpg"], seed=1), gone=["002.jpg", "003.jpg"])
+    store.move("004.jpg", "moved.jpg")
+    restored = FollowedIndex(store, "m", graph(), snapshot)
+    assert restored.restored and restored.generation == store.generation()
+    built = FollowedIndex(store, "m", graph())  # without the saved graph
+    assert sorted(restored.paths()) == sorted(built.paths())
+    assert restored.size == 59 and "moved.jpg" in restored.paths()
+    assert answers(restored, store) == answers(built, store)
+
+
+def test_keys_freed_before_the_save_are_reused_after_the_restore(store, snapshot):
+    saved = FollowedIndex(store, "m", graph(), snapshot)
+    store.write_rows([], gone=["010.jpg", "020.jpg"])
+    saved.refresh()
+    saved.save(snapshot)
+    restored = FollowedIndex(store, "m", graph(), snapshot)
+    store.write_rows(unit_rows(["a.jpg", "b.jpg", "c.jpg"], seed=2))
+    restored.refresh()
+    assert restored.size == 61
+    assert answers(restored, store) == answers(FollowedIndex(store, "m", graph()), store)
+
+
+def test_an_exact_index_is_not_saved(store, snapshot):
+    assert not FollowedIndex(store, "m", ExactIndex(), snapshot).save(snapshot)
+    assert not any(path.exists() for path in saved_paths(snapshot, "exact"))
+
+
+def damage_the_graph(store, snapshot):
+    data, _ = saved_paths(snapshot, "hnsw")
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    data.write_bytes(bytes(raw))
+
+
+def cut_the_graph_short(store, snapshot):
+    data, _ = saved_paths(snapshot, "hnsw")
+    data.write_bytes(data.read_bytes()[:1000])
+
+
+def garble_the_description(store, snapshot):
+    saved_paths(snapshot, "hnsw")[1].write_text('{"format": 1, "catal')
+
+
+def describe_another_model(store, snapshot):
+    description = saved_paths(snapshot, "hnsw")[1]
+    described = json.loads(description.read_text())
+    description.write_text(json.dumps({**described, "model": "other"}))
+
+
+def replace_the_database(store, snapshot):
+    store.set_meta(ROOT_KEY, "catalogue-2")
+
+
+def restore_an_older_database(store, snapshot):
+    store.set_meta("generation", "0")
+
+
+def fall_behind_the_removals_log(store, snapshot):
+    store.set_meta("removals_from", str(store.generation() + 5))
+
+
+@pytest.mark.parametrize("spoil", [
+    damage_the_graph, cut_the_graph_short, garble_the_description, describe_another_model,
+    replace_the_database, restore_an_older_database, fall_behind_the_removals_log])
+def test_a_saved_graph_that_cannot_be_trusted_is_rebuilt(store, snapshot, caplog, spoil):
+    FollowedIndex(store, "m", graph(), snapshot).save(snapshot)
+    spoil(store, snapshot)
+    with caplog.at_level(logging.WARNING):
+        index = FollowedIndex(store, "m", graph(), snapshot)
+    assert not index.restored and index.size == 60
+    assert "the index is built again" in caplog.text
+    assert answers(index, store) == answers(FollowedIndex(store, "m", graph()), store)
+
+
+def test_a_graph_saved_with_other_settings_is_rebuilt(store, snapshot, caplog):
+    FollowedIndex(store, "m", graph(), snapshot).save(snapshot)
+    with caplog.at_level(logging.WARNING):
+        index = FollowedIndex(store, "m", HnswIndex(32, 64, 64), snapshot)
+    assert not index.restored and "built with connectivity 16, not 32" in caplog.text
+
+
+def test_a_save_interrupted_before_its_description_leaves_the_old_one_unused(store, snapshot):
+    """kill -9 between the graph file and its description: the description names another
+    file (its size and checksum), so the pair is never mixed."""
+    FollowedIndex(store, "m", graph(), snapshot).save(snapshot)
+    data, description = saved_paths(snapshot, "hnsw")
+    old_description = description.read_bytes()
+    store.write_rows(unit_rows(["new.jpg"], seed=3))
+    FollowedIndex(store, "m", graph(), snapshot).save(snapshot)
+    description.write_bytes(old_description)
+    index = FollowedIndex(store, "m", graph(), snapshot)
+    assert not index.restored and index.size == 61
