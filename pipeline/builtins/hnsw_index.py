@@ -9,6 +9,9 @@ saved and restored whole, so a service starts without building it again.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,7 @@ HELP = {"connectivity": "links per vector in the graph (M): more, closer to exac
         "expansion_search": "candidates weighed while searching: higher, closer to exact search, "
                             "slower"}
 SCALAR = "f16"
+PARALLEL_FROM = 10_000  # vectors in the graph before several threads add at once
 
 
 class HnswIndex:
@@ -42,7 +46,13 @@ class HnswIndex:
         stored = np.fromiter((int(key) in self._graph for key in keys), bool, len(keys))
         if stored.any():  # a key is added once: a replaced vector is removed first
             self._graph.remove(keys[stored])
-        self._graph.add(keys, vectors, threads=usable_cores())
+        # Vectors inserted side by side do not see each other: in a small graph that leaves
+        # some unreachable, so the first ones go in one at a time.
+        alone = max(0, min(len(keys), PARALLEL_FROM - len(self._graph)))
+        if alone:
+            self._graph.add(keys[:alone], vectors[:alone], threads=1)
+        if alone < len(keys):
+            self._graph.add(keys[alone:], vectors[alone:], threads=usable_cores())
 
     def remove(self, keys: np.ndarray) -> None:
         self._graph.remove(keys)
@@ -66,6 +76,7 @@ class HnswIndex:
     def restore(self, path: Path, dimension: int) -> str | None:
         """Replace the graph with the one saved in ``path``; None when restored, else why it
         cannot be used (built with other settings, or not a graph at all)."""
+        load_shared_cpp_runtime()
         from usearch.index import Index
 
         try:
@@ -86,10 +97,21 @@ class HnswIndex:
         return None
 
     def _new_graph(self, dimension: int):
+        load_shared_cpp_runtime()
         from usearch.index import Index  # compiled extension: loaded only when this index is used
 
         return Index(ndim=dimension, metric="ip", dtype=SCALAR, connectivity=self._connectivity,
                      expansion_add=self._expansion_add, expansion_search=self.expansion_search)
+
+
+def load_shared_cpp_runtime() -> None:
+    """Load the system's C++ runtime before usearch, whose Linux wheel carries its own copy
+    linked in: loaded first, that copy serves torch's later stream calls and torch's ONNX
+    export never returns (pytorch/pytorch#109923)."""
+    if sys.platform.startswith("linux"):
+        # None installed: torch, which needs it, is not either.
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
 
 
 def _build(settings: StepSettings) -> HnswIndex:
