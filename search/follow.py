@@ -42,8 +42,9 @@ class FollowedIndex:
 
     def save(self, snapshot: Path) -> bool:
         """Save the index beside ``snapshot`` where it is of a kind worth saving and changed
-        since it was last saved or restored; True when saved. Searches go on meanwhile."""
-        with self._refreshing, self._lock.reading():
+        since it was last saved or restored; True when saved. Searches go on meanwhile:
+        only a refresh changes the index, and it waits for the save."""
+        with self._refreshing:
             if self.generation == self._saved_generation:
                 return False
             catalogue = self.store.get_meta(ROOT_KEY)

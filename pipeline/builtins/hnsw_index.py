@@ -43,7 +43,7 @@ class HnswIndex:
             return
         if self._graph is None:
             self._graph = self._new_graph(vectors.shape[1])
-        stored = np.fromiter((int(key) in self._graph for key in keys), bool, len(keys))
+        stored = self._graph.contains(keys)
         if stored.any():  # a key is added once: a replaced vector is removed first
             self._graph.remove(keys[stored])
         # Vectors inserted side by side do not see each other: in a small graph that leaves
