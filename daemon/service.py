@@ -44,6 +44,7 @@ from lookalike.pipeline.steps import VectorIndex
 from lookalike.search.follow import FollowedIndex
 from lookalike.store.leader import SnapshotLeader
 from lookalike.store.nodes import ThisNode
+from lookalike.store.snapshot import snapshot_generation
 from lookalike.store.store import OUTAGE_RETRY_SECONDS, Store, is_outage
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,9 @@ class Service:
         log.info("index %s: %d images in %.1f s (%s)",
                  "restored" if self.index.restored else "loaded", self.index.size,
                  time.monotonic() - started, self._empty_index.id)
+        # A start that changed nothing leaves a snapshot of this generation as it is.
+        self._snapshot_due = (snapshot_generation(self.catalogue.snapshot, self.pipeline.model_id)
+                              != self.index.generation)
         self.answerer = InboxAnswerer(self.pipeline, self.index, self.node, self.k,
                                       self.retries, CLAIM_RETRY_SECONDS,
                                       self.daemon.retry_seconds)

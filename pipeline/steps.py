@@ -111,7 +111,9 @@ class VectorIndex(Protocol):
     id: str
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        """Store ``vectors`` (n, d) under ``keys`` (n,), replacing what those keys held."""
+        """Store ``vectors`` (n, d) under ``keys`` (n,), replacing what those keys held.
+        ``vectors`` is handed over: the index may keep the array itself rather than a copy
+        (a million vectors are 2 GB), and the caller does not change it afterwards."""
 
     def remove(self, keys: np.ndarray) -> None:
         """Forget the vectors under ``keys`` (each of them is stored)."""

@@ -2,8 +2,9 @@
 
 Three files, each written atomically, in this order:
 - ``feature_vectors.npy``: float32 (N, D), read with ``numpy.load(allow_pickle=False)``;
-- ``feature_vectors.json``: ``{"model", "paths", "rows", "dimension", "vectors_sha256"}``,
-  ``paths`` in the order of the rows, and the sha256 of the .npy it describes;
+- ``feature_vectors.json``: ``{"model", "generation", "rows", "dimension", "vectors_sha256",
+  "paths"}``: the store's write generation it reflects, ``paths`` in the order of the rows,
+  and the sha256 of the .npy it describes;
 - ``feature_vectors.pkl`` (the configured name): the pickled dict ``{"paths", "vectors",
   "model"}`` for programs that trust this folder. Unpickling runs whatever a file asks, so
   lookalike itself never unpickles: its reader takes the .npy and the .json, and checks
@@ -17,17 +18,21 @@ import hashlib
 import json
 import os
 import pickle
+import struct
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from lookalike.base.atomic import atomic_file
+from lookalike.base.atomic import atomic_file, atomic_path
 from lookalike.base.errors import LookalikeError
-from lookalike.store.store import Store
+from lookalike.store.store import Store, VectorChunk
 
 DTYPE = np.dtype("<f4")
+# The .npy header's length, fixed so that it can be rewritten in place (a multiple of 64).
+HEADER_BYTES = 128
 
 
 class SnapshotError(LookalikeError):
@@ -43,37 +48,89 @@ def paths_file(snapshot: Path) -> Path:
 
 
 def publish_snapshot(store: Store, model: str, snapshot: Path) -> int:
-    """Write ``model``'s stored vectors as the snapshot, record the refresh; returns its size."""
-    paths, vectors = store.indexed_vectors(model)
-    write_snapshot(snapshot, paths, vectors, model)
+    """Write ``model``'s stored vectors as the snapshot, streamed from the store a chunk at a
+    time (the writer never holds the vectors whole: a million are 2 GB), and record the
+    refresh; returns its size."""
+    generation = store.generation()  # before the read: the snapshot holds at least this
+    with store.vector_chunks(model) as (count, chunks):
+        size = _write(snapshot, model, generation, count, chunks)
     store.set_meta("last_refresh", datetime.now(UTC).isoformat(timespec="seconds"))
-    store.set_meta("index_size", str(len(paths)))
+    store.set_meta("index_size", str(size))
+    return size
+
+
+def write_snapshot(snapshot: Path, paths: list[str], vectors: np.ndarray, model: str,
+                   generation: int) -> None:
+    """The snapshot of ``vectors`` (N, D) under ``paths``, as of the store's ``generation``."""
+    _write(snapshot, model, generation, len(paths), iter([(list(paths), vectors)]))
+
+
+def snapshot_generation(snapshot: Path, model: str) -> int | None:
+    """The store generation the snapshot reflects, where its three files are there and hold
+    ``model``'s vectors; else None (write it)."""
+    try:
+        description = _read_description(snapshot)
+    except SnapshotError:
+        return None
+    there = snapshot.exists() and vectors_file(snapshot).exists()
+    return description["generation"] if there and description["model"] == model else None
+
+
+def _write(snapshot: Path, model: str, generation: int, count: int,
+           chunks: Iterator[VectorChunk]) -> int:
+    """The three files, in order; rows beyond ``count`` are left to the next snapshot (they
+    are newer than ``generation``). Returns the rows written."""
+    with atomic_path(vectors_file(snapshot)) as temp:
+        paths, dimension, digest = _stream_vectors(temp, count, chunks)
+        # Copy-on-write: unpickled, the vectors are a writable array, as they always were;
+        # nothing is written to them here, so nothing is copied.
+        vectors = np.load(temp, mmap_mode="c")
+    description = {"model": model, "generation": generation, "rows": len(paths),
+                   "dimension": dimension, "vectors_sha256": digest, "paths": paths}
+    with atomic_file(paths_file(snapshot)) as file:
+        file.write(json.dumps(description, ensure_ascii=False).encode())
+    with atomic_file(snapshot) as file:  # streamed from the .npy, mapped: not read into memory
+        pickle.dump({"paths": paths, "vectors": np.asarray(vectors), "model": model}, file,
+                    protocol=pickle.HIGHEST_PROTOCOL)
     return len(paths)
 
 
-def write_snapshot(snapshot: Path, paths: list[str], vectors: np.ndarray, model: str) -> None:
-    vectors = np.ascontiguousarray(vectors, dtype=DTYPE)
-    with atomic_file(vectors_file(snapshot)) as file:
-        hashing = _HashingWriter(file)
-        np.save(hashing, vectors, allow_pickle=False)
-    description = {"model": model, "rows": len(paths), "dimension": int(vectors.shape[1]),
-                   "vectors_sha256": hashing.digest.hexdigest(), "paths": list(paths)}
-    with atomic_file(paths_file(snapshot)) as file:
-        file.write(json.dumps(description, ensure_ascii=False).encode())
-    with atomic_file(snapshot) as file:  # streamed: a million vectors are not copied first
-        pickle.dump({"paths": list(paths), "vectors": vectors, "model": model}, file,
-                    protocol=pickle.HIGHEST_PROTOCOL)
+def _stream_vectors(temp: Path, count: int,
+                    chunks: Iterator[VectorChunk]) -> tuple[list[str], int, str]:
+    """Write the .npy of ``count`` rows from ``chunks``; its paths, dimension and sha256.
+    Where fewer rows came (deleted meanwhile), the header is rewritten in place (it has a
+    fixed length) and the file hashed again."""
+    paths: list[str] = []
+    dimension = 0
+    digest = hashlib.sha256()
+    with open(temp, "wb") as file:
+        file.write(b"\0" * HEADER_BYTES)  # the header, once the dimension is known
+        for chunk, values in chunks:
+            if not dimension:
+                dimension = values.shape[1]
+                digest.update(_npy_header(count, dimension))
+            fits = min(len(chunk), count - len(paths))
+            if fits <= 0:
+                break
+            data = memoryview(np.ascontiguousarray(values[:fits], dtype=DTYPE)).cast("B")
+            file.write(data)
+            digest.update(data)
+            paths.extend(chunk[:fits])
+        file.seek(0)
+        file.write(_npy_header(len(paths), dimension))
+    if not paths or len(paths) != count:
+        digest = hashlib.sha256()
+        with open(temp, "rb") as file:
+            while data := file.read(2**22):
+                digest.update(data)
+    return paths, dimension, digest.hexdigest()
 
 
-class _HashingWriter:
-    """A file that hashes what passes through it (numpy writes the array in chunks)."""
-
-    def __init__(self, file: BinaryIO):
-        self._file, self.digest = file, hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.digest.update(data)
-        return self._file.write(data)
+def _npy_header(rows: int, dimension: int) -> bytes:
+    """A .npy (version 1.0) header of float32 (rows, dimension), padded to HEADER_BYTES."""
+    text = repr({"descr": DTYPE.str, "fortran_order": False, "shape": (rows, dimension)})
+    head = b"\x93NUMPY\x01\x00" + struct.pack("<H", HEADER_BYTES - 10) + text.encode("latin1")
+    return head + b" " * (HEADER_BYTES - len(head) - 1) + b"\n"
 
 
 def read_snapshot(snapshot: Path) -> dict[str, Any]:
@@ -94,7 +151,8 @@ def _read_description(snapshot: Path) -> dict[str, Any]:
         description = json.loads(file.read_bytes())
     except (OSError, ValueError) as exc:
         raise _refuse(file, str(exc)) from None
-    fields = {"model": str, "rows": int, "dimension": int, "vectors_sha256": str, "paths": list}
+    fields = {"model": str, "generation": int, "rows": int, "dimension": int,
+              "vectors_sha256": str, "paths": list}
     if not isinstance(description, dict) or set(description) != set(fields):
         raise _refuse(file, f"expected the fields {', '.join(sorted(fields))}")
     for name, kind in fields.items():

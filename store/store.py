@@ -11,14 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import alembic.command
-import alembic.config
-import alembic.script
 import numpy as np
 from sqlalchemy import (
     create_engine,
     delete,
     event,
+    false,
     func,
     insert,
     inspect,
@@ -33,15 +31,21 @@ from sqlalchemy.orm import Session
 
 from lookalike.base.chunks import chunks
 from lookalike.base.errors import LookalikeError
-from lookalike.store.tables import FAILED, INDEXED, ImageRecord, Meta, Removal
+from lookalike.store.tables import FAILED, INDEXED, ImageRecord, Meta, ModelName, Removal
 from lookalike.store.urls import is_server, masked, sqlite_file
 
 log = logging.getLogger(__name__)
 
-# 2: generations, removals; 3: images.removal; 4: claims, nodes; 5: limits, nodes.pid_space
-SCHEMA_VERSION = 6
+# 2: generations, removals; 3: images.removal; 4: claims, nodes; 5: limits, nodes.pid_space;
+# 6: nodes.http; 7: model ids stored once
+SCHEMA_VERSION = 7
 # Write generations whose removals stay logged: a reader further behind compares every path.
 REMOVALS_KEPT = 10_000
+# SQLite's page: a row with its 2 KB vector takes a whole 4 KB page (SQLite's default), while
+# seven fill 16 KB.
+PAGE_SIZE = 16384
+# How long a SQLite connection waits for another's lock.
+BUSY_MILLISECONDS = 30000
 # Rows per read when loading vectors: 8 MB of 512-d vectors a chunk.
 VECTOR_CHUNK = 4096
 # The meta key holding the catalogue's id (written in its root's mark by daemon/root.py).
@@ -70,6 +74,9 @@ class StoreError(LookalikeError):
 class StoreUnreachable(StoreError):
     """The database server cannot be reached (down, starting, or the network is)."""
 
+
+# Paths and their (n, D) float32 vectors, as the store hands them over in chunks.
+VectorChunk = tuple[list[str], np.ndarray]
 
 # A write whose rows rest on claims: given the write's transaction and the paths it would
 # write, the paths whose claims this node no longer holds (their rows are not written).
@@ -180,11 +187,38 @@ def database_exists(url: str) -> bool:
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # WAL lets readers (CLI queries) run while the daemon writes; the timeout waits out locks.
     # The timeout first: switching a new file to WAL takes a lock another process may hold.
+    # The page size before: it takes effect in a new file only, and not after WAL.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_MILLISECONDS}")
+    cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _repack(connection) -> None:
+    """Rewrite a SQLite file made with smaller pages (by lookalike before schema 7) with
+    ``PAGE_SIZE`` ones, once: VACUUM, outside WAL, which fixes the page size. Left for a
+    later open while another process has the file open (leaving WAL needs it alone)."""
+    if connection.exec_driver_sql("PRAGMA page_size").scalar() >= PAGE_SIZE:
+        return
+    connection.exec_driver_sql("PRAGMA busy_timeout=0")
+    try:
+        connection.exec_driver_sql("PRAGMA journal_mode=DELETE")
+    except OperationalError:
+        return
+    finally:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={BUSY_MILLISECONDS}")
+    log.warning("rewriting database %s with %d KB pages (once: about half the space for the "
+                "same vectors; a minute or two per million images)", connection.engine.url,
+                PAGE_SIZE // 1024)
+    try:
+        connection.exec_driver_sql(f"PRAGMA page_size={PAGE_SIZE}")
+        connection.exec_driver_sql("VACUUM")
+    except OperationalError as exc:  # the disk full, most likely: the file is as it was
+        log.warning("kept the database's pages as they were: %s", str(exc.orig).splitlines()[0])
+    finally:
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
 
 
 def _rows_where(session: Session, query, column, values: Iterable[str]) -> list:
@@ -200,6 +234,7 @@ class Store:
     def __init__(self, url: str, timeout_seconds: float = 15.0):
         self.url = url
         self._kept: dict[tuple, tuple[int, Any]] = {}  # key -> (generation, value)
+        self._model_keys: dict[str, int] = {}  # committed keys: a model id's never changes
         try:
             # A server restarted meanwhile has closed the pooled connections: test each first
             # (a SQLite file has no server to lose).
@@ -240,6 +275,7 @@ class Store:
                     connection.exec_driver_sql("BEGIN EXCLUSIVE")
                     self._make_or_upgrade(connection)
                     connection.commit()
+                    _repack(connection)
                 finally:
                     connection.rollback()
                     driver.isolation_level = ""
@@ -259,6 +295,12 @@ class Store:
                              f"({version!r})")
         stamped = connection.scalar(text("SELECT version_num FROM alembic_version")) \
             if "alembic_version" in tables else None
+        if version == str(SCHEMA_VERSION) and stamped == f"{SCHEMA_VERSION:04d}":
+            return  # current: Alembic (a tenth of a second to import) is not needed
+        import alembic.command
+        import alembic.config
+        import alembic.script
+
         migrations = alembic.config.Config()
         migrations.set_main_option("script_location", str(MIGRATIONS))
         known = {script.revision for script in
@@ -337,6 +379,31 @@ class Store:
         session.merge(Meta(key="generation", value=str(generation)))
         return generation
 
+    def _model_key(self, session: Session, model: str, add: bool = False) -> int | None:
+        """The key of ``model`` in ``models`` (added first with ``add``); None when it has
+        none, and so no rows."""
+        key = self._model_keys.get(model)
+        if key is not None:
+            return key
+        key = session.scalar(select(ModelName.id).where(ModelName.name == model))
+        if key is not None:
+            self._model_keys[model] = key
+        elif add:  # not kept until committed: this transaction may yet be rolled back
+            session.execute(dialect_insert(self.engine)(ModelName).values(name=model)
+                            .on_conflict_do_nothing())
+            key = session.scalar(select(ModelName.id).where(ModelName.name == model))
+        return key
+
+    def _of_model(self, session: Session, model: str):
+        """The condition "a row of ``model``" (false for a model with no rows)."""
+        key = self._model_key(session, model)
+        return false() if key is None else ImageRecord.model_id == key
+
+    @staticmethod
+    def _model_names(session: Session) -> dict[int | None, str | None]:
+        """Each model key's id (and None's None)."""
+        return {None: None, **dict(session.execute(select(ModelName.id, ModelName.name)).all())}
+
     def get_meta(self, key: str) -> str | None:
         with self.session() as session:
             row = session.get(Meta, key)
@@ -357,25 +424,25 @@ class Store:
     def file_states(self, paths: Iterable[str] | None = None) -> dict[str, FileState]:
         """What the store knows of each of ``paths`` (of every file when None)."""
         columns = (ImageRecord.path, ImageRecord.size, ImageRecord.mtime_ns,
-                   ImageRecord.model, ImageRecord.status, ImageRecord.limits)
-        if paths is None:
-            with self.session() as session:
-                return {path: FileState(*rest) for path, *rest in session.execute(select(*columns))}
+                   ImageRecord.model_id, ImageRecord.status, ImageRecord.limits)
         with self.session() as session:
-            rows = _rows_where(session, select(*columns), ImageRecord.path, paths)
-            return {path: FileState(*rest) for path, *rest in rows}
+            names = self._model_names(session)
+            rows = (session.execute(select(*columns)) if paths is None
+                    else _rows_where(session, select(*columns), ImageRecord.path, paths))
+            return {path: FileState(size, mtime_ns, names[key], status, limits)
+                    for path, size, mtime_ns, key, status, limits in rows}
 
     def indexed_rows(self, hashes: Iterable[str], model: str) -> dict[str, ImageRow]:
         """An indexed row of ``model`` for each content hash that has one, so equal bytes are
         embedded once."""
         found = {}
-        query = select(ImageRecord).where(ImageRecord.model == model,
-                                          ImageRecord.status == INDEXED)
         with self.session() as session:
+            query = select(ImageRecord).where(self._of_model(session, model),
+                                              ImageRecord.status == INDEXED)
             for (row,) in _rows_where(session, query, ImageRecord.sha256, hashes):
                 found.setdefault(row.sha256, ImageRow(
                     row.path, row.sha256, row.size, row.mtime_ns, row.width, row.height,
-                    row.model, row.vector, removal=row.removal))
+                    model, row.vector, removal=row.removal))
         return found
 
     def write_rows(self, rows: Iterable[ImageRow], gone: Iterable[str] = (),
@@ -399,6 +466,8 @@ class Store:
                     if not rows and not gone:
                         return 0
             generation = self._next_generation(session)
+            keys = {model: self._model_key(session, model, add=True)
+                    for model in {item.model for item in rows} - {None}}
             existing = {row.path: row for (row,) in _rows_where(
                 session, select(ImageRecord), ImageRecord.path, [item.path for item in rows])}
             for item in rows:
@@ -407,7 +476,8 @@ class Store:
                     row = ImageRecord(path=item.path)
                     session.add(row)
                 row.sha256, row.size, row.mtime_ns = item.sha256, item.size, item.mtime_ns
-                row.width, row.height, row.model = item.width, item.height, item.model
+                row.width, row.height = item.width, item.height
+                row.model_id = keys.get(item.model)
                 row.vector, row.error, row.removal = item.vector, item.error, item.removal
                 row.limits = item.limits
                 row.status = FAILED if item.error is not None else INDEXED
@@ -466,32 +536,59 @@ class Store:
                 self._log_removals(session, generation, [old for old, _ in moved])
             return moved
 
-    def indexed_vectors(self, model: str) -> tuple[list[str], np.ndarray]:
-        """Paths and an (N, D) float32 matrix of every indexed vector of ``model``.
+    @contextmanager
+    def vector_chunks(self, model: str) -> Iterator[tuple[int, Iterator[VectorChunk]]]:
+        """The count of ``model``'s indexed rows, and its indexed (paths, (n, D) float32
+        vectors) in chunks of ``VECTOR_CHUNK`` rows, in the order the rows are stored; the
+        chunks come while the block is open. Rows committed while they are read may come
+        beyond the count (SQLite runs each read on its own snapshot), or fewer than it.
 
-        Read in chunks, each turned into rows of a matrix allocated once by one
-        ``frombuffer`` (not a numpy array per row): a million vectors need their own size in
-        memory, and the read costs about what the database takes to hand the bytes over."""
-        indexed = (ImageRecord.model == model, ImageRecord.status == INDEXED)
+        Read through the driver's own cursor, each chunk turned into an array by one
+        ``frombuffer``: the read costs what the database takes to hand the bytes over
+        (through SQLAlchemy's rows it took twice as long). The table is scanned in its own
+        order: a unary + keeps SQLite off the indexes, whose order makes the reads random
+        (PostgreSQL's planner scans the table for so many rows by itself)."""
         with self.session() as session:
-            count = session.scalar(select(func.count()).where(*indexed))
-            chunks = session.execute(
-                select(ImageRecord.path, ImageRecord.vector).where(*indexed)
-                .order_by(ImageRecord.path).execution_options(yield_per=VECTOR_CHUNK)
-            ).partitions()
-            paths: list[str] = []
-            matrix, late = None, []
-            for chunk in chunks:
-                values = np.frombuffer(b"".join(vector for _, vector in chunk), dtype=np.float32)
-                values = values.reshape(len(chunk), -1)
+            key = self._model_key(session, model)
+            if key is None:
+                yield 0, iter(())
+                return
+            count = session.scalar(select(func.count()).where(
+                ImageRecord.model_id == key, ImageRecord.status == INDEXED))
+            sqlite = self.engine.dialect.name == "sqlite"
+            unindexed = "+" if sqlite else ""
+            driver = session.connection().connection
+            # PostgreSQL streams from a server-side cursor; SQLite's cursors stream anyway.
+            cursor = driver.cursor() if sqlite else driver.cursor(name="lookalike_vectors")
+            # Two values of the store's own (an integer key and a constant): no parameters,
+            # whose style differs between the drivers.
+            cursor.execute(f"SELECT path, vector FROM images WHERE {unindexed}model_id = "
+                           f"{int(key)} AND {unindexed}status = '{INDEXED}'")
+
+            def chunks() -> Iterator[VectorChunk]:
+                while rows := cursor.fetchmany(VECTOR_CHUNK):
+                    values = np.frombuffer(b"".join(vector for _, vector in rows),
+                                           dtype=np.float32)
+                    yield [path for path, _ in rows], values.reshape(len(rows), -1)
+
+            try:
+                yield count, chunks()
+            finally:
+                cursor.close()  # also where the reader stopped early
+
+    def indexed_vectors(self, model: str) -> tuple[list[str], np.ndarray]:
+        """Paths and an (N, D) float32 matrix of every indexed vector of ``model``, in the
+        order the rows are stored: allocated once, a million vectors need their own size."""
+        paths: list[str] = []
+        matrix, late = None, []
+        with self.vector_chunks(model) as (count, chunks):
+            for chunk, values in chunks:
                 if matrix is None:
                     matrix = np.empty((count, values.shape[1]), dtype=np.float32)
-                # Rows committed after the count (SQLite runs each read on its own snapshot)
-                # go past the matrix's end.
                 fits = max(0, min(len(chunk), count - len(paths)))
                 matrix[len(paths):len(paths) + fits] = values[:fits]
                 late.extend(values[fits:])
-                paths.extend(path for path, _ in chunk)
+                paths.extend(chunk)
         if late:
             matrix = np.concatenate([matrix, np.stack(late)])
         if matrix is None:
@@ -502,13 +599,14 @@ class Store:
         """Why each path has no vector of ``model`` to search from (one line each)."""
         reasons = dict.fromkeys(paths, "not in the catalogue")
         with self.session() as session:
+            key = self._model_key(session, model)
             for chunk in chunks(list(reasons)):
                 rows = session.execute(
-                    select(ImageRecord.path, ImageRecord.model, ImageRecord.status,
+                    select(ImageRecord.path, ImageRecord.model_id, ImageRecord.status,
                            ImageRecord.error).where(ImageRecord.path.in_(chunk)))
-                for path, row_model, status, error in rows:
+                for path, row_key, status, error in rows:
                     reasons[path] = (f"not indexed: {error}" if status == FAILED
-                                     else "not indexed by this model yet" if row_model != model
+                                     else "not indexed by this model yet" if row_key != key
                                      else "indexed since the index was loaded: ask again")
         return reasons
 
@@ -518,16 +616,16 @@ class Store:
         of them from ``offset``: a catalogue of millions is browsed a page at a time."""
         with self.session() as session:
             return list(session.scalars(
-                select(ImageRecord.path).where(*self._indexed(model, contains))
+                select(ImageRecord.path).where(*self._indexed(session, model, contains))
                 .order_by(ImageRecord.path).offset(offset).limit(limit)))
 
     def count_indexed(self, model: str, contains: str = "") -> int:
         with self.session() as session:
-            return session.scalar(select(func.count()).where(*self._indexed(model, contains)))
+            return session.scalar(
+                select(func.count()).where(*self._indexed(session, model, contains)))
 
-    @staticmethod
-    def _indexed(model: str, contains: str) -> tuple:
-        where = (ImageRecord.model == model, ImageRecord.status == INDEXED)
+    def _indexed(self, session: Session, model: str, contains: str) -> tuple:
+        where = (self._of_model(session, model), ImageRecord.status == INDEXED)
         if contains:
             where += (ImageRecord.path.contains(contains, autoescape=True),)
         return where
@@ -535,12 +633,13 @@ class Store:
     def written_since(self, model: str, generation: int) -> dict[str, np.ndarray | None]:
         """Each row written after ``generation``: its vector where it is indexed by ``model``,
         else None (failed, or another model's)."""
-        query = select(ImageRecord.path, ImageRecord.model, ImageRecord.status,
+        query = select(ImageRecord.path, ImageRecord.model_id, ImageRecord.status,
                        ImageRecord.vector).where(ImageRecord.generation > generation)
         with self.session() as session:
+            key = self._model_key(session, model)
             return {path: np.frombuffer(vector, dtype=np.float32)
-                    if row_model == model and status == INDEXED else None
-                    for path, row_model, status, vector in session.execute(query)}
+                    if key is not None and row_key == key and status == INDEXED else None
+                    for path, row_key, status, vector in session.execute(query)}
 
     def _kept_until_next_write(self, key: tuple, compute: Callable[[], Any]) -> Any:
         """``compute()``, reused until the store is written again: the UI asks for counts and
@@ -558,13 +657,14 @@ class Store:
 
     def _count_rows(self) -> dict[str, dict[str, int]]:
         with self.session() as session:
+            names = self._model_names(session)
             rows = session.execute(
-                select(ImageRecord.model, ImageRecord.status, func.count())
-                .group_by(ImageRecord.model, ImageRecord.status)
+                select(ImageRecord.model_id, ImageRecord.status, func.count())
+                .group_by(ImageRecord.model_id, ImageRecord.status)
             ).all()
         counts: dict[str, dict[str, int]] = {}
-        for model, status, count in rows:
-            counts.setdefault(model or "", {INDEXED: 0, FAILED: 0})[status] = count
+        for key, status, count in rows:
+            counts.setdefault(names[key] or "", {INDEXED: 0, FAILED: 0})[status] = count
         return counts
 
     def removal_counts(self) -> dict[str, int]:

@@ -220,6 +220,40 @@ def test_an_unwritable_snapshot_is_retried_and_logged_once(workspace, catalogue,
     assert f"snapshot {blocked / 'feature_vectors.pkl'} written again" in caplog.text
 
 
+def test_a_start_that_changed_nothing_leaves_the_snapshot_as_it_is(workspace, catalogue,
+                                                                    monkeypatch):
+    import lookalike.daemon.snapshots as snapshots
+
+    publish, published = snapshots.publish_snapshot, []
+    monkeypatch.setattr(snapshots, "publish_snapshot",
+                        lambda *args: published.append(args) or publish(*args))
+    clock = FakeClock()
+
+    def run_for_a_while(service: Service, images: int) -> None:
+        """Step (a minute of fake time, 50 ms of real time each) until ``images`` are stored,
+        and a second more: time for the snapshot thread to write what was asked of it."""
+        step_until(service, lambda: len(stored(workspace)) == images, "the catalogue", clock,
+                   advance=0.5)
+        for _ in range(20):
+            clock.advance(60)
+            service.step()
+            time.sleep(0.05)
+
+    workspace.add_catalogue(catalogue, 2)
+    with service_in_process(workspace, clock, settle_seconds=0.5) as service:
+        run_for_a_while(service, 2)
+    assert len(published) == 1
+    written = (workspace.root / "feature_vectors.npy").stat().st_mtime_ns
+    with service_in_process(workspace, clock, settle_seconds=0.5) as service:
+        run_for_a_while(service, 2)
+    assert len(published) == 1
+    assert (workspace.root / "feature_vectors.npy").stat().st_mtime_ns == written
+    workspace.add_catalogue(catalogue, 3)  # a change while nothing watched: written again
+    with service_in_process(workspace, clock, settle_seconds=0.5) as service:
+        run_for_a_while(service, 3)
+    assert len(published) == 2
+
+
 def test_a_start_that_fails_halfway_leaves_no_thread_running(workspace, monkeypatch):
     import lookalike.daemon.service as service_module
 

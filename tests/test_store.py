@@ -9,6 +9,7 @@ import pickle
 import sqlite3
 import threading
 import tracemalloc
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,21 @@ from lookalike.base.shared_lock import SharedLock
 from lookalike.pipeline.builtins.exact_index import ExactIndex
 from lookalike.pipeline.builtins.hnsw_index import HnswIndex
 from lookalike.search.index import NeighbourIndex
-from lookalike.store.snapshot import SnapshotError, read_snapshot, write_snapshot
-from lookalike.store.store import SCHEMA_VERSION, ImageRow, Store, StoreError, server_settings
+from lookalike.store.snapshot import (
+    SnapshotError,
+    publish_snapshot,
+    read_snapshot,
+    snapshot_generation,
+    write_snapshot,
+)
+from lookalike.store.store import (
+    PAGE_SIZE,
+    SCHEMA_VERSION,
+    ImageRow,
+    Store,
+    StoreError,
+    server_settings,
+)
 from lookalike.store.tables import Base
 
 
@@ -42,7 +56,21 @@ def test_database_uses_wal_so_readers_never_block_the_writer(store, tmp_path):
     store.write_rows([facts("a.jpg", [1, 0])])
     connection = sqlite3.connect(tmp_path / "test.db")
     assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert connection.execute("PRAGMA page_size").fetchone() == (PAGE_SIZE,)
     connection.close()
+
+
+def test_a_model_id_is_stored_once_however_many_rows_have_it(store, tmp_path):
+    store.write_rows([facts(f"{i}.jpg", [1, 0]) for i in range(3)]
+                     + [facts("o.jpg", [1], model="o")])
+    store.write_rows([facts("3.jpg", [0, 1])])
+    connection = sqlite3.connect(tmp_path / "test.db")
+    assert sorted(connection.execute("SELECT name FROM models")) == [("m",), ("o",)]
+    assert connection.execute("SELECT count(DISTINCT model_id) FROM images").fetchone() == (2,)
+    connection.close()
+    assert store.counts() == {"m": {"indexed": 4, "failed": 0}, "o": {"indexed": 1, "failed": 0}}
+    assert store.file_states(["3.jpg", "o.jpg"])["o.jpg"].model == "o"
+    assert store.indexed_vectors("nobody's")[0] == []
 
 
 def test_vectors_are_kept_per_model_and_never_mixed(store):
@@ -57,18 +85,25 @@ def test_vectors_committed_between_the_count_and_the_read_are_kept(store, monkey
     from sqlalchemy.orm import Session
 
     store.write_rows([facts("a.jpg", [1, 0]), facts("b.jpg", [0, 1])])
+    scalar = Session.scalar
+
+    def counted(rows: int) -> None:
+        """The count of rows the read allocates for says ``rows``."""
+        monkeypatch.setattr(Session, "scalar", lambda self, statement: (
+            rows if "count" in str(statement) else scalar(self, statement)))
+
     # The service commits while `lookalike query` reads: the count is one behind the rows.
-    monkeypatch.setattr(Session, "scalar", lambda self, statement: 1)
+    counted(1)
     paths, matrix = store.indexed_vectors("m")
     assert paths == ["a.jpg", "b.jpg"]
     assert matrix.tolist() == [[1, 0], [0, 1]]
-    monkeypatch.setattr(Session, "scalar", lambda self, statement: 0)
+    counted(0)
     assert store.indexed_vectors("m")[1].tolist() == [[1, 0], [0, 1]]
     # A row deleted after the count, and a chunk of one row at a time.
     monkeypatch.setattr("lookalike.store.store.VECTOR_CHUNK", 1)
-    monkeypatch.setattr(Session, "scalar", lambda self, statement: 3)
+    counted(3)
     assert store.indexed_vectors("m")[1].tolist() == [[1, 0], [0, 1]]
-    monkeypatch.setattr(Session, "scalar", lambda self, statement: 1)
+    counted(1)
     paths, matrix = store.indexed_vectors("m")
     assert paths == ["a.jpg", "b.jpg"] and matrix.tolist() == [[1, 0], [0, 1]]
 
@@ -90,8 +125,8 @@ def test_move_and_move_folder_keep_the_vector(store):
     assert store.move("a.jpg", "renamed.jpg")
     assert len(store.move_folder("shoes", "boots")) == 2
     paths, vectors = store.indexed_vectors("m")
-    assert paths == ["boots/b.jpg", "boots/c.jpg", "renamed.jpg"]
-    assert vectors[2].tolist() == [1, 0]
+    assert dict(zip(paths, vectors.tolist(), strict=True)) == {
+        "boots/b.jpg": [0, 1], "boots/c.jpg": [1, 1], "renamed.jpg": [1, 0]}
     assert not store.move("missing.jpg", "x.jpg")
 
 
@@ -206,6 +241,7 @@ def test_an_older_database_is_upgraded_in_place_keeping_its_rows(tmp_path, schem
         assert upgraded.get_meta("schema_version") == str(SCHEMA_VERSION)
         assert upgraded.removal_counts() == {"": 1}  # not recorded before schema 3
         assert upgraded.indexed_vectors("m")[1].tolist() == [[1, 0]]
+        assert upgraded.file_states()["a.jpg"].model == "m"
         before = upgraded.generation()
         upgraded.write_rows([facts("b.jpg", [0, 1])])
         assert list(upgraded.written_since("m", before)) == ["b.jpg"]
@@ -213,6 +249,33 @@ def test_an_older_database_is_upgraded_in_place_keeping_its_rows(tmp_path, schem
     finally:
         upgraded.close()
     Store(f"sqlite:///{path}").close()  # opened again: nothing left to upgrade
+    assert page_size(path) == PAGE_SIZE  # rewritten from SQLite's 4 KB default
+
+
+def page_size(path: Path) -> int:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute("PRAGMA page_size").fetchone()[0]
+    finally:
+        connection.close()
+
+
+def test_an_older_file_open_elsewhere_keeps_its_pages_until_opened_alone(tmp_path):
+    path = tmp_path / "old.db"
+    elsewhere = sqlite3.connect(path)
+    elsewhere.executescript(SCHEMA_2)
+    elsewhere.execute("PRAGMA journal_mode=WAL")
+    elsewhere.execute("SELECT count(*) FROM images").fetchone()  # it has the WAL open
+    Store(f"sqlite:///{path}").close()  # upgraded, but not rewritten under another's feet
+    assert page_size(path) == 4096
+    elsewhere.close()
+    store = Store(f"sqlite:///{path}")
+    store.write_rows([facts("a.jpg", [1, 0])])
+    store.close()
+    assert page_size(path) == PAGE_SIZE
+    reopened = Store(f"sqlite:///{path}")
+    assert reopened.indexed_vectors("m")[0] == ["a.jpg"]
+    reopened.close()
 
 
 def test_a_corrupt_schema_version_is_refused(store, tmp_path):
@@ -224,7 +287,7 @@ def test_a_corrupt_schema_version_is_refused(store, tmp_path):
 
 def test_snapshot_round_trip(tmp_path):
     vectors = np.eye(3, dtype=np.float32)
-    write_snapshot(tmp_path / "v.pkl", ["a", "b", "c"], vectors, "model-x")
+    write_snapshot(tmp_path / "v.pkl", ["a", "b", "c"], vectors, "model-x", 7)
     snapshot = read_snapshot(tmp_path / "v.pkl")
     assert snapshot["paths"] == ["a", "b", "c"] and snapshot["model"] == "model-x"
     assert np.array_equal(snapshot["vectors"], vectors)
@@ -233,7 +296,32 @@ def test_snapshot_round_trip(tmp_path):
     assert np.array_equal(np.load(tmp_path / "v.npy", allow_pickle=False), vectors)
     assert json.loads((tmp_path / "v.json").read_text())["paths"] == ["a", "b", "c"]
     with open(tmp_path / "v.pkl", "rb") as f:
-        assert pickle.load(f)["paths"] == ["a", "b", "c"]  # for readers that trust the folder
+        pickled = pickle.load(f)  # for readers that trust the folder
+    assert pickled["paths"] == ["a", "b", "c"] and np.array_equal(pickled["vectors"], vectors)
+    pickled["vectors"] /= 2  # a writable array, as it always was
+    assert snapshot_generation(tmp_path / "v.pkl", "model-x") == 7
+    assert snapshot_generation(tmp_path / "v.pkl", "another model") is None
+    (tmp_path / "v.pkl").unlink()
+    assert snapshot_generation(tmp_path / "v.pkl", "model-x") is None
+
+
+def test_a_snapshot_is_streamed_from_the_store_and_rows_changed_meanwhile_are_left_out(
+        store, tmp_path, monkeypatch):
+    store.write_rows([facts(f"{i}.jpg", [i, 1]) for i in range(5)])
+    monkeypatch.setattr("lookalike.store.store.VECTOR_CHUNK", 2)
+    path = tmp_path / "v.pkl"
+    assert publish_snapshot(store, "m", path) == 5
+    assert read_snapshot(path)["vectors"].tolist() == [[i, 1] for i in range(5)]
+    assert snapshot_generation(path, "m") == store.generation()
+    for counted, rows in [(3, 3), (7, 5)]:  # rows committed after the count, or deleted
+        def chunks(model, counted=counted):
+            with Store.vector_chunks(store, model) as (_, chunks):
+                yield counted, chunks
+        monkeypatch.setattr(store, "vector_chunks", contextmanager(chunks))
+        assert publish_snapshot(store, "m", path) == rows
+        written = read_snapshot(path)  # header and digest as the rows written
+        assert written["paths"] == [f"{i}.jpg" for i in range(rows)]
+        assert np.load(tmp_path / "v.npy").shape == (rows, 2)
 
 
 class RunsCode:
@@ -245,7 +333,7 @@ def test_lookalike_never_unpickles_a_snapshot(tmp_path, monkeypatch):
     marker = tmp_path / "marker"
     monkeypatch.setenv("MARKER", str(marker))
     path = tmp_path / "feature_vectors.pkl"
-    write_snapshot(path, ["a"], np.ones((1, 2), dtype=np.float32), "m")
+    write_snapshot(path, ["a"], np.ones((1, 2), dtype=np.float32), "m", 1)
     path.write_bytes(pickle.dumps({"paths": [], "vectors": RunsCode(), "model": "x"}))
     assert read_snapshot(path)["paths"] == ["a"]
     (tmp_path / "feature_vectors.npy").unlink()
@@ -267,7 +355,7 @@ def forged(tmp_path, npy: bytes, rows: int = 2, dimension: int = 2, **fields) ->
     sha256 right, so only the checks of the content can refuse it."""
     path = tmp_path / "feature_vectors.pkl"
     (tmp_path / "feature_vectors.npy").write_bytes(npy)
-    description = {"model": "m", "rows": rows, "dimension": dimension,
+    description = {"model": "m", "generation": 1, "rows": rows, "dimension": dimension,
                    "vectors_sha256": hashlib.sha256(npy).hexdigest(),
                    "paths": [f"{i}.jpg" for i in range(rows)], **fields}
     (tmp_path / "feature_vectors.json").write_text(json.dumps(description))
@@ -309,7 +397,7 @@ def test_a_snapshot_header_is_checked_against_the_file_before_allocating(tmp_pat
 
 def test_a_snapshot_rewritten_between_its_two_files_is_refused(tmp_path):
     path = tmp_path / "feature_vectors.pkl"
-    write_snapshot(path, ["a", "b"], np.ones((2, 2), dtype=np.float32), "m")
+    write_snapshot(path, ["a", "b"], np.ones((2, 2), dtype=np.float32), "m", 1)
     np.save(tmp_path / "feature_vectors.npy", np.zeros((2, 2), dtype=np.float32))
     with pytest.raises(SnapshotError, match="sha256"):
         read_snapshot(path)
@@ -377,7 +465,11 @@ def test_exact_index_spanning_several_blocks_matches_a_full_scan(monkeypatch):
     vectors = rng.standard_normal((50, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     index = NeighbourIndex("m", ExactIndex())
-    index.load([f"{i}" for i in range(40)], vectors[:40])
+    loaded = vectors[:40].copy()  # handed over: the index keeps it as its own
+    index.load([f"{i}" for i in range(40)], loaded)
+    blocks = index.vector_index._blocks
+    assert all(np.shares_memory(block, loaded) for block in blocks[:5])  # whole ones, not copied
+    assert not np.shares_memory(blocks[5], loaded)  # the last 5 rows, in a block of 7
     index.update({"3": None, "17": None, **{f"{i}": vectors[i] for i in range(40, 50)}})
     kept = [i for i in range(50) if i not in (3, 17)]
     for query in vectors[:5]:

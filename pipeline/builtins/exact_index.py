@@ -27,6 +27,9 @@ class ExactIndex:
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         if len(keys) == 0:
             return
+        if self._end == 0 and np.array_equal(keys, np.arange(len(keys))):
+            self._adopt(np.require(vectors, np.float32, ["C_CONTIGUOUS", "WRITEABLE"]))
+            return
         self._reserve(int(keys.max()) + 1, vectors.shape[1])
         self._count += int(np.count_nonzero(~self._live[keys]))
         self._live[keys] = True
@@ -60,6 +63,20 @@ class ExactIndex:
         for number in np.unique(blocks):
             chosen = blocks == number
             self._blocks[number][keys[chosen] % BLOCK_ROWS] = vectors[chosen]
+
+    def _adopt(self, vectors: np.ndarray) -> None:
+        """Fill the empty index with ``vectors`` under keys 0..n-1 without copying them: its
+        whole blocks become views of the array (loading a million vectors would otherwise
+        take twice their memory and seconds of copying); the rows past the last whole block
+        are copied into a block of their own, which later keys fill."""
+        whole = len(vectors) // BLOCK_ROWS
+        self._blocks = [vectors[number * BLOCK_ROWS:(number + 1) * BLOCK_ROWS]
+                        for number in range(whole)]
+        self._end = self._count = len(vectors)
+        self._reserve(len(vectors), vectors.shape[1])
+        if self._end > whole * BLOCK_ROWS:
+            self._blocks[whole][: self._end - whole * BLOCK_ROWS] = vectors[whole * BLOCK_ROWS:]
+        self._live[: self._end] = True
 
     def _reserve(self, end: int, dimension: int) -> None:
         while len(self._blocks) * BLOCK_ROWS < end:

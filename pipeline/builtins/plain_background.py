@@ -6,6 +6,8 @@ background is textured and the photo is declined (the network must decide). Othe
 background is every pixel close to the model, or in its soft shadow, that is connected to the
 border; enclosed holes of background colour (a bag's handle) are background too; small specks
 and holes are cleaned. All of it runs on a copy at most WORK_SIDE pixels wide: a few ms.
+scipy is imported where it is used, not with the module: every command loads this plugin to
+read its config, and most never cut out a photo.
 
 Where the cut would be a guess the photo is declined too: enclosed regions of the background's
 colour larger than a few percent of the garment are more often garment (a grey panel on grey, a
@@ -20,11 +22,10 @@ from functools import lru_cache
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 VERSION = 2  # raise with any change that can change a mask: it is part of the step id
 WORK_SIDE = 256  # the mask is found at this size (longest side), then scaled to the photo
-FOUR_NEIGHBOURS = ndimage.generate_binary_structure(2, 1)
+FOUR_NEIGHBOURS = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class PlainBackground:
         less the large enclosed holes of background colour, specks cleaned away; and each
         pixel's colour distance from the background. None when the cut would be a guess:
         holes too large to be only background."""
+        from scipy import ndimage
         difference = pixels - model
         distance = np.sqrt((difference * difference).sum(axis=0))
         close = distance <= max(self.min_distance, 4 * noise)
@@ -125,6 +127,7 @@ class PlainBackground:
     def _edges_left_in_background(self, foreground: np.ndarray, step: np.ndarray) -> bool:
         """The self-check: a plain background has no edges away from the garment's outline.
         Edges there are texture, or a garment of the background's colour only partly found."""
+        from scipy import ndimage
         away = ~ndimage.binary_dilation(foreground, iterations=4)  # JPEG rings near edges
         edges = int((away & (step > self.min_edge_step)).sum())
         return edges > self.max_edge_share * foreground.size
@@ -133,6 +136,7 @@ class PlainBackground:
         """The other self-check: a garment's outline is an edge. An outline without one runs
         through a flat region, where the garment and the background (or its shadow) meet in
         one colour: the cut is a guess there."""
+        from scipy import ndimage
         outline = foreground & ~ndimage.binary_erosion(foreground)
         sharp = ndimage.maximum_filter(step, size=3) > self.min_edge_step / 2
         return (outline & ~sharp).sum() > self.max_soft_outline * outline.sum()
@@ -143,6 +147,7 @@ def half_covered(foreground: np.ndarray, distance: np.ndarray) -> np.ndarray:
     is as far from the background as the share the garment covers, so it is compared with
     the garment next to it. (Any distance over the threshold would count it whole, and every
     outline would sit a third of a pixel too far out.)"""
+    from scipy import ndimage
     outline = foreground & ~ndimage.binary_erosion(foreground)
     garment_nearby = ndimage.maximum_filter(distance, size=5)
     return ~outline | (distance >= 0.5 * garment_nearby)
@@ -170,6 +175,7 @@ def quadratic_terms(height: int, width: int) -> np.ndarray:
 
 def regions_at_least(mask: np.ndarray, min_size: float) -> np.ndarray:
     """The connected regions of ``mask`` of at least ``min_size`` pixels."""
+    from scipy import ndimage
     labels, count = ndimage.label(mask, FOUR_NEIGHBOURS)
     if not count:
         return mask
