@@ -36,7 +36,7 @@ class App:
     def pipeline(self) -> Pipeline:
         config = self.config
         return Pipeline.build(self.steps, config.pipeline, config.tables, config.base_dir,
-                              self.models)
+                              self.models, config.onnxruntime)
 
     @property
     def models(self) -> ModelSource:
@@ -47,7 +47,8 @@ class App:
         """A new, empty vector index: the configured one, or the plugin called ``name``."""
         name = name or self.config.pipeline.index
         plugin = installed(self.steps, "index", name)
-        return plugin.build(self.config.tables.get(name, {}), self.config.base_dir, self.models)
+        return plugin.build(self.config.tables.get(name, {}), self.config.base_dir, self.models,
+                            self.config.onnxruntime)
 
     @contextmanager
     def opened_store(self, stop: threading.Event | None = None) -> Iterator[Store]:

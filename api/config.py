@@ -16,6 +16,7 @@ from lookalike.base.errors import ConfigError
 from lookalike.base.settings import converted, declarations, toml_default
 from lookalike.daemon.settings import Catalogue, DaemonSettings, HttpSettings
 from lookalike.models.files import ModelSource
+from lookalike.models.onnx import OnnxRuntime
 from lookalike.pipeline.pipeline import PipelineSteps
 from lookalike.pipeline.plugins import StepPlugin
 from lookalike.search.settings import QuerySettings
@@ -30,6 +31,7 @@ TABLES: dict[str, type] = {
     "pipeline": PipelineSteps,
     "query": QuerySettings,
     "models": ModelSource,
+    "onnxruntime": OnnxRuntime,
     "daemon": DaemonSettings,
     "http": HttpSettings,
 }
@@ -42,6 +44,7 @@ class Config:
     pipeline: PipelineSteps
     query: QuerySettings
     models: ModelSource
+    onnxruntime: OnnxRuntime
     daemon: DaemonSettings
     http: HttpSettings
     tables: dict[str, dict[str, Any]]  # each step plugin's table, its defaults filled in
@@ -80,7 +83,7 @@ def load_config(path: Path, steps: dict[str, dict[str, StepPlugin]]) -> Config:
     tables = {key: _plugin_table(path, key, value, plugin_options[key])
               for key, value in raw.items() if key in plugin_options and key not in TABLES}
     return Config(path, catalogue, loaded["pipeline"], loaded["query"], loaded["models"],
-                  loaded["daemon"], loaded["http"], tables)
+                  loaded["onnxruntime"], loaded["daemon"], loaded["http"], tables)
 
 
 def _table(path: Path, name: str, given: Any, table: type) -> Any:

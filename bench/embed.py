@@ -46,7 +46,7 @@ def pipeline_with(app: App, remover: str, backend: str) -> Pipeline:
     tables = {**config.tables, "resnet18": {**config.tables.get("resnet18", {}),
                                             "backend": backend}}
     pipeline = Pipeline.build(app.steps, replace(config.pipeline, remover=remover), tables,
-                              config.base_dir, app.models)
+                              config.base_dir, app.models, config.onnxruntime)
     pipeline.warm_up()
     return pipeline
 

@@ -3,11 +3,12 @@
 For N stored 512-d unit vectors, one query vector at a time, k = 10:
   - scikit-learn NearestNeighbors, brute-force cosine (the baseline),
   - the "exact" index plugin (numpy matrix-vector product on a preloaded float32 matrix),
-  - the "hnsw" index plugin (hnswlib) at one or more search widths, with its recall@10
+  - the "hnsw" index plugin (usearch) at one or more search widths, with its recall@10
     against exact search (the first index listed gives the exact answers),
-p50 and p99 with the embedding excluded, then, given --config, the query function with the
-embedding included. Also the cost of adding one image and a burst of 1,000 (in the service's
-batches of 16) to an index that already holds N.
+p50 and p99 with the embedding excluded (and per query when 8 are asked at once), then,
+given --config, the query function with the embedding included. Also the cost of adding
+one image and a burst of 1,000 (in the service's batches of 16) to an index that already
+holds N.
 
 The vectors are clustered, like image embeddings (2,000 centres, wide spread, non-negative
 like ResNet features after ReLU), not uniform noise, for which no index beats a full scan.
@@ -28,6 +29,7 @@ import numpy as np
 from sklearn.neighbors import NearestNeighbors
 
 from lookalike.models.files import ModelSource
+from lookalike.models.onnx import OnnxRuntime
 from lookalike.pipeline.builtins.hnsw_index import OPTIONS
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
 from lookalike.search.index import NeighbourIndex
@@ -35,6 +37,7 @@ from lookalike.search.index import NeighbourIndex
 K = 10
 DIMENSION = 512
 BATCH = 16  # the service's default [daemon] batch_size
+TOGETHER = 8  # queries asked at once (a CLI call with several photos, a /similar batch)
 
 
 def percentiles(seconds: list[float]) -> str:
@@ -89,7 +92,8 @@ def main() -> None:
         del sklearn
         exact_answers = None
         for name in args.indexes.split(","):
-            vectors = indexes[name].build({}, Path.cwd(), ModelSource())  # as the service builds it
+            # as the service builds it
+            vectors = indexes[name].build({}, Path.cwd(), ModelSource(), OnnxRuntime())
             index = NeighbourIndex("bench", vectors)
             built, _ = timed(index.load, paths, matrix)
             print(f"  {name + ' index':<24} built in {built:7.2f} s")
@@ -102,8 +106,11 @@ def main() -> None:
                     seconds, found = timed(index.search, q, K)
                     times.append(seconds)
                     answers.append({n.path for n in found})
+                together = [timed(index.search_many, queries[i:i + TOGETHER], K)[0] / TOGETHER
+                            for i in range(0, len(queries) - TOGETHER + 1, TOGETHER)]
                 label = f"  search ef={width}" if width else "  search"
-                line = f"  {label:<24} {percentiles(times)}"
+                line = (f"  {label:<24} {percentiles(times)}   {TOGETHER} at once: "
+                        f"{np.median(together) * 1000:6.2f} ms a query")
                 if exact_answers is None:
                     exact_answers = answers
                 else:

@@ -186,7 +186,8 @@ def with_remover(app: App, remover: str, network: Path | None = None,
     chosen = replace(config.pipeline, remover=remover)
     table = {"model_path": str(network), "int8": int8} if network else {}
     tables = {**config.tables, remover: table}
-    pipeline = Pipeline.build(app.steps, chosen, tables, config.base_dir, app.models)
+    pipeline = Pipeline.build(app.steps, chosen, tables, config.base_dir, app.models,
+                              config.onnxruntime)
     pipeline.warm_up()
     return pipeline
 

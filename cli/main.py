@@ -467,13 +467,15 @@ def models(fetch, folder, as_json, offline, config_option):
     """List the model files the configured pipeline needs; exit 1 when one is missing.
 
     Each file: where it is loaded from, whether it is there, its sha256, whether that matches
-    the digest lookalike pins for it, and where it is fetched from."""
+    the digest lookalike pins for it, and where it is fetched from; then what ONNX Runtime
+    runs the ONNX models on ([onnxruntime] providers)."""
     from lookalike.models.fetch import copy_verified, source_url
     from lookalike.models.files import shown_url
 
     if folder and not fetch:
         raise click.UsageError("--to needs --fetch")
-    files = load_app(config_option, offline).pipeline.model_files()
+    app = load_app(config_option, offline)
+    files = app.pipeline.model_files()
     if fetch:
         for file in files:
             if folder:
@@ -504,5 +506,6 @@ def models(fetch, folder, as_json, offline, config_option):
                 state += f" DOES NOT MATCH {row['pin']}"
             source = f"\n           from {row['source']}" if row["source"] else ""
             click.echo(f"{row['step']:<10} {row['path']}\n           {state}{source}")
+        click.echo(f"ONNX models run on: {', '.join(app.config.onnxruntime.chosen())}")
     if not all(row["present"] and row["matches_pin"] is not False for row in rows):
         raise SystemExit(1)

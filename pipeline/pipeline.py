@@ -15,6 +15,7 @@ from PIL import Image
 
 from lookalike.base.errors import ImageError, LookalikeError, TransientError, UnreadableFile
 from lookalike.base.settings import setting
+from lookalike.models.onnx import OnnxRuntime
 from lookalike.pipeline.plugins import StepPlugin, installed
 from lookalike.pipeline.steps import (
     VECTOR_STEP_KINDS,
@@ -67,10 +68,12 @@ class Pipeline:
         tables: dict[str, dict[str, Any]],
         base_dir: Path,
         models: ModelSource,
+        onnxruntime: OnnxRuntime,
     ) -> Pipeline:
         """Build each chosen step from its plugin and the config table named after it."""
         return cls(**{
-            kind: installed(steps, kind, name).build(tables.get(name, {}), base_dir, models)
+            kind: installed(steps, kind, name).build(tables.get(name, {}), base_dir, models,
+                                                     onnxruntime)
             for kind, name in ((kind, getattr(chosen, kind)) for kind in VECTOR_STEP_KINDS)
         })
 

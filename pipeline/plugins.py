@@ -12,6 +12,7 @@ import pluggy
 
 from lookalike.base.errors import ConfigError
 from lookalike.models.files import ModelSource
+from lookalike.models.onnx import OnnxRuntime
 from lookalike.pipeline import hookspecs
 from lookalike.pipeline.steps import STEP_KINDS, StepSettings
 
@@ -50,8 +51,10 @@ class StepPlugin:
     source: str  # "lookalike (built in)", or the distribution that installed the plugin
     help: dict[str, str]  # one line for each option, for the docs and `lookalike init`
 
-    def build(self, table: dict[str, Any], base_dir, models: ModelSource) -> Any:
-        return self.factory(StepSettings({**self.options, **table}, base_dir, models))
+    def build(self, table: dict[str, Any], base_dir, models: ModelSource,
+              onnxruntime: OnnxRuntime) -> Any:
+        return self.factory(StepSettings({**self.options, **table}, base_dir, models,
+                                         onnxruntime))
 
 
 def plugin_manager() -> pluggy.PluginManager:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from lookalike.base.errors import ConfigError
 from lookalike.models.files import ModelFile, ModelSource, is_url
+from lookalike.models.onnx import OnnxRuntime
 
 # The steps that turn bytes into a vector, in order; their ids make the model id.
 VECTOR_STEP_KINDS = ("decoder", "remover", "padder", "embedder")
@@ -23,12 +24,13 @@ STEP_KINDS = (*VECTOR_STEP_KINDS, "index")
 
 @dataclass(frozen=True)
 class StepSettings:
-    """A step's config table (defaults filled in), the folder relative paths start from, and
-    where its model files come from."""
+    """A step's config table (defaults filled in), the folder relative paths start from,
+    where its model files come from, and what runs ONNX models."""
 
     options: dict[str, Any]
     base_dir: Path
     models: ModelSource = ModelSource()
+    onnxruntime: OnnxRuntime = OnnxRuntime()
 
     def path(self, key: str) -> Path | None:
         """The option ``key`` as a path, relative to the config file; None when empty."""
@@ -118,8 +120,10 @@ class VectorIndex(Protocol):
     def remove(self, keys: np.ndarray) -> None:
         """Forget the vectors under ``keys`` (each of them is stored)."""
 
-    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Keys and cosine similarities of up to ``k`` nearest vectors, most similar first."""
+    def search(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For each of ``queries`` (m, d): the keys and cosine similarities of up to ``k``
+        nearest vectors, most similar first. Queries asked together are scored together
+        (the exact index reads its vectors once for all of them)."""
 
     def vectors(self, keys: np.ndarray) -> np.ndarray:
         """The vectors (n, d) stored under ``keys`` (each of them is stored): a catalogue

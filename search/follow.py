@@ -66,6 +66,10 @@ class FollowedIndex:
         with self._lock.reading():
             return self._neighbours.search(vector, k)
 
+    def search_many(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
+        with self._lock.reading():
+            return self._neighbours.search_many(vectors, k)
+
     def vector(self, path: str) -> np.ndarray | None:
         with self._lock.reading():
             return self._neighbours.vector(path)

@@ -85,11 +85,13 @@ class NeighbourIndex:
 
     def search(self, vector: np.ndarray, k: int) -> list[Neighbour]:
         """The ``k`` most similar stored images, most similar first."""
-        keys, similarities = self._vector_index.search(vector, k)
-        return [
-            Neighbour(self._path_of[int(key)], round(float(similarity), 6))
-            for key, similarity in zip(keys, similarities, strict=True)
-        ]
+        return self.search_many(vector[np.newaxis], k)[0]
+
+    def search_many(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
+        """``search`` for each of ``vectors`` (m, d), scored together."""
+        return [[Neighbour(self._path_of[int(key)], round(float(similarity), 6))
+                 for key, similarity in zip(keys, similarities, strict=True)]
+                for keys, similarities in self._vector_index.search(vectors, k)]
 
     def vector(self, path: str) -> np.ndarray | None:
         """The vector stored for ``path``; None when the index does not hold it."""

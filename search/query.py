@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from lookalike.base.errors import ImageError
 from lookalike.pipeline.pipeline import Pipeline, Prepared
 from lookalike.pipeline.steps import VectorIndex
@@ -50,10 +52,9 @@ def answer_queries(
         squares = dict(prepared)
         seen.extend(squares.get(position) for position in range(len(queries)))
     vectors = pipeline.embed([image.square for _, image in prepared])
-    found = {
-        position: index.search(vector, k)
-        for (position, _), vector in zip(prepared, vectors, strict=True)
-    }
+    # Scored together: the exact index reads its vectors once for all of them.
+    found = dict(zip([position for position, _ in prepared],
+                     index.search_many(vectors, k) if prepared else [], strict=True))
     return [answer(name, pipeline.model_id, k, index, found.get(position, []),
                    errors.get(position))
             for position, (name, _) in enumerate(queries)]
@@ -67,17 +68,14 @@ def answer_similar(
     holds it (nothing is decoded, no model runs), the item itself left out; an "error" field,
     the store's reason, for a path the index does not hold."""
     vectors = {path: index.vector(path) for path in paths}
+    held = [path for path, vector in vectors.items() if vector is not None]
     missing = [path for path, vector in vectors.items() if vector is None]
     reasons = store.missing_reasons(missing, model) if missing else {}
-    answers = []
-    for path in paths:
-        vector = vectors[path]
-        if vector is None:
-            answers.append(answer(path, model, k, index, [], reasons[path]))
-            continue
-        found = [n for n in index.search(vector, k + 1) if n.path != path][:k]
-        answers.append(answer(path, model, k, index, found, None))
-    return answers
+    found = dict(zip(held, index.search_many(np.stack([vectors[path] for path in held]), k + 1)
+                     if held else [], strict=True))
+    return [answer(path, model, k, index, [n for n in found[path] if n.path != path][:k], None)
+            if path in found else answer(path, model, k, index, [], reasons[path])
+            for path in paths]
 
 
 def answer(name: str, model: str, k: int, index: NeighbourIndex | FollowedIndex,

@@ -33,9 +33,13 @@ def heavy_imports(workspace, *args: str) -> set[str]:
 
 
 @pytest.mark.parametrize("command", [("status",), ("status", "--json"), ("plugins",),
-                                     ("models",), ("query", "--similar", "item00.jpg")])
+                                     ("query", "--similar", "item00.jpg")])
 def test_commands_that_run_no_model_import_no_heavy_library(workspace, command):
     assert heavy_imports(workspace, *command) == set()
+
+
+def test_models_asks_onnx_runtime_what_runs_the_models_and_loads_none(workspace):
+    assert heavy_imports(workspace, "models") == {"onnxruntime"}
 
 
 def test_commands_that_embed_import_what_embedding_takes(workspace, catalogue, tmp_path):

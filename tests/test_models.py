@@ -283,3 +283,23 @@ def test_credentials_in_a_model_url_are_never_shown(workspace, server, caches, r
     assert failed.exit_code == 1 and "***@" in failed.output
     for output in (fetched.output, failed.output):
         assert "s3cret" not in output and "abc123" not in output
+
+
+def test_onnx_models_run_on_the_providers_this_build_has(workspace, catalogue, run_cli):
+    import onnxruntime
+
+    assert "CUDAExecutionProvider" not in onnxruntime.get_available_providers()  # a CPU build
+    result = run_cli("models")
+    assert result.exit_code == 0, result.output
+    assert "ONNX models run on: CPUExecutionProvider" in result.output  # "auto" here
+    workspace.add_catalogue(catalogue, 1)
+    workspace.write_config(onnxruntime={"providers": "CUDAExecutionProvider"})
+    refused = ("Error: [onnxruntime] providers: CUDAExecutionProvider not in this onnxruntime "
+               "build, which has " + ", ".join(onnxruntime.get_available_providers()))
+    for command in ("models", "index"):  # listing the files first; refusing to embed
+        result = run_cli(command)
+        assert result.exit_code == 1 and result.output.strip().splitlines()[-1] == refused
+    assert stored(workspace) == {}
+    workspace.write_config(onnxruntime={"providers": "gpu"})
+    result = run_cli("status")
+    assert result.exit_code == 1 and "onnxruntime.providers must be \"auto\"" in result.output

@@ -12,6 +12,7 @@ from PIL import Image
 from builders import cropped_query, product_photo, write_resnet18_state_dict
 from lookalike.base.errors import ConfigError, ImageError, LookalikeError, ModelMissingError
 from lookalike.models.files import ModelSource
+from lookalike.models.onnx import OnnxRuntime
 from lookalike.pipeline.pipeline import Pipeline, PipelineSteps
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
 
@@ -27,7 +28,7 @@ def build(model_home, tmp_path, **tables) -> Pipeline:
     for name, table in tables.items():
         defaults[name] = {**defaults.get(name, {}), **table}
     return Pipeline.build(collect_steps(plugin_manager()), chosen, defaults, tmp_path,
-                          ModelSource(fetch=False))
+                          ModelSource(fetch=False), OnnxRuntime())
 
 
 def encode(image: Image.Image, fmt: str = "PNG", **params) -> bytes:

@@ -475,6 +475,13 @@ def test_exact_index_spanning_several_blocks_matches_a_full_scan(monkeypatch):
     for query in vectors[:5]:
         expected = sorted(kept, key=lambda i: -float(vectors[i] @ query))[:6]
         assert [n.path for n in index.search(query, 6)] == [f"{i}" for i in expected]
+    # Queries asked together (one matrix product) get what each gets alone (to the last
+    # digit or so: a product of matrices sums in another order than one of a vector).
+    for together, alone in zip(index.search_many(vectors[:5], 6),
+                               [index.search(query, 6) for query in vectors[:5]], strict=True):
+        assert [n.path for n in together] == [n.path for n in alone]
+        assert [n.similarity for n in together] == pytest.approx(
+            [n.similarity for n in alone], abs=2e-6)
 
 
 def test_approximate_index_finds_the_exact_neighbours_of_a_clustered_catalogue():
@@ -485,8 +492,10 @@ def test_approximate_index_finds_the_exact_neighbours_of_a_clustered_catalogue()
     paths = [f"{i}.jpg" for i in range(5000)]
     exact = NeighbourIndex("m", ExactIndex())
     approximate = NeighbourIndex("m", HnswIndex(16, 100, 256))
-    exact.load(paths, vectors)
+    exact.load(paths, vectors.copy())
     approximate.load(paths, vectors)
+    together = approximate.search_many(vectors[:100], 10)
+    assert together == [approximate.search(q, 10) for q in vectors[:100]]
     hits = [
         len({n.path for n in exact.search(q, 10)} & {n.path for n in approximate.search(q, 10)})
         for q in vectors[:100]

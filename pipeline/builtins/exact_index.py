@@ -40,20 +40,25 @@ class ExactIndex:
         self._live[keys] = False
         self._write(keys, np.zeros((len(keys), self._blocks[0].shape[1]), dtype=np.float32))
 
-    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         k = min(k, self._count)
         if k == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        scores = np.empty(self._end, dtype=np.float32)
+            return [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))] * len(queries)
+        # One matrix product per block scores every query: the vectors, read once, are what
+        # a scan costs (memory bandwidth), so m queries together cost little more than one.
+        scores = np.empty((self._end, len(queries)), dtype=np.float32)
         for number, block in enumerate(self._blocks):
             start = number * BLOCK_ROWS
             rows = min(BLOCK_ROWS, self._end - start)
-            np.matmul(block[:rows], vector, out=scores[start:start + rows])
+            np.matmul(block[:rows], queries.T, out=scores[start:start + rows])
         if self._count < self._end:
             scores[~self._live[: self._end]] = -np.inf
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return top, scores[top]
+        found = []
+        for column in scores.T:
+            top = np.argpartition(-column, k - 1)[:k]
+            top = top[np.argsort(-column[top], kind="stable")]
+            found.append((top, column[top]))
+        return found
 
     def vectors(self, keys: np.ndarray) -> np.ndarray:
         return np.stack([self._blocks[key // BLOCK_ROWS][key % BLOCK_ROWS] for key in keys])

@@ -57,14 +57,17 @@ class HnswIndex:
     def remove(self, keys: np.ndarray) -> None:
         self._graph.remove(keys)
 
-    def search(self, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
         k = min(k, 0 if self._graph is None else len(self._graph))
         if k == 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+            return [(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32))] * len(queries)
         self._graph.expansion_search = max(self.expansion_search, k)
-        found = self._graph.search(vector, k)
-        # The inner-product distance is 1 - similarity.
-        return found.keys.astype(np.int64), (1.0 - found.distances).astype(np.float32)
+        found = self._graph.search(queries, k, threads=usable_cores() if len(queries) > 1 else 1)
+        # One query's Matches, or BatchMatches whose rows are each query's Matches; the
+        # inner-product distance is 1 - similarity.
+        each = [found] if len(queries) == 1 else [found[i] for i in range(len(queries))]
+        return [(matches.keys.astype(np.int64), (1.0 - matches.distances).astype(np.float32))
+                for matches in each]
 
     def vectors(self, keys: np.ndarray) -> np.ndarray:
         return np.stack(self._graph.get(keys, dtype=np.float32))

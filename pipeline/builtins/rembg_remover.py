@@ -14,7 +14,6 @@ from PIL import Image
 from lookalike.base.errors import ConfigError, ModelMissingError
 from lookalike.models.derived import is_sound
 from lookalike.models.files import ModelFile, ModelSource, file_digest
-from lookalike.models.onnx import PROVIDERS, session_options
 from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.imaging import on_white
 from lookalike.pipeline.steps import StepSettings
@@ -64,6 +63,7 @@ class RembgRemover:
             raise ConfigError(f"[{table}] int8: only for the u2net family "
                               f"({', '.join(sorted(INT8_MODELS))}), not {self._model}")
         self._int8_folder = settings.models.cache_dir
+        self._runtime = settings.onnxruntime
         self._session = None
         # One image at a time: ONNX Runtime already uses every core for one, and two at once
         # are slower than one after the other (bench/removal.py).
@@ -156,8 +156,8 @@ class RembgRemover:
                 return path
 
         try:  # the custom session wants to be told its path too
-            return VerifiedFile(self._model, session_options(), model_path=path,
-                                providers=PROVIDERS)
+            return VerifiedFile(self._model, self._runtime.session_options(), model_path=path,
+                                providers=self._runtime.chosen())
         except Exception as exc:  # the model itself, not an image: stop the command
             raise ModelMissingError(f"cannot load rembg model {path}: {exc}") from None
 

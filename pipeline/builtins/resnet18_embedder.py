@@ -23,7 +23,7 @@ from lookalike.base.cache import cache_home
 from lookalike.base.errors import ConfigError, LookalikeError
 from lookalike.models.derived import is_sound, record_digest
 from lookalike.models.files import ModelFile, ModelSource
-from lookalike.models.onnx import inference_session
+from lookalike.models.onnx import OnnxRuntime
 from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.steps import StepSettings
 
@@ -117,13 +117,13 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    def __init__(self, weights: Path, path: Path):
+    def __init__(self, weights: Path, path: Path, runtime: OnnxRuntime):
         if not is_sound(path):  # not made yet, or damaged since: made (again)
             if path.exists():
                 log.warning("the ONNX export %s does not match its recorded digest: "
                             "exporting it again", path)
             export_onnx(weights, path)
-        self._session = inference_session(str(path))
+        self._session = runtime.session(str(path))
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         return self._session.run(None, {"pixels": pixels})[0]
@@ -144,6 +144,7 @@ class ResNet18Embedder:
             how = "set [resnet18] weights to a ResNet-18 state dict, or to \"imagenet\""
             self._weights_file = settings.model_file("weights", "resnet18", how)
         self._cache_dir = settings.path("cache_dir") or cache_home() / "lookalike"
+        self._runtime = settings.onnxruntime
 
     def model_files(self) -> list[ModelFile]:
         return [self._weights_file]
@@ -165,7 +166,7 @@ class ResNet18Embedder:
     def _backend(self) -> TorchBackend | OnnxBackend:
         if self._backend_name == "torch":
             return TorchBackend(self._weights.path)
-        return OnnxBackend(self._weights.path, self.onnx_file)
+        return OnnxBackend(self._weights.path, self.onnx_file, self._runtime)
 
     @property
     def onnx_file(self) -> Path:
