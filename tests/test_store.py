@@ -484,6 +484,49 @@ def test_exact_index_spanning_several_blocks_matches_a_full_scan(monkeypatch):
             [n.similarity for n in alone], abs=2e-6)
 
 
+def test_the_int8_scan_of_the_exact_index_ranks_as_a_float32_scan(monkeypatch):
+    """From the second search on, a large exact index scans an int8 copy for candidates and
+    ranks them by float32: the same top k as scoring every float32 vector, through
+    replacements, removals, new keys past the copy's end and a catalogue grown past twice
+    the size its int8 range was fitted on."""
+    from lookalike.pipeline.builtins import exact_index
+
+    monkeypatch.setattr(exact_index, "BLOCK_ROWS", 1000)
+    monkeypatch.setattr(exact_index, "COMPACT_FROM", 1000)
+    rng = np.random.default_rng(2)
+    centres = np.abs(rng.standard_normal((40, 64), dtype=np.float32))
+    vectors = centres[rng.integers(0, 40, 9000)] + rng.random((9000, 64), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[rng.integers(0, 9000, 30)] + 0.05 * rng.random((30, 64), np.float32)
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    stored = dict(enumerate(vectors[:2500]))
+    index = NeighbourIndex("m", ExactIndex())
+    index.load([str(i) for i in stored], vectors[:2500].copy())
+
+    def ranks_as_float32() -> None:
+        keys = np.array(list(stored))
+        scores = np.stack(list(stored.values())) @ queries.T
+        for column, found in zip(scores.T, index.search_many(queries, 10), strict=True):
+            assert [n.path for n in found] == [str(keys[i]) for i in np.argsort(-column)[:10]]
+
+    ranks_as_float32()  # the first search scans float32
+    assert index.vector_index._codes is None
+    ranks_as_float32()  # the second makes the int8 copy and scans it
+    assert index.vector_index._codes.ntotal == 2500
+    changes = {**{str(i): None for i in range(0, 2500, 7)},  # removed
+               **{str(i): vectors[8000 + i] for i in range(1, 300, 3)},  # replaced
+               **{str(i): vectors[i] for i in range(2500, 4000)}}  # new keys past the copy
+    index.update(changes)
+    stored = {key: vector for key, vector in {**stored, **{int(p): v for p, v in changes.items()}}
+              .items() if vector is not None}
+    ranks_as_float32()
+    assert index.vector_index._codes.ntotal >= 3500
+    index.update({str(i): vectors[i] for i in range(4000, 8000)})  # more than twice: fitted again
+    stored.update({i: vectors[i] for i in range(4000, 8000)})
+    ranks_as_float32()
+    assert index.vector_index._coded_count == len(stored)
+
+
 def test_approximate_index_finds_the_exact_neighbours_of_a_clustered_catalogue():
     rng = np.random.default_rng(0)
     centres = np.abs(rng.standard_normal((50, 64), dtype=np.float32))
