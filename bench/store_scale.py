@@ -1,7 +1,8 @@
 """The store at N vectors: its size on disk against the vectors' own, loading every vector
 against a raw SQLite read of the same column (and the load's peak memory), writing the
-snapshot (time, memory), and how long a cold `lookalike status` and `lookalike query
---similar` take at N and at one image.
+snapshot (time, memory), and how long a cold `lookalike status`, `lookalike query --similar`
+and `lookalike query PHOTO` (a product photo: the config's pipeline, then one scan) take at N
+and at one image.
 
 Fills a SQLite store in DIR with N 512-d vectors under the config's model id (kept there and
 reused by the next run on the same DIR), then times each step in a fresh process.
@@ -24,8 +25,10 @@ from pathlib import Path
 import numpy as np
 from memory import fill, status_mb
 
-from lookalike.store.snapshot import publish_snapshot
-from lookalike.store.store import Store
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from builders import product_photo  # noqa: E402
+from lookalike.store.snapshot import publish_snapshot  # noqa: E402
+from lookalike.store.store import Store  # noqa: E402
 
 VECTOR_BYTES = 512 * 4
 RUNS = 3  # of each timed command; the fastest is printed beside the slowest
@@ -100,6 +103,10 @@ def commands(config: Path, database: Path, first: str) -> None:
     print(f"  lookalike status           {timed([lookalike, 'status', '--config', str(copy)])}")
     print(f"  lookalike query --similar  "
           f"{timed([lookalike, 'query', '--similar', first, '--config', str(copy)])}")
+    photo = database.with_suffix(".jpg")
+    product_photo(7).save(photo)
+    print(f"  lookalike query PHOTO      "
+          f"{timed([lookalike, 'query', str(photo), '--config', str(copy)])}")
 
 
 def main() -> None:

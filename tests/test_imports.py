@@ -12,7 +12,7 @@ import pytest
 from builders import product_photo
 
 HEAVY = ("torch", "torchvision", "onnxruntime", "rembg", "numba", "streamlit", "scipy",
-         "sklearn", "usearch", "fastapi", "uvicorn")
+         "sklearn", "usearch", "faiss", "fastapi", "uvicorn")
 PROBE = f"""
 import sys
 from lookalike.cli.main import cli
