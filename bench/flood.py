@@ -38,10 +38,10 @@ def workspace_from(config: Path, root: Path, remover: str = "none",
     for name, table in tables.items():
         if isinstance(table, dict):
             lines += [f"[{name}]", *(f"{k} = {toml_value(v)}" for k, v in table.items())]
-    root.mkdir()
+    root.mkdir(exist_ok=True)  # a kept one is used again (bench/http_api.py --keep)
     (root / "config.toml").write_text("\n".join(lines) + "\n")
     for folder in ("images", "inbox"):
-        (root / folder).mkdir()
+        (root / folder).mkdir(exist_ok=True)
     return SimpleNamespace(root=root, config=root / "config.toml", images=root / "images",
                            inbox=root / "inbox")
 

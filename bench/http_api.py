@@ -12,7 +12,10 @@ real `lookalike run` with [http] on loopback is started, then:
    the ingest rate against the same flood with no client, and the clients' p99.
 
     .venv/bin/python bench/http_api.py --config CONFIG [--sizes 100000] [--requests 400]
-        [--flood 400]
+        [--flood 400] [--keep DIR]
+
+With --keep, DIR/workspace-N (its store, its saved graph, the flood's photos) is kept and used
+again by the next run: a million-vector "hnsw" graph is built once, not at every run.
 
 CONFIG names the model files (tests' models: bench/RESULTS.md says how to make them).
 Clients use the standard library's http.client, one keep-alive connection each, so the figures
@@ -37,7 +40,7 @@ from memory import fill
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from builders import product_photo  # noqa: E402
 from lookalike.api.app import App  # noqa: E402
-from lookalike.search.query import load_index  # noqa: E402
+from lookalike.search.follow import FollowedIndex  # noqa: E402
 from lookalike.store.store import Store  # noqa: E402
 from running import RunningService, free_port, query_db  # noqa: E402
 
@@ -112,19 +115,24 @@ def photo_jpeg(seed: int) -> bytes:
     return out.getvalue()
 
 
-def measure(config: Path, size: int, requests: int, flood: int) -> None:
+def measure(config: Path, size: int, requests: int, flood: int, keep: Path | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
-        workspace = workspace_from(config, Path(tmp) / "workspace", remover="auto",
+        root = keep / f"workspace-{size}" if keep else Path(tmp) / "workspace"
+        workspace = workspace_from(config, root, remover="auto",
                                    http={"listen": f"127.0.0.1:{port}"})
         app = App(str(workspace.config))
         model = app.pipeline.model_id
-        started = time.perf_counter()
-        fill(workspace.root / "lookalike.db", model, size)
-        print(f"N={size:,}: store filled in {time.perf_counter() - started:.0f} s", flush=True)
+        if not (workspace.root / "lookalike.db").exists():
+            started = time.perf_counter()
+            fill(workspace.root / "lookalike.db", model, size)
+            print(f"N={size:,}: store filled in {time.perf_counter() - started:.0f} s",
+                  flush=True)
         service = RunningService(workspace, wait=False)
         try:
-            service.wait_for(lambda: "answering HTTP" in service.log(), "HTTP", 1800)
+            service.wait_for(lambda: "answering HTTP" in service.log(), "HTTP", 3600)
+            if app.config.pipeline.index == "hnsw":  # saved right after it is built
+                service.wait_for(lambda: "index saved" in service.log(), "the save", 600)
             report(app, workspace, service, port, size, requests, flood)
         finally:
             service.stop()
@@ -135,7 +143,10 @@ def report(app: App, workspace, service, port: int, size: int, requests: int,
     rng = np.random.default_rng(1)
     paths = [f"{i:07d}.jpg" for i in rng.integers(0, size, requests)]
     store = Store(f"sqlite:///{workspace.root / 'lookalike.db'}")
-    index = load_index(store, app.pipeline.model_id, app.vector_index())
+    # The service's saved graph, restored (an "hnsw" graph of a million takes 19 minutes to
+    # build again); the exact index is loaded from the store.
+    index = FollowedIndex(store, app.pipeline.model_id, app.vector_index(),
+                          workspace.root / "feature_vectors.pkl")
     vectors = {path: index.vector(path) for path in paths}
     similar = similar_call(port)
     similar(paths[0])  # a first request sets up the connection
@@ -218,9 +229,11 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000")
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--flood", type=int, default=400)
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep each size's workspace in this folder and use it again")
     args = parser.parse_args()
     for size in (int(s) for s in args.sizes.split(",")):
-        measure(args.config.resolve(), size, args.requests, args.flood)
+        measure(args.config.resolve(), size, args.requests, args.flood, args.keep)
 
 
 if __name__ == "__main__":
