@@ -128,11 +128,13 @@ def measure(config: Path, size: int, requests: int, flood: int, keep: Path | Non
             fill(workspace.root / "lookalike.db", model, size)
             print(f"N={size:,}: store filled in {time.perf_counter() - started:.0f} s",
                   flush=True)
+        (workspace.root / "service.log").unlink(missing_ok=True)  # a kept one's last run
         service = RunningService(workspace, wait=False)
         try:
             service.wait_for(lambda: "answering HTTP" in service.log(), "HTTP", 3600)
-            if app.config.pipeline.index == "hnsw":  # saved right after it is built
-                service.wait_for(lambda: "index saved" in service.log(), "the save", 600)
+            if app.config.pipeline.index == "hnsw":  # restored, or saved right after the build
+                service.wait_for(lambda: "index restored" in service.log()
+                                 or "index saved" in service.log(), "the saved graph", 600)
             report(app, workspace, service, port, size, requests, flood)
         finally:
             service.stop()
