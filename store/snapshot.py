@@ -3,8 +3,9 @@
 Three files, each written atomically, in this order:
 - ``feature_vectors.npy``: float32 (N, D), read with ``numpy.load(allow_pickle=False)``;
 - ``feature_vectors.json``: ``{"model", "generation", "rows", "dimension", "vectors_sha256",
-  "paths"}``: the store's write generation it reflects, ``paths`` in the order of the rows,
-  and the sha256 of the .npy it describes;
+  "paths", "previous"}``: the store's write generation it reflects, ``paths`` in the order of
+  the rows, the sha256 of the .npy it describes, and the description of the .npy it replaces
+  (renamed into place before the .npy: a crash between the two leaves a readable pair);
 - ``feature_vectors.pkl`` (the configured name): the pickled dict ``{"paths", "vectors",
   "model"}`` for programs that trust this folder. Unpickling runs whatever a file asks, so
   lookalike itself never unpickles: its reader takes the .npy and the .json, and checks
@@ -66,29 +67,42 @@ def write_snapshot(snapshot: Path, paths: list[str], vectors: np.ndarray, model:
 
 
 def snapshot_generation(snapshot: Path, model: str) -> int | None:
-    """The store generation the snapshot reflects, where its three files are there and hold
-    ``model``'s vectors; else None (write it)."""
+    """The store generation the snapshot reflects, where its three files hold ``model``'s
+    vectors and were all written: the .pkl, written last, is not older than the .json,
+    written first (a crash between them leaves it older); else None (write it)."""
     try:
         description = _read_description(snapshot)
-    except SnapshotError:
+        written = paths_file(snapshot).stat().st_mtime_ns <= snapshot.stat().st_mtime_ns
+        written = written and vectors_file(snapshot).exists()
+    except (SnapshotError, OSError):
         return None
-    there = snapshot.exists() and vectors_file(snapshot).exists()
-    return description["generation"] if there and description["model"] == model else None
+    whole = written and description["model"] == model
+    return description["generation"] if whole else None
 
 
 def _write(snapshot: Path, model: str, generation: int, count: int,
            chunks: Iterator[VectorChunk]) -> int:
-    """The three files, in order; rows beyond ``count`` are left to the next snapshot (they
-    are newer than ``generation``). Returns the rows written."""
+    """The three files; rows beyond ``count`` are left to the next snapshot (they are newer
+    than ``generation``). Returns the rows written.
+
+    Two files cannot be renamed into place at once, so the .json goes first, describing the
+    new .npy and, as ``previous``, the one still in place: a reader finds a description
+    of whichever .npy it reads, even after a crash between the two renames."""
     with atomic_path(vectors_file(snapshot)) as temp:
         paths, dimension, digest = _stream_vectors(temp, count, chunks)
         # Copy-on-write: unpickled, the vectors are a writable array, as they always were;
         # nothing is written to them here, so nothing is copied.
         vectors = np.load(temp, mmap_mode="c")
-    description = {"model": model, "generation": generation, "rows": len(paths),
-                   "dimension": dimension, "vectors_sha256": digest, "paths": paths}
-    with atomic_file(paths_file(snapshot)) as file:
-        file.write(json.dumps(description, ensure_ascii=False).encode())
+        try:
+            previous = _read_description(snapshot)
+            previous["previous"] = None
+        except SnapshotError:
+            previous = None
+        description = {"model": model, "generation": generation, "rows": len(paths),
+                       "dimension": dimension, "vectors_sha256": digest, "paths": paths,
+                       "previous": previous}
+        with atomic_file(paths_file(snapshot)) as file:
+            file.write(json.dumps(description, ensure_ascii=False).encode())
     with atomic_file(snapshot) as file:  # streamed from the .npy, mapped: not read into memory
         pickle.dump({"paths": paths, "vectors": np.asarray(vectors), "model": model}, file,
                     protocol=pickle.HIGHEST_PROTOCOL)
@@ -137,7 +151,8 @@ def read_snapshot(snapshot: Path) -> dict[str, Any]:
     """``{"paths", "vectors", "model"}`` from the .npy and .json beside ``snapshot``; nothing
     from the files is executed, and nothing is allocated beyond what the files hold."""
     description = _read_description(snapshot)
-    vectors = _read_vectors(vectors_file(snapshot), description)
+    described = [description] + ([description["previous"]] if description["previous"] else [])
+    vectors, description = _read_vectors(vectors_file(snapshot), described)
     return {"paths": description["paths"], "vectors": vectors, "model": description["model"]}
 
 
@@ -151,25 +166,39 @@ def _read_description(snapshot: Path) -> dict[str, Any]:
         description = json.loads(file.read_bytes())
     except (OSError, ValueError) as exc:
         raise _refuse(file, str(exc)) from None
+    _check_description(file, description)
+    if description["previous"] is not None:
+        _check_description(file, description["previous"])
+    return description
+
+
+def _check_description(file: Path, description: Any) -> None:
     fields = {"model": str, "generation": int, "rows": int, "dimension": int,
-              "vectors_sha256": str, "paths": list}
+              "vectors_sha256": str, "paths": list, "previous": (dict, type(None))}
     if not isinstance(description, dict) or set(description) != set(fields):
         raise _refuse(file, f"expected the fields {', '.join(sorted(fields))}")
     for name, kind in fields.items():
         value = description[name]
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise _refuse(file, f"{name} is not a {kind.__name__}")
+            raise _refuse(file, f"{name} is not a {getattr(kind, '__name__', 'dict')}")
     paths = description["paths"]
     if not all(isinstance(path, str) for path in paths) or len(paths) != description["rows"]:
         raise _refuse(file, "paths must be rows strings")
-    return description
 
 
-def _read_vectors(file: Path, description: dict[str, Any]) -> np.ndarray:
-    rows, dimension = description["rows"], description["dimension"]
+def _read_vectors(file: Path, described: list[dict[str, Any]]) -> tuple[np.ndarray,
+                                                                          dict[str, Any]]:
+    """The vectors of the .npy, and the description (of ``described``) they match."""
     try:
         with open(file, "rb") as f:
-            header = _checked_header(f, file, rows, dimension)
+            header, (rows, dimension) = _checked_header(f, file)
+            matching = [d for d in described if (d["rows"], d["dimension"]) == (rows, dimension)]
+            if not matching:
+                raise _refuse(file, f"vectors of shape {(rows, dimension)} for "
+                                    f"{described[0]['rows']} paths of dimension "
+                                    f"{described[0]['dimension']}")
+            if os.fstat(f.fileno()).st_size != len(header) + rows * dimension * DTYPE.itemsize:
+                raise _refuse(file, "its size does not match its header")
             vectors = np.fromfile(f, dtype=DTYPE, count=rows * dimension)
     except (OSError, ValueError) as exc:
         raise _refuse(file, str(exc)) from None
@@ -177,15 +206,16 @@ def _read_vectors(file: Path, description: dict[str, Any]) -> np.ndarray:
         raise _refuse(file, "truncated")
     digest = hashlib.sha256(header)
     digest.update(memoryview(vectors))
-    if digest.hexdigest() != description["vectors_sha256"]:
-        raise _refuse(file, f"its sha256 is not the one in {paths_file(file).name} (rewritten "
-                            "while read? read it again)")
-    return vectors.reshape(rows, dimension)
+    for description in matching:
+        if digest.hexdigest() == description["vectors_sha256"]:
+            return vectors.reshape(rows, dimension), description
+    raise _refuse(file, f"its sha256 is not the one in {paths_file(file).name} (rewritten "
+                        "while read? read it again)")
 
 
-def _checked_header(f: BinaryIO, file: Path, rows: int, dimension: int) -> bytes:
-    """The .npy header, once it declares float32 (rows, dimension) and the file holds that
-    many bytes after it."""
+def _checked_header(f: BinaryIO, file: Path) -> tuple[bytes, tuple[int, int]]:
+    """The .npy header and the (rows, dimension) it declares, once it declares float32 in
+    two dimensions."""
     version = np.lib.format.read_magic(f)
     read_header = {(1, 0): np.lib.format.read_array_header_1_0,
                    (2, 0): np.lib.format.read_array_header_2_0}.get(version)
@@ -194,11 +224,8 @@ def _checked_header(f: BinaryIO, file: Path, rows: int, dimension: int) -> bytes
     shape, fortran_order, dtype = read_header(f, max_header_size=10_000)
     if dtype != DTYPE or fortran_order or dtype.hasobject:
         raise _refuse(file, f"vectors must be little-endian float32 in C order, not {dtype}")
-    if shape != (rows, dimension):
-        raise _refuse(file, f"vectors of shape {shape} for {rows} paths of dimension "
-                            f"{dimension}")
+    if len(shape) != 2:
+        raise _refuse(file, f"vectors of shape {shape}: not (rows, dimension)")
     offset = f.tell()
-    if os.fstat(f.fileno()).st_size != offset + rows * dimension * DTYPE.itemsize:
-        raise _refuse(file, "its size does not match its header")
     f.seek(0)
-    return f.read(offset)
+    return f.read(offset), shape

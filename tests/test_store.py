@@ -357,7 +357,7 @@ def forged(tmp_path, npy: bytes, rows: int = 2, dimension: int = 2, **fields) ->
     (tmp_path / "feature_vectors.npy").write_bytes(npy)
     description = {"model": "m", "generation": 1, "rows": rows, "dimension": dimension,
                    "vectors_sha256": hashlib.sha256(npy).hexdigest(),
-                   "paths": [f"{i}.jpg" for i in range(rows)], **fields}
+                   "paths": [f"{i}.jpg" for i in range(rows)], "previous": None, **fields}
     (tmp_path / "feature_vectors.json").write_text(json.dumps(description))
     return path
 
@@ -393,6 +393,33 @@ def test_a_snapshot_header_is_checked_against_the_file_before_allocating(tmp_pat
         assert tracemalloc.get_traced_memory()[1] < 2**20
     finally:
         tracemalloc.stop()
+
+
+def test_a_crash_between_the_two_renames_leaves_a_snapshot_that_reads(tmp_path, monkeypatch):
+    """The .json goes first and also describes the .npy still in place: a writer killed
+    before it renamed the new .npy leaves the old vectors readable under their own paths, and
+    a snapshot that the service will write again."""
+    import lookalike.base.atomic as atomic
+
+    path = tmp_path / "feature_vectors.pkl"
+    write_snapshot(path, ["a", "b"], np.eye(2, dtype=np.float32), "m", 1)
+    replace = atomic.os.replace
+
+    def killed_at_the_npy(source, destination):
+        if str(destination).endswith(".npy"):
+            raise KeyboardInterrupt  # as good as SIGKILL for what is on disk
+        replace(source, destination)
+
+    monkeypatch.setattr(atomic.os, "replace", killed_at_the_npy)
+    with pytest.raises(KeyboardInterrupt):
+        write_snapshot(path, ["c", "d", "e"], np.ones((3, 2), dtype=np.float32), "m", 2)
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "feature_vectors.json").read_text())["paths"] == ["c", "d", "e"]
+    old = read_snapshot(path)
+    assert old["paths"] == ["a", "b"] and np.array_equal(old["vectors"], np.eye(2))
+    assert snapshot_generation(path, "m") is None  # not whole: written again at the next start
+    write_snapshot(path, ["c", "d", "e"], np.ones((3, 2), dtype=np.float32), "m", 2)
+    assert read_snapshot(path)["paths"] == ["c", "d", "e"] and snapshot_generation(path, "m") == 2
 
 
 def test_a_snapshot_rewritten_between_its_two_files_is_refused(tmp_path):
