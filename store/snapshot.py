@@ -1,11 +1,11 @@
 """The snapshot: the configured model's vectors, written for other programs after changes.
 
 Three files, each written atomically, in this order:
-- ``feature_vectors.npy``: float32 (N, D), read with ``numpy.load(allow_pickle=False)``;
 - ``feature_vectors.json``: ``{"model", "generation", "rows", "dimension", "vectors_sha256",
   "paths", "previous"}``: the store's write generation it reflects, ``paths`` in the order of
   the rows, the sha256 of the .npy it describes, and the description of the .npy it replaces
   (renamed into place before the .npy: a crash between the two leaves a readable pair);
+- ``feature_vectors.npy``: float32 (N, D), read with ``numpy.load(allow_pickle=False)``;
 - ``feature_vectors.pkl`` (the configured name): the pickled dict ``{"paths", "vectors",
   "model"}`` for programs that trust this folder. Unpickling runs whatever a file asks, so
   lookalike itself never unpickles: its reader takes the .npy and the .json, and checks
