@@ -128,7 +128,11 @@ def measure(config: Path, size: int, requests: int, flood: int, keep: Path | Non
             fill(workspace.root / "lookalike.db", model, size)
             print(f"N={size:,}: store filled in {time.perf_counter() - started:.0f} s",
                   flush=True)
-        (workspace.root / "service.log").unlink(missing_ok=True)  # a kept one's last run
+        # A kept workspace's last run: its log, and its flood's photos (the start removes them
+        # from the store, so this run's flood is counted from nothing).
+        (workspace.root / "service.log").unlink(missing_ok=True)
+        for leftover in [*workspace.root.glob("staging-*/*"), *workspace.images.iterdir()]:
+            leftover.unlink()
         service = RunningService(workspace, wait=False)
         try:
             service.wait_for(lambda: "answering HTTP" in service.log(), "HTTP", 3600)
@@ -193,7 +197,7 @@ def flood_rate(workspace, service, count: int, prefix: str, clients: int,
     """Images per second while ``count`` photos arrive at once (``clients`` calling /similar
     in a loop meanwhile), and the clients' timings."""
     staging = workspace.root / f"staging-{prefix}"
-    staging.mkdir()
+    staging.mkdir(exist_ok=True)
     for number in range(count):
         product_photo(number % 48, size=(320, 400)).save(staging / f"{prefix}{number:05d}.jpg",
                                                           quality=90)

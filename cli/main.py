@@ -422,19 +422,40 @@ def plugins(as_json):
 @cli.command()
 @click.option("--photos", "count", default=32, show_default=True, type=click.IntRange(4, 1000),
               help="Calibrate on this many photos of images_dir (spread over it).")
+@click.option("--only", type=click.Choice(["remover", "embedder"]),
+              help="Make only this step's copy (default: each network that has one).")
 @offline_option
 @config_option
-def quantize(count, offline, config_option):
-    """Make the int8 copy of the background-removal network (the u2net family), calibrated on
-    photos from images_dir. With `int8 = true` in [auto] (or [rembg]) it runs instead of the
-    float32 network: several times faster, its own model id (everything is re-embedded)."""
+def quantize(count, only, offline, config_option):
+    """Make int8 copies of the networks, each calibrated on photos from images_dir as it sees
+    them: the background remover's (the u2net family) and ResNet-18's. With `int8 = true` in
+    the network's table ([auto] or [rembg], [resnet18]) its copy runs instead of the float32
+    network: faster, its own model id (everything is re-embedded)."""
+    app = load_app(config_option, offline)
+    pipeline = app.pipeline
+    network = getattr(pipeline.remover, "network", pipeline.remover)
+    steps = {"remover": network, "embedder": pipeline.embedder}
+    chosen = {step: steps[step] for step in ([only] if only else steps)
+              if hasattr(steps[step], "quantize")}
+    if not chosen:
+        names = {"remover": app.config.pipeline.remover, "embedder": app.config.pipeline.embedder}
+        asked = ", ".join(f"{step} {names[step]}" for step in ([only] if only else steps))
+        raise click.ClickException(f"no network to quantize ({asked})")
+    photos = calibration_photos(app, count)
+    if "remover" in chosen:
+        path = network.quantize([pipeline.decode(data, 320) for data in photos])
+        click.echo(f"int8 copy of {network.name} written to {path}, calibrated on "
+                   f"{len(photos)} photos; set int8 = true in that table to use it")
+    if "embedder" in chosen:  # after the remover's: the photos are prepared as configured
+        path = pipeline.embedder.quantize([pipeline.prepare(data).square for data in photos])
+        click.echo(f"int8 copy of ResNet-18 written to {path}, calibrated on {len(photos)} "
+                   "photos; set int8 = true in [resnet18] to use it")
+
+
+def calibration_photos(app, count: int) -> list[bytes]:
+    """Up to ``count`` readable photos spread over images_dir (their bytes); at least 4."""
     from lookalike.base.files import file_path, scan
 
-    app = load_app(config_option, offline)
-    remover = app.pipeline.remover
-    network = getattr(remover, "network", remover)
-    if not hasattr(network, "quantize"):
-        raise click.ClickException(f"remover {remover.id} has no network to quantize")
     folder = app.config.catalogue.images_dir
     if not folder.is_dir():
         raise click.ClickException(f"images_dir {folder} does not exist")
@@ -443,17 +464,16 @@ def quantize(count, offline, config_option):
     for path in paths[::max(1, len(paths) // count)]:
         try:
             data = app.pipeline.read_file(file_path(folder, path))
-            photos.append(app.pipeline.decode(data, 320))
+            app.pipeline.decode(data, 32)  # readable as an image
         except ImageError:
             continue
+        photos.append(data)
         if len(photos) == count:
             break
     if len(photos) < 4:
         raise click.ClickException(f"images_dir {folder} has {len(photos)} readable photos: "
                                    "calibration needs at least 4")
-    path = network.quantize(photos)
-    click.echo(f"int8 copy of {network.name} written to {path}, calibrated on {len(photos)} "
-               "photos; set int8 = true in that table to use it")
+    return photos
 
 
 @cli.command()

@@ -10,7 +10,18 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.base.atomic import atomic_path
-from lookalike.models.derived import record_digest
+from lookalike.base.errors import ModelMissingError
+from lookalike.models.derived import is_sound, record_digest
+
+
+def int8_copy(path: Path, of: str) -> Path:
+    """``path``, the int8 copy of the model ``of`` names, when it is made and sound; else
+    ModelMissingError (one line) saying how to make it."""
+    if not is_sound(path):
+        state = "damaged" if path.exists() else "not made yet"
+        raise ModelMissingError(f"the int8 copy of {of} is {state} ({path}): run `lookalike "
+                                "quantize` (it calibrates the copy on photos from images_dir)")
+    return path
 
 
 def quantized(source: Path, target: Path, input_name: str, samples: Sequence[np.ndarray]) -> Path:

@@ -132,11 +132,27 @@ def test_an_int8_network_is_made_from_the_users_photos_and_runs_under_its_own_id
     assert removals == {PLAIN: 3, int8: 2} and int8.startswith("rembg-u2net_custom-int8@")
 
 
-def test_quantize_needs_a_network_and_photos(workspace, run_cli):
+def test_an_int8_resnet18_is_made_by_quantize_and_runs_under_its_own_id(
+        workspace, run_cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for seed in range(4):
+        product_photo(seed).save(workspace.images / f"studio{seed}.jpg")
     workspace.write_config(pipeline={"remover": "none"})
-    result = run_cli("quantize")
-    assert result.exit_code == 1 and "remover none has no network to quantize" in result.output
-    workspace.write_config()
+    result = run_cli("quantize", "--only", "remover")
+    assert result.exit_code == 1 and "no network to quantize (remover none)" in result.output
+    result = run_cli("quantize")  # the one network there is: the embedder's
+    assert result.exit_code == 0, result.output
+    made = next((tmp_path / "cache" / "lookalike").glob("resnet18-int8-*.onnx"))
+    assert result.output.splitlines() == [
+        f"int8 copy of ResNet-18 written to {made}, calibrated on 4 photos; set int8 = true "
+        "in [resnet18] to use it"]
+    workspace.write_config(pipeline={"remover": "none"}, resnet18={"int8": True})
+    assert "4 embedded" in run_cli("index").output
+    [model] = json.loads(run_cli("status", "--json").output)["models"]
+    assert "+resnet18-int8@" in model
+
+
+def test_quantize_needs_photos(workspace, run_cli):
     product_photo(0).save(workspace.images / "only.jpg")
     result = run_cli("quantize")
     assert result.exit_code == 1

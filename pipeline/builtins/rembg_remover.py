@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.base.errors import ConfigError, ModelMissingError
-from lookalike.models.derived import is_sound
+from lookalike.models.quantize import int8_copy, quantized
 from lookalike.models.files import ModelFile, ModelSource, file_digest
 from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.imaging import on_white
@@ -118,13 +118,7 @@ class RembgRemover:
         """The file the session runs: the verified model, or its int8 copy when asked for."""
         if not self._int8:
             return self._model_file.path
-        if not is_sound(self.int8_path):
-            state = "damaged" if self.int8_path.exists() else "not made yet"
-            raise ModelMissingError(
-                f"the int8 copy of rembg model {self._model} is {state} "
-                f"({self.int8_path}): run `lookalike quantize` (it calibrates the copy on "
-                "photos from images_dir)")
-        return self.int8_path
+        return int8_copy(self.int8_path, f"rembg model {self._model}")
 
     @property
     def name(self) -> str:
@@ -134,8 +128,6 @@ class RembgRemover:
     def quantize(self, photos: list[Image.Image]) -> Path:
         """Make the int8 copy of the model (``int8_path``), its ranges calibrated on
         ``photos`` exactly as the session feeds them to the network."""
-        from lookalike.models.quantize import quantized
-
         if self._model not in INT8_MODELS:
             raise ConfigError(f"[{self._table}] model {self._model}: int8 copies are made only "
                               f"of the u2net family ({', '.join(sorted(INT8_MODELS))})")

@@ -3,7 +3,9 @@
 Two backends compute the same vectors (cosine >= 0.9999, tested): "onnxruntime" runs the model
 exported once to ONNX and cached under the weights' digest, and needs no torch at run time;
 "torch" runs it eagerly. torch is imported only to load weights or export them, so commands
-that never embed stay fast.
+that never embed stay fast. Opt-in, ONNX Runtime only: an int8 copy of the export, calibrated
+on the user's own photos by `lookalike quantize`; it is faster and its vectors differ slightly,
+so it has its own model id.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from lookalike.base.atomic import atomic_path
 from lookalike.base.cache import cache_home
 from lookalike.base.errors import ConfigError, LookalikeError
 from lookalike.models.derived import is_sound, record_digest
-from lookalike.models.files import ModelFile, ModelSource
+from lookalike.models.files import ModelFile, ModelSource, file_digest
 from lookalike.models.onnx import OnnxRuntime
+from lookalike.models.quantize import int8_copy, quantized
 from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.steps import StepSettings
 
@@ -40,11 +43,14 @@ BACKENDS = ("onnxruntime", "torch")
 # torchvision checks this file by the sha256 prefix in its name; so does lookalike.
 IMAGENET_PIN = "sha256:f37072fd"
 OPTIONS = {"weights": "imagenet", "weights_sha256": "", "backend": "onnxruntime",
-           "cache_dir": ""}
+           "cache_dir": "", "int8": False}
 HELP = {"weights": '"imagenet", or a ResNet-18 state dict: a path or an https:// URL',
         "weights_sha256": "required with a URL: the file's sha256",
         "backend": '"onnxruntime" or "torch"; both give the same vectors',
-        "cache_dir": 'where the ONNX export is cached; "" = ~/.cache/lookalike'}
+        "cache_dir": 'where the ONNX export is cached; "" = ~/.cache/lookalike',
+        "int8": "true: its int8 copy (made by `lookalike quantize`; onnxruntime backend), "
+                "about 1.8x faster on a CPU, vectors slightly moved (its own model id)"}
+CALIBRATION_BATCH = 8
 
 
 def torch_hub_dir() -> Path:
@@ -116,13 +122,18 @@ class TorchBackend:
             return self._model(torch.from_numpy(pixels)).numpy()
 
 
+def exported(weights: Path, path: Path) -> Path:
+    """``path``, the ONNX export of ``weights``, made (again) unless it is there and sound."""
+    if not is_sound(path):
+        if path.exists():
+            log.warning("the ONNX export %s does not match its recorded digest: "
+                        "exporting it again", path)
+        export_onnx(weights, path)
+    return path
+
+
 class OnnxBackend:
-    def __init__(self, weights: Path, path: Path, runtime: OnnxRuntime):
-        if not is_sound(path):  # not made yet, or damaged since: made (again)
-            if path.exists():
-                log.warning("the ONNX export %s does not match its recorded digest: "
-                            "exporting it again", path)
-            export_onnx(weights, path)
+    def __init__(self, path: Path, runtime: OnnxRuntime):
         self._session = runtime.session(str(path))
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
@@ -138,6 +149,10 @@ class ResNet18Embedder:
         if options["backend"] not in BACKENDS:
             raise ConfigError(f"resnet18.backend must be one of {', '.join(BACKENDS)}")
         self._backend_name = options["backend"]
+        self._int8 = bool(options["int8"])
+        if self._int8 and self._backend_name != "onnxruntime":
+            raise ConfigError("resnet18.int8 needs backend \"onnxruntime\" (the int8 copy is "
+                              "an ONNX model)")
         if options["weights"] == "imagenet":
             self._weights_file = imagenet_weights_file(settings.models)
         else:
@@ -160,26 +175,51 @@ class ResNet18Embedder:
     @cached_property
     def id(self) -> str:
         # Both backends give the same vectors, so they share the id: switching re-embeds nothing.
+        # An int8 copy is named by its own digest: each calibration moves the vectors its way.
+        if self._int8:
+            return f"resnet18-int8@{file_digest(self._int8_file, 'sha256')[:12]}"
         return f"resnet18@{self._digest[:12]}"
+
+    @cached_property
+    def _int8_file(self) -> Path:
+        return int8_copy(self.int8_path, "ResNet-18")
 
     @cached_property
     def _backend(self) -> TorchBackend | OnnxBackend:
         if self._backend_name == "torch":
             return TorchBackend(self._weights.path)
-        return OnnxBackend(self._weights.path, self.onnx_file, self._runtime)
+        if self._int8:
+            return OnnxBackend(self._int8_file, self._runtime)
+        return OnnxBackend(exported(self._weights.path, self.onnx_file), self._runtime)
 
     @property
     def onnx_file(self) -> Path:
         """Where the ONNX export of these weights is cached (made by the first embedding)."""
         return self._cache_dir / f"resnet18-{self._digest[:16]}.onnx"
 
+    @property
+    def int8_path(self) -> Path:
+        """Where the int8 copy of the export is kept (made by ``quantize``)."""
+        return self._cache_dir / f"resnet18-int8-{self._digest[:16]}.onnx"
+
+    def quantize(self, squares: Sequence[Image.Image]) -> Path:
+        """Make the int8 copy (``int8_path``), its ranges calibrated on ``squares``: photos as
+        the pipeline prepares them for the embedder."""
+        samples = [self.pixels(squares[start:start + CALIBRATION_BATCH])
+                   for start in range(0, len(squares), CALIBRATION_BATCH)]
+        return quantized(exported(self._weights.path, self.onnx_file), self.int8_path,
+                         "pixels", samples)
+
     def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
         """The model's input: an (n, 3, 224, 224) float32 batch, ImageNet-normalised."""
-        pixels = np.stack([np.asarray(image.convert("RGB")) for image in images])
-        pixels = pixels.astype(np.float32)
-        pixels *= PIXEL_SCALE
-        pixels += PIXEL_SHIFT
-        return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
+        stacked = np.stack([np.asarray(image.convert("RGB")) for image in images])
+        # Channel by channel into the (n, 3, h, w) layout: one pass over each plane, 4x
+        # faster than converting the whole batch, then transposing it.
+        pixels = np.empty((len(images), 3, *stacked.shape[1:3]), dtype=np.float32)
+        for channel in range(3):
+            np.multiply(stacked[..., channel], PIXEL_SCALE[channel], out=pixels[:, channel])
+            pixels[:, channel] += PIXEL_SHIFT[channel]
+        return pixels
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         features = self._backend.run(self.pixels(images))
