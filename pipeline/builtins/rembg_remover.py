@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image
 
 from lookalike.base.errors import ConfigError, ModelMissingError
-from lookalike.models.quantize import int8_copy, quantized
 from lookalike.models.files import ModelFile, ModelSource, file_digest
+from lookalike.models.quantize import int8_copy, quantized
 from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.imaging import on_white
 from lookalike.pipeline.steps import StepSettings
