@@ -8,8 +8,7 @@ int8 copy that `lookalike quantize --only embedder` calibrates on those photos (
 timing, not counted), after one untimed round. Each run is a whole process (start-up, imports,
 model load included), timed by wall clock; the runs alternate, --rounds times, so each sees the
 same moments of a shared machine. Background removal is off in all of them (remover "none"): it
-is the same
-network in both systems, and this measures the rest.
+is the same network in both systems, and this measures the rest.
 
     .venv/bin/python bench/index_vs_loop.py --config CONFIG [--images 400] [--rounds 2] [--int8]
 
