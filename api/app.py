@@ -85,6 +85,8 @@ class App:
         lease = self.config.daemon.lease_seconds
         with joined(store, command, self.pipeline.model_id, lease,
                     self.pipeline.limits) as node:
+            if self.pipeline.runs_onnx:
+                node.runs_onnx_on(self.config.onnxruntime.chosen())
             yield node
 
     def check_snapshot_folder(self) -> None:

@@ -393,6 +393,8 @@ def status(as_json, config_option):
                    f"last problem: {node['last_problem'] or 'none'}")
         if node["http"]:
             click.echo(f"              answers HTTP on {node['http']}")
+        if node["onnx_providers"]:
+            click.echo(f"              ONNX models run on {node['onnx_providers']}")
 
 
 def removal_summary(removals: dict[str, int]) -> str:

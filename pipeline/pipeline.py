@@ -93,6 +93,11 @@ class Pipeline:
     def dimension(self) -> int:
         return self.embedder.dimension
 
+    @property
+    def runs_onnx(self) -> bool:
+        """True when a step runs an ONNX model (the [onnxruntime] settings apply)."""
+        return any(getattr(step, "runs_onnx", False) for step in (self.remover, self.embedder))
+
     def model_files(self) -> list[ModelFile]:
         return self.remover.model_files() + self.embedder.model_files()
 

@@ -78,6 +78,9 @@ class Decoder(Protocol):
 
 class Remover(Protocol):
     id: str
+    # Optional, for a remover or embedder: True when it runs an ONNX model through the
+    # [onnxruntime] settings (`status` then shows what runs it).
+    runs_onnx: bool
 
     def model_files(self) -> list[ModelFile]: ...
 

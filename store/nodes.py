@@ -69,6 +69,7 @@ class NodeStatus:
     live: bool
     limits: str | None
     http: str | None
+    onnx_providers: str | None
 
 
 class ThisNode:
@@ -113,6 +114,12 @@ class ThisNode:
         """Where this node answers HTTP (None: no longer)."""
         with self.store.session() as session:
             session.execute(update(Node).where(Node.id == self.id).values(http=url))
+
+    def runs_onnx_on(self, providers: list[str]) -> None:
+        """What runs this node's ONNX models (ONNX Runtime's execution providers, in order)."""
+        with self.store.session() as session:
+            session.execute(update(Node).where(Node.id == self.id).values(
+                onnx_providers=", ".join(providers)))
 
     def renew(self) -> None:
         """The heartbeat: this node is alive and still working on what it claimed."""
@@ -169,7 +176,8 @@ def _statuses(session, now: float) -> list[NodeStatus]:
     return [NodeStatus(row.id, row.host, row.pid, row.command, row.model, row.since,
                        row.heartbeat, row.queue, row.embedded, row.last_problem,
                        now - row.heartbeat <= LEASES_TO_GONE * row.lease
-                       and not _died_here(row.pid_space, row.pid), row.limits, row.http)
+                       and not _died_here(row.pid_space, row.pid), row.limits, row.http,
+                       row.onnx_providers)
             for row in rows]
 
 

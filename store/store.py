@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 # 2: generations, removals; 3: images.removal; 4: claims, nodes; 5: limits, nodes.pid_space;
 # 6: nodes.http; 7: model ids stored once
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 # Write generations whose removals stay logged: a reader further behind compares every path.
 REMOVALS_KEPT = 10_000
 # SQLite's page: a row with its 2 KB vector takes a whole 4 KB page (SQLite's default), while

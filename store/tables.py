@@ -121,3 +121,4 @@ class Node(Base):
     embedded: Mapped[int] = mapped_column(default=0)
     last_problem: Mapped[str | None]
     http: Mapped[str | None]  # the URL it answers HTTP on, if it does
+    onnx_providers: Mapped[str | None]  # what runs its ONNX models, once they are loaded

@@ -89,8 +89,10 @@ def test_every_route_answers(served):
     status = client.get("/status").json()
     assert status["indexed"] == 6 and status["nodes"][0]["live"]
     assert status["nodes"][0]["http"] == f"http://127.0.0.1:{client.base_url.port}"
-    assert f"answers HTTP on http://127.0.0.1:{client.base_url.port}" in lookalike(workspace,
-                                                                         "status").stdout
+    assert status["nodes"][0]["onnx_providers"] == "CPUExecutionProvider"  # "auto", no GPU
+    shown = lookalike(workspace, "status").stdout
+    assert f"answers HTTP on http://127.0.0.1:{client.base_url.port}" in shown
+    assert "ONNX models run on CPUExecutionProvider" in shown
 
     families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
     indexed = families["lookalike_images_indexed"].samples

@@ -146,6 +146,13 @@ def test_onnxruntime_and_torch_backends_give_the_same_vectors(model_home, tmp_pa
     assert similarity.min() >= 0.9999
 
 
+def test_a_pipeline_knows_whether_it_runs_onnx_models(model_home, tmp_path):
+    assert build(model_home, tmp_path).runs_onnx
+    assert build(model_home, tmp_path, pipeline={"remover": "none"}).runs_onnx
+    assert not build(model_home, tmp_path, pipeline={"remover": "none"},
+                     resnet18={"backend": "torch"}).runs_onnx
+
+
 def test_an_int8_resnet18_is_calibrated_on_photos_and_has_its_own_model_id(
         model_home, tmp_path, catalogue):
     cache = {"cache_dir": str(tmp_path / "cache")}

@@ -19,6 +19,7 @@ PLAIN = f"plain@{VERSION}"  # the way a plain background is removed, as rows rec
 
 class AutoRemover:
     network: RembgRemover  # for the photos that are not on a plain background
+    runs_onnx = True
 
     def __init__(self, settings: StepSettings):
         self.network = RembgRemover(settings, table="auto")

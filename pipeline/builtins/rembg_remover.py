@@ -50,6 +50,8 @@ U2NET_INPUT = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), (320, 320))
 
 
 class RembgRemover:
+    runs_onnx = True
+
     def __init__(self, settings: StepSettings, table: str = "rembg"):
         """rembg's network as the config table ``table`` ([rembg], or [auto] for its
         network) names it."""

@@ -161,6 +161,10 @@ class ResNet18Embedder:
         self._cache_dir = settings.path("cache_dir") or cache_home() / "lookalike"
         self._runtime = settings.onnxruntime
 
+    @property
+    def runs_onnx(self) -> bool:
+        return self._backend_name == "onnxruntime"
+
     def model_files(self) -> list[ModelFile]:
         return [self._weights_file]
 
