@@ -3,7 +3,8 @@
 The service (after each batch it writes) and the UI (every few seconds, while the service
 writes) load the index once, then ask the store whether anything changed and apply only that.
 Searches and refreshes may come from several threads (HTTP requests beside the service loop):
-searches run side by side, and wait only while a refresh applies its changes.
+searches asked at the same moment run as one batch (search/gathered.py), and wait only while a
+refresh applies its changes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 from lookalike.base.shared_lock import SharedLock
 from lookalike.pipeline.steps import VectorIndex
+from lookalike.search.gathered import GatheredSearches
 from lookalike.search.index import Neighbour
 from lookalike.search.query import load_index
 from lookalike.search.saved import restore_index, save_index
@@ -29,6 +31,7 @@ class FollowedIndex:
         self.store, self.model = store, model
         self._lock = SharedLock()  # searches read; applying changes writes
         self._refreshing = threading.Lock()  # one refresh at a time, its reads included
+        self._gathered = GatheredSearches(self._search_now)
         restored = restore_index(store, model, vector_index, snapshot) if snapshot else None
         self.restored = restored is not None
         if restored:
@@ -63,10 +66,12 @@ class FollowedIndex:
             return self._neighbours.paths()
 
     def search(self, vector: np.ndarray, k: int) -> list[Neighbour]:
-        with self._lock.reading():
-            return self._neighbours.search(vector, k)
+        return self._gathered(vector[np.newaxis], k)[0]
 
     def search_many(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
+        return self._gathered(vectors, k)
+
+    def _search_now(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
         with self._lock.reading():
             return self._neighbours.search_many(vectors, k)
 

@@ -8,6 +8,7 @@ import json
 import pickle
 import sqlite3
 import threading
+import time
 import tracemalloc
 from contextlib import contextmanager
 from pathlib import Path
@@ -644,6 +645,49 @@ def test_searches_share_the_index_lock_and_a_refresh_waits_for_them():
     assert written.wait(10)
     writer.join()
 
+
+
+def test_searches_asked_at_once_are_answered_by_one_batched_search():
+    from lookalike.search.gathered import GatheredSearches
+
+    vectors = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    index = NeighbourIndex("m", ExactIndex())
+    index.load([f"{i}.jpg" for i in range(50)], vectors)
+    batches, first_running, go_on = [], threading.Event(), threading.Event()
+
+    def search(queries, k):
+        batches.append(len(queries))
+        if len(batches) == 1:  # the first search holds on while the others arrive
+            first_running.set()
+            assert go_on.wait(10)
+        return index.search_many(queries, k)
+
+    gathered = GatheredSearches(search)
+    wanted = {i: 3 if i == 0 else 1 + i % 5 for i in range(9)}  # each request its own k
+    answers = {}
+    threads = [threading.Thread(target=lambda i=i: answers.update(
+        {i: gathered(vectors[i:i + 1], wanted[i])[0]})) for i in range(9)]
+    threads[0].start()
+    assert first_running.wait(10)
+    for thread in threads[1:]:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(gathered._waiting) < 8 and time.monotonic() < deadline:  # all eight queued
+        time.sleep(0.01)
+    go_on.set()
+    for thread in threads:
+        thread.join()
+    assert batches == [1, 8]  # the first alone at once; the eight that came meanwhile together
+    assert answers == {i: index.search(vectors[i], k) for i, k in wanted.items()}
+
+    def failing(queries, k):
+        raise ValueError("the index is broken")
+
+    broken = GatheredSearches(failing)
+    for _ in range(2):  # each caller gets the error, and the next search is not left waiting
+        with pytest.raises(ValueError, match="the index is broken"):
+            broken(vectors[:1], 1)
 
 
 def test_a_database_urls_own_libpq_parameters_are_kept_beside_the_timeouts():
