@@ -101,9 +101,11 @@ class ExactIndex:
         """Candidates from the int8 copy (forgotten keys left out), ranked by float32."""
         import faiss
 
-        coded = self._codes.ntotal
-        live = np.packbits(self._live[:coded], bitorder="little")
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(coded, faiss.swig_ptr(live)))
+        params = None
+        if self._count < self._end:  # forgotten keys: a bitmap of the live ones leaves them out
+            live = np.packbits(self._live[: self._end], bitorder="little")
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(self._end,
+                                                                       faiss.swig_ptr(live)))
         _, candidates = self._codes.search(np.ascontiguousarray(queries, dtype=np.float32),
                                            min(self._count, max(CANDIDATES, 4 * k)),
                                            params=params)
