@@ -31,7 +31,8 @@ def test_repo_config_is_valid_and_matches_the_documented_defaults(steps):
     assert config.pipeline.remover == "auto" and config.pipeline.embedder == "resnet18"
     assert config.query.k == 10 and config.daemon.settle_seconds == 1.0
     assert config.tables["resnet18"] == {"weights": "imagenet", "weights_sha256": "",
-                                         "backend": "onnxruntime", "cache_dir": ""}
+                                         "backend": "onnxruntime", "cache_dir": "",
+                                         "int8": False}
     assert config.tables["rembg"] == {"model": "u2net", "model_path": "", "model_path_sha256": "",
                                       "int8": False}
     assert config.tables["auto"] == config.tables["rembg"]
