@@ -182,9 +182,11 @@ def report(app: App, workspace, service, port: int, size: int, requests: int,
           f"{percentiles(over_http)[0] / percentiles(alone)[0]:.2f}")
     store.close()
 
-    alone = flood_rate(workspace, service, flood, "a", clients=0, port=port, paths=paths)
+    run = f"{time.time_ns()}"  # a kept store may still hold an earlier run's flood rows
+    alone = flood_rate(workspace, service, flood, f"a{run}-", clients=0, port=port,
+                       paths=paths)
     print(f"  flood of {flood} alone: {alone[0]:.1f} images/s")
-    rate, seconds = flood_rate(workspace, service, flood, "b", clients=4, port=port,
+    rate, seconds = flood_rate(workspace, service, flood, f"b{run}-", clients=4, port=port,
                                paths=paths)
     p50, p99 = percentiles(seconds)
     print(f"  flood of {flood} with 4 clients on /similar: {rate:.1f} images/s "
@@ -196,7 +198,7 @@ def flood_rate(workspace, service, count: int, prefix: str, clients: int,
                port: int, paths: list[str]) -> tuple[float, list[float]]:
     """Images per second while ``count`` photos arrive at once (``clients`` calling /similar
     in a loop meanwhile), and the clients' timings."""
-    staging = workspace.root / f"staging-{prefix}"
+    staging = workspace.root / f"staging-{prefix[0]}"
     staging.mkdir(exist_ok=True)
     for number in range(count):
         product_photo(number % 48, size=(320, 400)).save(staging / f"{prefix}{number:05d}.jpg",
