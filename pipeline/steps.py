@@ -77,10 +77,10 @@ class Decoder(Protocol):
 
 
 class Remover(Protocol):
+    """Optional, for a remover or an embedder: ``runs_onnx = True`` when it runs an ONNX model
+    through the [onnxruntime] settings (`status` then shows what runs it)."""
+
     id: str
-    # Optional, for a remover or embedder: True when it runs an ONNX model through the
-    # [onnxruntime] settings (`status` then shows what runs it).
-    runs_onnx: bool
 
     def model_files(self) -> list[ModelFile]: ...
 
@@ -111,7 +111,11 @@ class Embedder(Protocol):
 
 
 class VectorIndex(Protocol):
-    """Nearest neighbours by cosine similarity among unit vectors stored under integer keys."""
+    """Nearest neighbours by cosine similarity among unit vectors stored under integer keys.
+
+    Optional: ``scores_together = True`` when queries searched together cost less than one by
+    one (the exact index reads its vectors once for all of them); searches asked at the same
+    moment from several threads are then gathered into one (search/gathered.py)."""
 
     id: str
 

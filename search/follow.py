@@ -3,8 +3,8 @@
 The service (after each batch it writes) and the UI (every few seconds, while the service
 writes) load the index once, then ask the store whether anything changed and apply only that.
 Searches and refreshes may come from several threads (HTTP requests beside the service loop):
-searches asked at the same moment run as one batch (search/gathered.py), and wait only while a
-refresh applies its changes.
+they run side by side (or, for an index that scores queries together, those asked at the same
+moment as one batch: search/gathered.py), and wait only while a refresh applies its changes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class FollowedIndex:
         self.store, self.model = store, model
         self._lock = SharedLock()  # searches read; applying changes writes
         self._refreshing = threading.Lock()  # one refresh at a time, its reads included
-        self._gathered = GatheredSearches(self._search_now)
+        self._search = (GatheredSearches(self._search_now)
+                        if getattr(vector_index, "scores_together", False) else self._search_now)
         restored = restore_index(store, model, vector_index, snapshot) if snapshot else None
         self.restored = restored is not None
         if restored:
@@ -66,10 +67,10 @@ class FollowedIndex:
             return self._neighbours.paths()
 
     def search(self, vector: np.ndarray, k: int) -> list[Neighbour]:
-        return self._gathered(vector[np.newaxis], k)[0]
+        return self._search(vector[np.newaxis], k)[0]
 
     def search_many(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
-        return self._gathered(vectors, k)
+        return self._search(vectors, k)
 
     def _search_now(self, vectors: np.ndarray, k: int) -> list[list[Neighbour]]:
         with self._lock.reading():

@@ -30,6 +30,7 @@ FIT_SAMPLE = 100_000
 
 class ExactIndex:
     id = "exact"
+    scores_together = True
 
     def __init__(self):
         self._blocks: list[np.ndarray] = []
