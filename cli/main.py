@@ -497,7 +497,12 @@ def models(fetch, folder, as_json, offline, config_option):
     if folder and not fetch:
         raise click.UsageError("--to needs --fetch")
     app = load_app(config_option, offline)
-    files = app.pipeline.model_files()
+    pipeline = app.pipeline
+    files = pipeline.model_files()
+    providers = app.config.onnxruntime.chosen()
+    # The steps whose model files ONNX Runtime runs (the others' run on torch, or a plugin's own).
+    onnx_steps = {file.step for step in (pipeline.remover, pipeline.embedder)
+                  if getattr(step, "runs_onnx", False) for file in step.model_files()}
     if fetch:
         for file in files:
             if folder:
@@ -516,6 +521,7 @@ def models(fetch, folder, as_json, offline, config_option):
             "matches_pin": f.matches_pin() if f.present else None,
             "source": shown_url(source_url(f)) if f.url else None,
             "how_to_supply": None if f.present else f.how_to_supply,
+            "runs_on": providers if f.step in onnx_steps else None,
         }
         for f in files
     ]
@@ -528,6 +534,6 @@ def models(fetch, folder, as_json, offline, config_option):
                 state += f" DOES NOT MATCH {row['pin']}"
             source = f"\n           from {row['source']}" if row["source"] else ""
             click.echo(f"{row['step']:<10} {row['path']}\n           {state}{source}")
-        click.echo(f"ONNX models run on: {', '.join(app.config.onnxruntime.chosen())}")
+        click.echo(f"ONNX models run on: {', '.join(providers)}")
     if not all(row["present"] and row["matches_pin"] is not False for row in rows):
         raise SystemExit(1)

@@ -169,6 +169,12 @@ def test_models_lists_files_with_digests_and_fails_when_one_is_missing(
     rows = json.loads(result.output)
     assert [row["step"] for row in rows] == ["auto", "resnet18"]
     assert all(row["present"] and len(row["sha256"]) == 64 for row in rows)
+    assert all(row["runs_on"] == ["CPUExecutionProvider"] for row in rows)  # "auto", no GPU
+    workspace.write_config(resnet18={"backend": "torch"})
+    listed = json.loads(run_cli("models", "--json").output)
+    runs_on = {row["step"]: row["runs_on"] for row in listed}
+    assert runs_on == {"auto": ["CPUExecutionProvider"], "resnet18": None}
+    workspace.write_config()
 
     workspace.write_config(resnet18={"weights": "imagenet"})
     result = run_cli("models")
