@@ -248,6 +248,13 @@ class Store:
                              f"({exc})") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        # A file's row, inserted or replaced whole (its id kept), as ``write_rows`` writes it.
+        images = ImageRecord.__table__
+        insert = dialect_insert(self.engine)(images)
+        self._upsert_row = insert.on_conflict_do_update(
+            index_elements=[images.c.path],
+            set_={column.name: insert.excluded[column.name] for column in images.columns
+                  if column.name not in ("id", "path")})
         try:
             self._prepare_schema()
         except DBAPIError as exc:
@@ -468,20 +475,14 @@ class Store:
             generation = self._next_generation(session)
             keys = {model: self._model_key(session, model, add=True)
                     for model in {item.model for item in rows} - {None}}
-            existing = {row.path: row for (row,) in _rows_where(
-                session, select(ImageRecord), ImageRecord.path, [item.path for item in rows])}
-            for item in rows:
-                row = existing.get(item.path)
-                if row is None:
-                    row = ImageRecord(path=item.path)
-                    session.add(row)
-                row.sha256, row.size, row.mtime_ns = item.sha256, item.size, item.mtime_ns
-                row.width, row.height = item.width, item.height
-                row.model_id = keys.get(item.model)
-                row.vector, row.error, row.removal = item.vector, item.error, item.removal
-                row.limits = item.limits
-                row.status = FAILED if item.error is not None else INDEXED
-                row.generation = generation
+            if rows:  # one upsert for them all (the ORM's unit of work cost 0.3 ms a row)
+                session.execute(self._upsert_row, [{
+                    "path": item.path, "sha256": item.sha256, "size": item.size,
+                    "mtime_ns": item.mtime_ns, "width": item.width, "height": item.height,
+                    "model_id": keys.get(item.model), "vector": item.vector,
+                    "error": item.error, "removal": item.removal, "limits": item.limits,
+                    "status": FAILED if item.error is not None else INDEXED,
+                    "generation": generation} for item in rows])
             if not gone:
                 return 0
             deleted = session.execute(
