@@ -248,13 +248,12 @@ class Store:
                              f"({exc})") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        # A file's row, inserted or replaced whole (its id kept), as ``write_rows`` writes it.
         images = ImageRecord.__table__
         insert = dialect_insert(self.engine)(images)
-        self._upsert_row = insert.on_conflict_do_update(
+        self._upsert_image = insert.on_conflict_do_update(
             index_elements=[images.c.path],
             set_={column.name: insert.excluded[column.name] for column in images.columns
-                  if column.name not in ("id", "path")})
+                  if column.name not in ("id", "path", "created_at")}).returning(images.c.id)
         try:
             self._prepare_schema()
         except DBAPIError as exc:
@@ -475,14 +474,15 @@ class Store:
             generation = self._next_generation(session)
             keys = {model: self._model_key(session, model, add=True)
                     for model in {item.model for item in rows} - {None}}
-            if rows:  # one upsert for them all (the ORM's unit of work cost 0.3 ms a row)
-                session.execute(self._upsert_row, [{
-                    "path": item.path, "sha256": item.sha256, "size": item.size,
-                    "mtime_ns": item.mtime_ns, "width": item.width, "height": item.height,
-                    "model_id": keys.get(item.model), "vector": item.vector,
-                    "error": item.error, "removal": item.removal, "limits": item.limits,
-                    "status": FAILED if item.error is not None else INDEXED,
-                    "generation": generation} for item in rows])
+            values = [{
+                "path": item.path, "sha256": item.sha256, "size": item.size,
+                "mtime_ns": item.mtime_ns, "width": item.width, "height": item.height,
+                "model_id": keys.get(item.model), "vector": item.vector, "error": item.error,
+                "removal": item.removal, "limits": item.limits,
+                "status": FAILED if item.error is not None else INDEXED,
+                "generation": generation} for item in rows]
+            if values:
+                self._upsert_images(session, values)
             if not gone:
                 return 0
             deleted = session.execute(
@@ -490,6 +490,14 @@ class Store:
             if deleted:
                 self._log_removals(session, generation, gone)
             return deleted
+
+    def _upsert_images(self, session: Session, values: list[dict[str, Any]]) -> None:
+        """Insert each row, or replace the row of its path (its id and created_at kept). With
+        RETURNING, SQLAlchemy sends the rows as multi-row statements ("insertmanyvalues"),
+        compiled once: not as an executemany, which psycopg pipelines, and a node paused
+        mid-pipeline leaves its session active, where the server's idle timeout never ends
+        it and its locks freeze every other node."""
+        session.execute(self._upsert_image, values).all()
 
     def paths_under(self, folder: str) -> list[str]:
         """Stored paths inside ``folder`` (not those of a folder that merely starts alike)."""

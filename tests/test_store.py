@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from lookalike.base.shared_lock import SharedLock
@@ -51,6 +52,24 @@ def store(tmp_path):
 def facts(path: str, vector: list[float], sha: str = "", model: str = "m") -> ImageRow:
     data = np.asarray(vector, dtype=np.float32)
     return ImageRow(path, sha or path, 10, 1, 4, 4, model, data.tobytes())
+
+
+def test_a_row_written_again_is_replaced_keeping_its_id_and_creation_time(store):
+    def stored(path: str):
+        with store.engine.connect() as connection:
+            return connection.execute(text(
+                "SELECT id, sha256, error, status, created_at, updated_at FROM images "
+                "WHERE path = :path"), {"path": path}).one()
+
+    store.write_rows([facts("a.jpg", [1, 0]), facts("b.jpg", [0, 1])])
+    first = stored("a.jpg")
+    store.write_rows([ImageRow("a.jpg", "other", 11, 2, error="not an image"),
+                      facts("c.jpg", [1, 1])])
+    again = stored("a.jpg")
+    assert (again.id, again.created_at) == (first.id, first.created_at)
+    assert (again.sha256, again.error, again.status) == ("other", "not an image", "failed")
+    assert again.updated_at >= first.updated_at
+    assert store.count_indexed("m") == 2  # b and c: a failed now
 
 
 def test_database_uses_wal_so_readers_never_block_the_writer(store, tmp_path):
