@@ -29,7 +29,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session
 
-from lookalike.base.chunks import chunks
+from lookalike.base.chunks import SQL_CHUNK, chunks
 from lookalike.base.errors import LookalikeError
 from lookalike.store.tables import FAILED, INDEXED, ImageRecord, Meta, ModelName, Removal
 from lookalike.store.urls import is_server, masked, sqlite_file
@@ -368,8 +368,10 @@ class Store:
     @staticmethod
     def _log_removals(session: Session, generation: int, paths: list[str]) -> None:
         """Log ``paths`` as removed by this write; forget removals too old to be asked for."""
-        session.execute(insert(Removal), [{"generation": generation, "path": path}
-                                          for path in paths])
+        # Multi-row statements, not an executemany (see _upsert_images).
+        for chunk in chunks(paths, SQL_CHUNK // 2):
+            session.execute(insert(Removal).values(
+                [{"generation": generation, "path": path} for path in chunk]))
         oldest_kept = generation - REMOVALS_KEPT + 1
         session.execute(delete(Removal).where(Removal.generation < oldest_kept))
         session.merge(Meta(key="removals_from", value=str(oldest_kept)))
