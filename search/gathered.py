@@ -25,7 +25,6 @@ class _Request:
     vectors: np.ndarray
     k: int
     done: threading.Event = field(default_factory=threading.Event)
-    leads: bool = False  # this request's thread searches for everyone waiting
     found: list[list[Neighbour]] | None = None
     error: BaseException | None = None
 
@@ -42,9 +41,8 @@ class GatheredSearches:
         request = _Request(vectors, k)
         with self._lock:
             self._waiting.append(request)
-            if not self._running:
-                self._running = request.leads = True
-        if not request.leads:
+            leads, self._running = not self._running, True
+        if not leads:
             request.done.wait()  # answered, or handed the lead
         if request.found is None and request.error is None:
             self._search_waiting()
@@ -70,10 +68,7 @@ class GatheredSearches:
                 request.error = exc
         with self._lock:
             following = self._waiting[0] if self._waiting else None
-            if following is None:
-                self._running = False
-            else:
-                following.leads = True
+            self._running = following is not None
         for request in batch:
             request.done.set()
         if following is not None:

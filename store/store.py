@@ -37,7 +37,7 @@ from lookalike.store.urls import is_server, masked, sqlite_file
 log = logging.getLogger(__name__)
 
 # 2: generations, removals; 3: images.removal; 4: claims, nodes; 5: limits, nodes.pid_space;
-# 6: nodes.http; 7: model ids stored once
+# 6: nodes.http; 7: model ids stored once; 8: nodes.onnx_providers
 SCHEMA_VERSION = 8
 # Write generations whose removals stay logged: a reader further behind compares every path.
 REMOVALS_KEPT = 10_000
