@@ -83,10 +83,10 @@ class App:
         if lock_path(self.config.catalogue.database):  # the lock held: any node there is dead
             forget_nodes(store)
         lease = self.config.daemon.lease_seconds
-        with joined(store, command, self.pipeline.model_id, lease,
-                    self.pipeline.limits) as node:
-            if self.pipeline.runs_onnx:
-                node.runs_onnx_on(self.config.onnxruntime.chosen())
+        providers = (", ".join(self.config.onnxruntime.chosen()) if self.pipeline.runs_onnx
+                     else None)
+        with joined(store, command, self.pipeline.model_id, lease, self.pipeline.limits,
+                    providers) as node:
             yield node
 
     def check_snapshot_folder(self) -> None:

@@ -76,7 +76,7 @@ class ThisNode:
     """This process among the store's nodes: its row, its claims, its heartbeat thread."""
 
     def __init__(self, store: Store, command: str, model: str, lease_seconds: float,
-                 limits: str = ""):
+                 limits: str = "", onnx_providers: str | None = None):
         """Join: refused while a live node embeds with another pipeline or reads with other
         limits (it would re-embed every image the others embed, and they its), checked and
         joined in one transaction, under a lock on PostgreSQL (two nodes started at once
@@ -97,6 +97,7 @@ class ThisNode:
                         "must use the same pipeline")
             session.add(Node(id=self.id, host=socket.gethostname(), pid=os.getpid(),
                              pid_space=PID_SPACE, command=command, model=model, limits=limits,
+                             onnx_providers=onnx_providers,
                              since=now, heartbeat=now, lease=lease_seconds, queue=0,
                              embedded=0))
         self.claims = Claims(store, self.id, lease_seconds)
@@ -114,12 +115,6 @@ class ThisNode:
         """Where this node answers HTTP (None: no longer)."""
         with self.store.session() as session:
             session.execute(update(Node).where(Node.id == self.id).values(http=url))
-
-    def runs_onnx_on(self, providers: list[str]) -> None:
-        """What runs this node's ONNX models (ONNX Runtime's execution providers, in order)."""
-        with self.store.session() as session:
-            session.execute(update(Node).where(Node.id == self.id).values(
-                onnx_providers=", ".join(providers)))
 
     def renew(self) -> None:
         """The heartbeat: this node is alive and still working on what it claimed."""
@@ -150,9 +145,10 @@ class ThisNode:
 
 @contextmanager
 def joined(store: Store, command: str, model: str, lease_seconds: float = 60.0,
-           limits: str = "") -> Iterator[ThisNode]:
-    """This process as a node of ``store`` for the block (see ``ThisNode``)."""
-    node = ThisNode(store, command, model, lease_seconds, limits)
+           limits: str = "", onnx_providers: str | None = None) -> Iterator[ThisNode]:
+    """This process as a node of ``store`` for the block (see ``ThisNode``);
+    ``onnx_providers``: what runs its ONNX models, as `status` shows it (None: none)."""
+    node = ThisNode(store, command, model, lease_seconds, limits, onnx_providers)
     try:
         yield node
     finally:
