@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -191,9 +193,24 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute(f"PRAGMA busy_timeout={BUSY_MILLISECONDS}")
     cursor.execute(f"PRAGMA page_size={PAGE_SIZE}")
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _switch_to_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _switch_to_wal(cursor) -> None:
+    """``PRAGMA journal_mode=WAL``, retried for ``BUSY_MILLISECONDS``: while another process
+    switches the same new file, SQLite answers "locked" at once instead of waiting out the
+    busy timeout (waiting with the read lock the pragma holds could deadlock)."""
+    deadline = time.monotonic() + BUSY_MILLISECONDS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _repack(connection) -> None:
@@ -218,7 +235,7 @@ def _repack(connection) -> None:
     except OperationalError as exc:  # the disk full, most likely: the file is as it was
         log.warning("kept the database's pages as they were: %s", str(exc.orig).splitlines()[0])
     finally:
-        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+        _switch_to_wal(connection.connection.dbapi_connection.cursor())
 
 
 def _rows_where(session: Session, query, column, values: Iterable[str]) -> list:

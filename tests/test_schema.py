@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from itertools import count
@@ -108,6 +110,19 @@ def test_three_processes_opening_one_new_database_at_once_all_succeed(new_databa
         children = [open_in_child(url, start_at=start_at) for _ in range(3)]
         assert [exit_status(child) for child in children] == [0, 0, 0]
         assert_current(url)
+
+
+def test_a_sqlite_file_locked_for_writing_when_it_is_opened_is_waited_for(tmp_path):
+    # Another connection's write lock on a rollback-journal file: switching it to WAL is
+    # answered "locked" at once, without SQLite's busy timeout (the race of processes opening
+    # one new file, made certain).
+    file = tmp_path / "catalogue.db"
+    writer = sqlite3.connect(file, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.5, writer.close).start()
+    began = time.monotonic()
+    assert_current(f"sqlite:///{file}")
+    assert time.monotonic() - began >= 0.5
 
 
 def test_a_revision_of_a_newer_lookalike_is_refused_in_one_line(new_database):
