@@ -3,6 +3,7 @@
     with Catalogue.opened("config.toml") as catalogue:
         catalogue.similar(["tops/12345.jpg"], k=10)      # from stored vectors: no model loaded
         catalogue.query([("photo.jpg", data)], k=10)     # embeds the photo
+        catalogue.query_text([("q", "red floral dress")], k=10)  # a CLIP model's text tower
         catalogue.status()
 
 Both searches use the catalogue's in-memory index, loaded on first use; `refresh()` applies what
@@ -20,7 +21,7 @@ from typing import Any
 from lookalike.api.app import App
 from lookalike.base.errors import LookalikeError
 from lookalike.search.follow import FollowedIndex
-from lookalike.search.query import answer_queries, answer_similar
+from lookalike.search.query import answer_queries, answer_similar, answer_texts
 from lookalike.search.settings import MAX_K
 from lookalike.store.status import catalogue_status
 from lookalike.store.store import Store
@@ -64,6 +65,11 @@ class Catalogue:
     def query(self, images: Sequence[tuple[str, bytes]], k: int | None = None) -> list[Answer]:
         """One answer per (name, image bytes): the k catalogue images most like it."""
         return answer_queries(self.app.pipeline, self.index, images, self._k(k))
+
+    def query_text(self, texts: Sequence[tuple[str, str]], k: int | None = None) -> list[Answer]:
+        """One answer per (name, text): the k catalogue images that best match the words;
+        LookalikeError (one line) when the embedder reads no words."""
+        return answer_texts(self.app.pipeline, self.index, texts, self._k(k))
 
     def similar(self, paths: Sequence[str], k: int | None = None) -> list[Answer]:
         """One answer per catalogue path: the k images most like it, itself left out; an

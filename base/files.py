@@ -17,6 +17,9 @@ from pathlib import Path, PurePosixPath
 IMAGE_SUFFIXES = {
     ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".avif",
 }
+# The inbox also answers text files: their words are the query (a CLIP embedder's).
+TEXT_SUFFIX = ".txt"
+QUERY_SUFFIXES = IMAGE_SUFFIXES | {TEXT_SUFFIX}
 ANSWER_SUFFIX = ".neighbours.json"
 # The file that marks a catalogue's root folder (its content: the catalogue's id).
 ROOT_MARK = ".lookalike-catalogue"
@@ -65,8 +68,9 @@ def file_path(root: Path, stored: str) -> Path:
     return root / disk_name(stored)
 
 
-def is_candidate(relative: str) -> bool:
-    """True for a path (relative to its watched folder) that names an image to process."""
+def is_candidate(relative: str, suffixes: set[str] = IMAGE_SUFFIXES) -> bool:
+    """True for a path (relative to its watched folder) that names an image to process (a
+    query, with ``QUERY_SUFFIXES``)."""
     parts = PurePosixPath(relative).parts
     if not parts or any(part.startswith(".") for part in parts):
         return False
@@ -74,7 +78,7 @@ def is_candidate(relative: str) -> bool:
     if name.startswith("~$") or name.lower().endswith(ANSWER_SUFFIX):
         return False
     # Partial downloads (x.jpg.part, x.jpg.crdownload) fail this until renamed.
-    return PurePosixPath(name).suffix.lower() in IMAGE_SUFFIXES
+    return PurePosixPath(name).suffix.lower() in suffixes
 
 
 def is_candidate_folder(relative: str) -> bool:
@@ -133,20 +137,21 @@ class Scan:
             stored.startswith(folder + "/") for folder in self.unreadable)
 
 
-def scan(root: Path, folder: str = "", recursive: bool = True) -> Scan:
+def scan(root: Path, folder: str = "", recursive: bool = True,
+         suffixes: set[str] = IMAGE_SUFFIXES) -> Scan:
     """Every candidate image under ``root`` (or only under its stored sub-folder ``folder``) in
-    one walk: os.scandir gives each entry's type without another system call. Raises OSError
-    when the folder itself cannot be listed."""
+    one walk: os.scandir gives each entry's type without another system call (every query,
+    with ``QUERY_SUFFIXES``). Raises OSError when the folder itself cannot be listed."""
     found, real_root = Scan(), os.path.realpath(root)
     prefix = disk_name(folder) + "/" if folder else ""
     if not _no_linked_folder(root, Path(prefix), real_root):
         return found
-    _scan_folder(root, prefix, real_root, recursive, found, top=True)
+    _scan_folder(root, prefix, real_root, recursive, suffixes, found, top=True)
     return found
 
 
-def _scan_folder(root: Path, prefix: str, real_root: str, recursive: bool, found: Scan,
-                 top: bool = False) -> None:
+def _scan_folder(root: Path, prefix: str, real_root: str, recursive: bool,
+                 suffixes: set[str], found: Scan, top: bool = False) -> None:
     try:
         with os.scandir(os.path.join(root, prefix) if prefix else root) as listing:
             entries = sorted(listing, key=lambda entry: entry.name)
@@ -164,8 +169,8 @@ def _scan_folder(root: Path, prefix: str, real_root: str, recursive: bool, found
         try:
             if entry.is_dir(follow_symlinks=False):
                 if recursive:
-                    _scan_folder(root, relative + "/", real_root, recursive, found)
-            elif is_candidate(relative):
+                    _scan_folder(root, relative + "/", real_root, recursive, suffixes, found)
+            elif is_candidate(relative, suffixes):
                 stat = _image_stat(entry, real_root)
                 if stat is not None:
                     found.files[stored_name(relative)] = stat

@@ -84,7 +84,7 @@ def removal_cost(app: App, folder: Path, names: list[str]) -> tuple[str, float, 
     started = time.perf_counter()
     removed = [pipeline.remover.remove(image) for image in images]
     remove = (time.perf_counter() - started) / len(images)
-    squares = [pipeline.padder.pad(image, 224) for image in removed]
+    squares = [pipeline.padder.pad(image, 224, pipeline.resample) for image in removed]
     started = time.perf_counter()
     for square in squares:
         pipeline.embed([square])

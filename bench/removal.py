@@ -356,7 +356,7 @@ def main() -> None:
         none = with_remover(app, "none")
         photos = [none.decoder.decode(scene(kind, i)[0], 224) for i, kind in
                   enumerate(KINDS * 3)]
-        squares = [none.padder.pad(photo, 224) for photo in photos]
+        squares = [none.padder.pad(photo, 224, none.resample) for photo in photos]
         embed = per_image(lambda square: none.embed([square]), squares)
         print(f"resnet18 embedding one image: {embed:6.1f} ms")
         u2net = network_costs(app, models, photos)

@@ -235,24 +235,34 @@ def index(allow_mass_removal, offline, config_option):
 
 
 @cli.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--similar", is_flag=True,
               help="IMAGES are catalogue paths (under images_dir): answer from their stored "
                    "vectors, without loading a model; each image itself is left out.")
+@click.option("--text", "texts", multiple=True, metavar="WORDS",
+              help="Search by words (\"red floral dress\"), with a CLIP embedder; repeat for "
+                   "several. Nothing is stored.")
 @k_option(None, "How many neighbours (default: [query] k).")
 @json_option
 @offline_option
 @config_option
-def query(images, similar, k, as_json, offline, config_option):
-    """Find the catalogue images that look most like each IMAGE (--json: the inbox's JSON)."""
+def query(images, similar, texts, k, as_json, offline, config_option):
+    """Find the catalogue images that look most like each IMAGE, or match each --text
+    (--json: the inbox's JSON)."""
     from lookalike.api.catalogue import Catalogue
     from lookalike.base.files import stored_name
     from lookalike.search.query import EMPTY_INDEX
 
+    if bool(images) == bool(texts) or (similar and texts):
+        raise click.UsageError("give IMAGES, or --text WORDS, not both")
     # One query scans every vector once: cheaper than building an approximate index.
     with Catalogue.opened(config_option, offline, index_name="exact") as catalogue:
         if similar:
             answers = catalogue.similar(images, k)
+        elif texts:
+            if catalogue.index.size == 0:
+                raise LookalikeError(f"{EMPTY_INDEX}: run `lookalike index` or the service")
+            answers = catalogue.query_text([(text, text) for text in texts], k)
         else:
             queries = []
             for image in images:
@@ -264,7 +274,7 @@ def query(images, similar, k, as_json, offline, config_option):
             if catalogue.index.size == 0:
                 raise LookalikeError(f"{EMPTY_INDEX}: run `lookalike index` or the service")
             answers = catalogue.query(queries, k)
-    for image, answer in zip(images, answers, strict=True):
+    for image, answer in zip(images or texts, answers, strict=True):
         if "error" in answer:
             raise LookalikeError(f"{stored_name(image)}: {answer['error']}")
     if as_json:

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from lookalike.api.config import CONFIG_ENV
 from lookalike.base.errors import ImageError, LookalikeError
 from lookalike.base.files import file_path
 from lookalike.pipeline.builtins.auto_remover import PLAIN
-from lookalike.pipeline.pipeline import Pipeline, Prepared
+from lookalike.pipeline.pipeline import NO_TEXT_TOWER, Pipeline, Prepared
 from lookalike.search.query import EMPTY_INDEX, answer_queries
 from lookalike.search.settings import MAX_K
 from lookalike.store.nodes import nodes
@@ -56,12 +57,16 @@ def answering_service(_catalogue: Catalogue) -> str | None:
                 None)
 
 
-def asked(url: str, token: str, data: bytes, k: int) -> dict[str, Any] | None:
-    """The service's answer to an image (its error as an answer); None when it cannot be
-    reached, so the page answers itself."""
+def asked(url: str, token: str, query: dict, k: int) -> dict[str, Any] | None:
+    """The service's answer to a query, an image or words (its error as an answer); None
+    when it cannot be reached, so the page answers itself."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    request = urllib.request.Request(f"{url}/query?k={k}", data=data, method="POST",
-                                     headers=headers)
+    if query["text"] is not None:
+        words = urllib.parse.urlencode({"text": query["text"], "k": k})
+        request = urllib.request.Request(f"{url}/query?{words}", headers=headers)
+    else:
+        request = urllib.request.Request(f"{url}/query?k={k}", data=query["data"],
+                                         method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.load(response)
@@ -111,9 +116,20 @@ def show_catalogue_image(app: App, path: str, **image_options) -> None:
 def choose_query(pipeline: Pipeline, name: str, data: bytes, item: str | None = None) -> None:
     """Make (name, data) the query; ``item`` is its catalogue path when it came from there.
     Its digest and thumbnail are made here once, not on every rerun of the page."""
-    st.session_state.query = {"name": name, "data": data, "item": item,
+    st.session_state.query = {"name": name, "data": data, "item": item, "text": None,
                               "digest": hashlib.sha256(data).hexdigest(),
                               "thumbnail": thumbnail(pipeline, data)}
+
+
+def use_words() -> None:
+    """Make the words typed the query (a CLIP embedder's text tower answers it)."""
+    text = " ".join(st.session_state.words.split())
+    if not text:
+        st.session_state.pop("query", None)
+        return
+    st.session_state.query = {"name": text, "data": None, "item": None, "text": text,
+                              "digest": hashlib.sha256(text.encode()).hexdigest(),
+                              "thumbnail": None}
 
 
 def use_upload(pipeline: Pipeline) -> None:
@@ -140,15 +156,16 @@ def answer_for(catalogue: Catalogue, query: dict, k: int):
     url = answering_service(catalogue)
     key = (query["name"], query["digest"], k, catalogue.store.generation(), url)
     if st.session_state.get("answer_key") != key:
-        answer = None
+        answer, words = None, query["text"] is not None
         if url:
-            seen = [prepared(catalogue.app.pipeline, query["data"])]
-            answer = asked(url, catalogue.app.config.http.token, query["data"], k)
+            seen = [None if words else prepared(catalogue.app.pipeline, query["data"])]
+            answer = asked(url, catalogue.app.config.http.token, query, k)
         if answer is None:
-            seen = []
+            seen = [None] if words else []
             catalogue.refresh()
-            answer = answer_queries(catalogue.app.pipeline, catalogue.index,
-                                    [(query["name"], query["data"])], k, seen)[0]
+            answer = (catalogue.query_text([(query["name"], query["text"])], k)[0] if words
+                      else answer_queries(catalogue.app.pipeline, catalogue.index,
+                                          [(query["name"], query["data"])], k, seen)[0])
         st.session_state.answer, st.session_state.answer_key = (answer, seen[0]), key
     return st.session_state.answer
 
@@ -172,17 +189,23 @@ def what_the_steps_did(pipeline: Pipeline, seen: Prepared) -> str:
 
 def query_panel(catalogue: Catalogue) -> None:
     app = catalogue.app
-    upload_column, k_column = st.columns([4, 1])
+    upload_column, words_column, k_column = st.columns([3, 2, 1])
     with upload_column:
         st.file_uploader("Upload a product photo", key="upload", on_change=use_upload,
                          args=(app.pipeline,))
+    with words_column:
+        reads_text = app.pipeline.reads_text
+        st.text_input("Or describe it in words", key="words", on_change=use_words,
+                      placeholder="red floral summer dress", disabled=not reads_text,
+                      help=None if reads_text else NO_TEXT_TOWER)
     with k_column:
         k = st.number_input("Lookalikes", min_value=1, max_value=MAX_K, value=app.config.query.k)
     if problem := st.session_state.pop("query_problem", None):
         st.error(problem)
     query = st.session_state.get("query")
     if query is None:
-        st.info("Upload a photo, or press **Find lookalikes** under a catalogue image below.")
+        st.info("Upload a photo, describe it in words (with a CLIP embedder), or press **Find "
+                "lookalikes** under a catalogue image below.")
         return
     answer, seen = answer_for(catalogue, query, k)
     query_column, results_column = st.columns([1, 4])
@@ -191,6 +214,8 @@ def query_panel(catalogue: Catalogue) -> None:
         if query["thumbnail"] is not None:
             st.image(query["thumbnail"], caption=query["name"], alt=f"query: {query['name']}",
                      width="stretch")
+        elif query["text"] is not None:
+            st.text(f"“{query['text']}”")  # as typed: no markdown of the user's
         if seen is not None:
             st.image(seen.square, alt="what the model saw", width="stretch",
                      caption=f"What the model saw: {what_the_steps_did(app.pipeline, seen)}")

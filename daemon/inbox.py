@@ -13,14 +13,15 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from lookalike.base.atomic import write_atomically
-from lookalike.base.errors import ImageError, TransientError, UnreadableFile
-from lookalike.base.files import ANSWER_SUFFIX, stored_name
+from lookalike.base.errors import ImageError, LookalikeError, TransientError, UnreadableFile
+from lookalike.base.files import ANSWER_SUFFIX, TEXT_SUFFIX, stored_name
 from lookalike.daemon.retry import RetriedWrites, RetryTimes
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.search.follow import FollowedIndex
-from lookalike.search.query import answer_queries
+from lookalike.search.query import answer_queries, answer_texts, read_text_query
 from lookalike.store.nodes import ThisNode
 
 log = logging.getLogger(__name__)
@@ -98,9 +99,15 @@ class InboxAnswerer:
             self.retries.later(unanswered[key][0], self.claim_retry_seconds)
 
     def _answer_claimed(self, claimed: list[tuple[Path, str]]) -> None:
-        queries = []
+        queries, texts = [], []
         for path, digest in claimed:
             if is_answered(path, digest):  # by the node that held it before
+                continue
+            if path.suffix.lower() == TEXT_SUFFIX:
+                try:
+                    texts.append((path, digest, read_text_query(path)))
+                except LookalikeError as exc:
+                    texts.append((path, digest, exc))
                 continue
             try:
                 data = self.pipeline.read_file(path)
@@ -110,12 +117,15 @@ class InboxAnswerer:
             except ImageError as exc:
                 data = exc
             queries.append((path, digest, data))
-        if not queries:
-            return
+        for answering, asked in ((answer_queries, queries), (answer_texts, texts)):
+            if asked:
+                self._answer_each(answering, asked)
+
+    def _answer_each(self, answering, queries: list[tuple[Path, str, Any]]) -> None:
         try:
-            answers = answer_queries(self.pipeline, self.index,
-                                     [(stored_name(path.name), data)
-                                      for path, _, data in queries], self.k)
+            answers = answering(self.pipeline, self.index,
+                                [(stored_name(path.name), data) for path, _, data in queries],
+                                self.k)
         except TransientError as exc:  # out of memory: the queries wait for a retry
             log.warning("queries %s: %s; trying again later",
                         ", ".join(stored_name(path.name) for path, _, _ in queries), exc)

@@ -9,6 +9,8 @@ from pathlib import Path
 from watchdog.events import FileSystemEvent
 
 from lookalike.base.files import (
+    IMAGE_SUFFIXES,
+    QUERY_SUFFIXES,
     file_path,
     is_candidate,
     is_candidate_folder,
@@ -39,11 +41,12 @@ class EventRouter:
 
     def settle_later(self, path: Path) -> None:
         """Settle ``path`` when it is a candidate in images_dir, or a query in inbox_dir."""
-        for root, recursive in ((self.images_dir, True), (self.inbox_dir, False)):
+        for root, recursive, suffixes in ((self.images_dir, True, IMAGE_SUFFIXES),
+                                          (self.inbox_dir, False, QUERY_SUFFIXES)):
             relative = relative_path(root, path)
             if relative is None:
                 continue
-            if is_candidate(relative) and (recursive or "/" not in relative):
+            if is_candidate(relative, suffixes) and (recursive or "/" not in relative):
                 self.settler.touch(path)
             return
 
@@ -70,7 +73,7 @@ class EventRouter:
     def settle_inbox(self) -> None:
         """Settle every query in the inbox; those already answered are skipped when due."""
         try:
-            queries = scan(self.inbox_dir, recursive=False).files
+            queries = scan(self.inbox_dir, recursive=False, suffixes=QUERY_SUFFIXES).files
         except OSError:
             return  # missing: the watcher logs it and says when it is back
         for name in queries:

@@ -27,6 +27,9 @@ from lookalike.pipeline.steps import (
     Remover,
 )
 
+NO_TEXT_TOWER = ("the configured embedder has no text tower: search by words needs a CLIP "
+                 "model ([pipeline] embedder = \"clip\")")
+
 
 @dataclass(frozen=True)
 class PipelineSteps:
@@ -126,7 +129,7 @@ class Pipeline:
         with failures_of_one_file():
             image = self.decoder.decode(data, size)
             cutout = self.remover.remove(image)
-            square = self.padder.pad(cutout, size)
+            square = self.padder.pad(cutout, size, self.resample)
         return Prepared(square, image.info.get("full_size", image.size),
                         cutout.info.get("removal", self.remover.id))
 
@@ -134,7 +137,31 @@ class Pipeline:
         """Load every model now, so a missing or broken one stops start-up, not an image."""
         sample = Image.new("RGB", (64, 64), (255, 255, 255))
         sample.paste((90, 90, 90), (16, 16, 48, 48))
-        self.embed([self.padder.pad(self.remover.remove(sample), self.embedder.input_size)])
+        self.embed([self.padder.pad(self.remover.remove(sample), self.embedder.input_size,
+                                    self.resample)])
+
+    @property
+    def resample(self) -> Image.Resampling:
+        """How the padder resizes: as the embedder's model was trained (bilinear unless it
+        says otherwise)."""
+        return getattr(self.embedder, "resample", Image.Resampling.BILINEAR)
+
+    @property
+    def reads_text(self) -> bool:
+        """True when the embedder embeds words too (a CLIP model's text tower)."""
+        return hasattr(self.embedder, "embed_text")
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors of ``texts``, comparable with the images'; LookalikeError (one line)
+        when the embedder has no text tower."""
+        if not self.reads_text:
+            raise LookalikeError(NO_TEXT_TOWER)
+        started = time.perf_counter()
+        with out_of_memory_passes():
+            vectors = np.ascontiguousarray(self.embedder.embed_text(texts), dtype=np.float32)
+        for observer in self.embed_observers:
+            observer(len(texts), time.perf_counter() - started)
+        return vectors
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Unit vectors, one row per prepared image; TransientError when memory ran out."""

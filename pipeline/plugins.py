@@ -35,6 +35,7 @@ BUILTIN_PLUGINS = (
     "lookalike.pipeline.builtins.auto_remover",
     "lookalike.pipeline.builtins.white_padder",
     "lookalike.pipeline.builtins.resnet18_embedder",
+    "lookalike.pipeline.builtins.clip_embedder",
     "lookalike.pipeline.builtins.exact_index",
     "lookalike.pipeline.builtins.hnsw_index",
 )

@@ -92,11 +92,17 @@ class Remover(Protocol):
 class Padder(Protocol):
     id: str
 
-    def pad(self, image: Image.Image, size: int) -> Image.Image:
-        """Return a ``size`` x ``size`` RGB image."""
+    def pad(self, image: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
+        """Return a ``size`` x ``size`` RGB image, resized with ``resample`` (the
+        interpolation the embedder's model was trained with)."""
 
 
 class Embedder(Protocol):
+    """Optional: ``resample``, the interpolation its model was trained with (a
+    ``PIL.Image.Resampling``; bilinear without it); ``embed_text(texts)`` -> (n, dimension)
+    unit vectors comparable with the images', for an embedder that reads words (search by
+    words is refused without it)."""
+
     dimension: int
     input_size: int
 

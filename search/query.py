@@ -1,16 +1,17 @@
-"""The query functions: image bytes, or a catalogue item's stored vector -> a neighbours answer.
-The inbox, the CLI, the UI and HTTP all answer through them, in one schema."""
+"""The query functions: image bytes, a catalogue item's stored vector, or words -> a neighbours
+answer. The inbox, the CLI, the UI and HTTP all answer through them, in one schema."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lookalike.base.errors import ImageError
-from lookalike.pipeline.pipeline import Pipeline, Prepared
+from lookalike.base.errors import ImageError, LookalikeError, TransientError
+from lookalike.pipeline.pipeline import NO_TEXT_TOWER, Pipeline, Prepared
 from lookalike.pipeline.steps import VectorIndex
 from lookalike.search.index import Neighbour, NeighbourIndex
 from lookalike.store.store import Store
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from lookalike.search.follow import FollowedIndex
 
 EMPTY_INDEX = "the index holds no images embedded by this model yet"
+# A text query is a few words; a file this long is not one.
+MAX_TEXT_BYTES = 4096
 
 
 def load_index(store: Store, model: str, vector_index: VectorIndex) -> NeighbourIndex:
@@ -55,6 +58,58 @@ def answer_queries(
     # Scored together: the exact index reads its vectors once for all of them.
     found = dict(zip([position for position, _ in prepared],
                      index.search_many(vectors, k) if prepared else [], strict=True))
+    return [answer(name, pipeline.model_id, k, index, found.get(position, []),
+                   errors.get(position))
+            for position, (name, _) in enumerate(queries)]
+
+
+def read_text_query(path: Path) -> str:
+    """The words of a text query file (UTF-8, at most ``MAX_TEXT_BYTES``); LookalikeError
+    with one line saying why it is not one."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_TEXT_BYTES + 1)
+    except OSError as exc:
+        raise LookalikeError(f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_TEXT_BYTES:
+        raise LookalikeError(f"a text query is at most {MAX_TEXT_BYTES} bytes")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise LookalikeError("a text query must be UTF-8 text") from None
+
+
+def answer_texts(
+    pipeline: Pipeline,
+    index: NeighbourIndex | FollowedIndex,
+    queries: Sequence[tuple[str, str | LookalikeError]],
+    k: int,
+) -> list[dict[str, Any]]:
+    """One answer per (name, text): the k catalogue images nearest the text's embedding (by
+    the embedder's text tower), or an "error" field: the text is blank or was the error met
+    reading it, or the embedder has no text tower. Nothing is stored."""
+    errors: dict[int, str] = {}
+    words = []
+    for position, (_, text) in enumerate(queries):
+        if isinstance(text, LookalikeError):
+            errors[position] = str(text)
+        elif not pipeline.reads_text:
+            errors[position] = NO_TEXT_TOWER
+        elif not text.strip():
+            errors[position] = "the text is empty"
+        else:
+            words.append((position, " ".join(text.split())))
+    found = {}
+    if words:
+        try:
+            vectors = pipeline.embed_text([text for _, text in words])
+        except TransientError:
+            raise
+        except LookalikeError as exc:  # the text tower cannot run: each query says why
+            errors.update((position, str(exc)) for position, _ in words)
+        else:
+            found = dict(zip([position for position, _ in words],
+                             index.search_many(vectors, k), strict=True))
     return [answer(name, pipeline.model_id, k, index, found.get(position, []),
                    errors.get(position))
             for position, (name, _) in enumerate(queries)]

@@ -39,7 +39,7 @@ from starlette.types import Message, Receive, Scope, Send
 from lookalike.api.catalogue import Answer, Catalogue
 from lookalike.base.errors import LookalikeError, TransientError
 from lookalike.daemon.settings import HttpSettings, address
-from lookalike.search.query import EMPTY_INDEX
+from lookalike.search.query import EMPTY_INDEX, MAX_TEXT_BYTES
 from lookalike.search.settings import MAX_K
 from lookalike.web.metrics import Metrics
 
@@ -101,6 +101,21 @@ def http_app(catalogue: Catalogue, settings: HttpSettings, metrics: Metrics,
                 embedding.release()
 
         return answered(await run_in_threadpool(answer), 400)
+
+    @app.get("/query", summary="The catalogue images that best match words (with a CLIP "
+             "embedder: its text tower); nothing is stored")
+    def query_text(text: Annotated[str, Query(max_length=MAX_TEXT_BYTES,
+                                              description="the words, e.g. red floral dress")],
+                   k: K = None) -> JSONResponse:
+        if not embedding.acquire(blocking=False):
+            raise busy(f"{settings.max_concurrent_embeddings} queries are being embedded "
+                       "already: try again shortly")
+        try:
+            return answered(catalogue.query_text([(text, text)], k)[0], 400)
+        except TransientError as exc:
+            raise busy(f"the text could not be embedded now ({exc}): try again") from None
+        finally:
+            embedding.release()
 
     @app.get("/similar", summary="The catalogue images most like a catalogue image, from its "
              "stored vector (no model is run); the image itself left out")

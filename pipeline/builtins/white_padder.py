@@ -13,11 +13,11 @@ from lookalike.pipeline.imaging import WHITE
 class WhitePadder:
     id = "white@2"  # 2: resized before padding
 
-    def pad(self, image: Image.Image, size: int) -> Image.Image:
+    def pad(self, image: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
         scale = size / max(image.size)
         fitted = image.convert("RGB").resize(
             (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-            Image.Resampling.BILINEAR,
+            resample,
         )
         square = Image.new("RGB", (size, size), WHITE)
         square.paste(fitted, ((size - fitted.width) // 2, (size - fitted.height) // 2))

@@ -1,0 +1,342 @@
+"""Embedder "clip": an open_clip model's image tower for the catalogue, its text tower for
+search by words.
+
+The model is built by open_clip from its own architecture config and loaded from one weights
+file; lookalike fetches that file itself, pinned, like every other model file. The pixels the
+image tower sees are prepared as the model's preprocessing config declares (size, mean, std,
+interpolation: ``open_clip.get_model_preprocess_cfg``); on a square image, which is what the
+white padder makes, that is exactly open_clip's own transform (tested).
+
+Two backends compute the same vectors (cosine >= 0.9999, tested): "onnxruntime" runs each tower
+exported once to ONNX, cached under the weights' digest with its preprocessing config inside;
+"torch" runs open_clip's model eagerly. The text's tokens come from open_clip's tokenizer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from lookalike.base.atomic import atomic_path
+from lookalike.base.cache import cache_home
+from lookalike.base.errors import ConfigError, LookalikeError
+from lookalike.models.derived import is_sound, record_digest
+from lookalike.models.files import ModelFile
+from lookalike.models.onnx import OnnxRuntime
+from lookalike.pipeline.hookspecs import hookimpl
+from lookalike.pipeline.steps import StepSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Builtin:
+    """A model lookalike knows: open_clip's architecture config, the pretrained tag whose
+    preprocessing its weights were trained with, and where its pinned weights come from."""
+
+    architecture: str
+    tag: str
+    url: str
+    sha256: str
+    file_name: str  # in [models] dir, a mirror and `models --fetch --to`: unique per model
+
+
+HUB = "https://huggingface.co/{repo}/resolve/main/open_clip_model.safetensors"
+BUILTINS = {
+    "hf-hub:Marqo/marqo-fashionCLIP": Builtin(
+        "ViT-B-16", "laion2b_s34b_b88k", HUB.format(repo="Marqo/marqo-fashionCLIP"),
+        "2bd31a2e6ba195c4890941f61ea6ada9dbf242f9c6e5ee27eec8cf13a2dc9ffe",
+        "marqo-fashionCLIP.safetensors"),
+    "hf-hub:Marqo/marqo-fashionSigLIP": Builtin(
+        "ViT-B-16-SigLIP", "webli", HUB.format(repo="Marqo/marqo-fashionSigLIP"),
+        "88908200434959fa3154ef79d408aac33341e8797fe5ca8ca6f0463aab32e6b3",
+        "marqo-fashionSigLIP.safetensors"),
+}
+DEFAULT_MODEL = "hf-hub:Marqo/marqo-fashionCLIP"
+BACKENDS = ("onnxruntime", "torch")
+OPTIONS = {"model": DEFAULT_MODEL, "weights": "", "weights_sha256": "",
+           "backend": "onnxruntime", "cache_dir": ""}
+HELP = {"model": f"{', '.join(BUILTINS)} (weights pinned and fetched), or an open_clip "
+                 "architecture, optionally with the pretrained tag its weights were trained "
+                 "as (\"ViT-B-32/laion2b_s34b_b79k\"), given weights",
+        "weights": "the weights file (.safetensors or a state dict): a path or an https:// "
+                   "URL; \"\" = the built-in model's, fetched",
+        "weights_sha256": "the weights file's sha256: required with a URL, checked with a path",
+        "backend": '"onnxruntime" or "torch"; both give the same vectors',
+        "cache_dir": 'where the ONNX exports are cached; "" = ~/.cache/lookalike'}
+# The metadata key of the image tower's export that holds the preprocessing config.
+PREPROCESS_KEY = "open_clip_preprocess_cfg"
+RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+              "nearest": Image.Resampling.NEAREST, "lanczos": Image.Resampling.LANCZOS}
+
+
+def architecture_config(architecture: str) -> dict[str, Any]:
+    """open_clip's config of ``architecture``, read from its package without importing it
+    (which imports torch); ConfigError when open_clip has no such architecture."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the clip embedder needs open_clip: pip install open-clip-torch")
+    file = Path(spec.submodule_search_locations[0]) / "model_configs" / f"{architecture}.json"
+    if not re.fullmatch(r"[\w.-]+", architecture) or not file.is_file():
+        raise ConfigError(f"clip.model: open_clip has no architecture {architecture!r} "
+                          "(`python -c 'import open_clip; print(open_clip.list_models())'` "
+                          "lists them)")
+    return json.loads(file.read_text())
+
+
+def load_torch_model(architecture: str, tag: str | None, weights: Path):
+    """open_clip's ``architecture`` with the weights at ``weights``, preprocessing as ``tag``
+    declares (open_clip's defaults without one), in eval mode."""
+    import open_clip
+    import torch
+
+    preprocess = {}
+    if tag:
+        pretrained = open_clip.get_pretrained_cfg(architecture, tag)
+        if not pretrained:
+            raise LookalikeError(f"clip.model: open_clip has no pretrained tag {tag!r} for "
+                                 f"{architecture}")
+        preprocess = {key: pretrained[key] for key in
+                      ("mean", "std", "interpolation", "resize_mode") if key in pretrained}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        model = open_clip.create_model(architecture, pretrained=None,
+                                       force_preprocess_cfg=preprocess)
+    try:
+        open_clip.load_checkpoint(model, str(weights), strict=True)
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise LookalikeError(f"{weights} is not {architecture} weights: {first_line}") from None
+    torch.set_grad_enabled(False)
+    return model.eval()
+
+
+class TorchBackend:
+    def __init__(self, model):
+        self._model = model
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        import open_clip
+
+        return dict(open_clip.get_model_preprocess_cfg(self._model))
+
+    def images(self, pixels: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self._model.encode_image(torch.from_numpy(pixels)).numpy()
+
+    def texts(self, tokens: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self._model.encode_text(torch.from_numpy(tokens)).numpy()
+
+
+class OnnxBackend:
+    def __init__(self, image_file: Path, text_file: Path, runtime: OnnxRuntime):
+        self._image = runtime.session(str(image_file))
+        self._text_file, self._runtime = text_file, runtime
+
+    @property
+    def preprocess(self) -> dict[str, Any]:
+        return json.loads(self._image.get_modelmeta().custom_metadata_map[PREPROCESS_KEY])
+
+    @cached_property
+    def _text(self):
+        return self._runtime.session(str(self._text_file))
+
+    def images(self, pixels: np.ndarray) -> np.ndarray:
+        return self._image.run(None, {"pixels": pixels})[0]
+
+    def texts(self, tokens: np.ndarray) -> np.ndarray:
+        return self._text.run(None, {"tokens": tokens})[0]
+
+
+def export_towers(model, image_file: Path, text_file: Path) -> None:
+    """Export each tower of ``model`` to ONNX once; each written under a temporary name and
+    renamed, its digest recorded, so a reader never sees half a file. The image tower's file
+    carries the preprocessing config, so running it needs no torch."""
+    import onnx
+    import open_clip
+    import torch
+
+    class Tower(torch.nn.Module):
+        def __init__(self, encode):
+            super().__init__()
+            self.encode = encode
+
+        def forward(self, inputs):
+            return self.encode(inputs)
+
+    preprocess = dict(open_clip.get_model_preprocess_cfg(model))
+    side = square_side(preprocess["size"])
+    tokens = torch.zeros((1, model.context_length), dtype=torch.long)
+    towers = ((Tower(model.encode_image), torch.zeros(1, 3, side, side), "pixels", image_file),
+              (Tower(model.encode_text), tokens, "tokens", text_file))
+    try:
+        for tower, sample, name, destination in towers:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(destination, ".partial") as partial, warnings.catch_warnings():
+                # The TorchScript exporter is deprecated for one that needs onnxscript; it
+                # exports both towers exactly (the tests compare the vectors).
+                warnings.simplefilter("ignore")
+                torch.onnx.export(tower, (sample,), str(partial), dynamo=False,
+                                  input_names=[name], output_names=["features"],
+                                  opset_version=17,
+                                  dynamic_axes={name: {0: "batch"}, "features": {0: "batch"}})
+                if name == "pixels":
+                    exported = onnx.load(str(partial))
+                    onnx.helper.set_model_props(exported,
+                                                {PREPROCESS_KEY: json.dumps(preprocess)})
+                    onnx.save(exported, str(partial))
+            record_digest(destination)
+    except OSError as exc:
+        raise LookalikeError(f"cannot write the ONNX model {exc.filename}: {exc}") from None
+
+
+def square_side(size: int | Sequence[int]) -> int:
+    """The side of the square a model's config asks for (open_clip allows (h, w))."""
+    sides = (size, size) if isinstance(size, int) else tuple(size)
+    if sides[0] != sides[1]:
+        raise LookalikeError(f"clip: the model takes {sides[0]}x{sides[1]} images; lookalike "
+                             "feeds squares")
+    return int(sides[0])
+
+
+class ClipEmbedder:
+    def __init__(self, settings: StepSettings):
+        options = settings.options
+        if options["backend"] not in BACKENDS:
+            raise ConfigError(f"clip.backend must be one of {', '.join(BACKENDS)}")
+        self._backend_name = options["backend"]
+        self.model = options["model"]
+        builtin = BUILTINS.get(self.model)
+        if builtin is not None:
+            self._architecture, self._tag = builtin.architecture, builtin.tag
+        elif self.model.startswith("hf-hub:"):
+            raise ConfigError(f"clip.model: lookalike pins the weights of {', '.join(BUILTINS)}; "
+                              f"for {self.model}, name its open_clip architecture (and "
+                              "pretrained tag) and set [clip] weights to its weights file")
+        else:
+            self._architecture, _, tag = self.model.partition("/")
+            self._tag = tag or None
+        config = architecture_config(self._architecture)
+        self.dimension = int(config["embed_dim"])
+        self._runtime = settings.onnxruntime
+        self._cache_dir = settings.path("cache_dir") or cache_home() / "lookalike"
+        how = f"set [clip] weights to the {self.model} weights file"
+        if options["weights"]:
+            self._weights_file = settings.model_file("weights", "clip", how)
+        elif builtin is not None:
+            name = builtin.file_name
+            default = settings.models.cache_dir / name
+            self._weights_file = ModelFile("clip", settings.models.place(name, default),
+                                           f"download {builtin.url} to that path (or to "
+                                           f"[models] dir as {name}), or {how}",
+                                           url=builtin.url, pin=f"sha256:{builtin.sha256}",
+                                           source=settings.models)
+        else:
+            raise ConfigError(f"clip.model {self.model!r} is not one lookalike pins: set "
+                              "[clip] weights to its weights file")
+
+    @property
+    def runs_onnx(self) -> bool:
+        return self._backend_name == "onnxruntime"
+
+    def model_files(self) -> list[ModelFile]:
+        return [self._weights_file]
+
+    @cached_property
+    def _digest(self) -> str:
+        return self._weights_file.required(f"{self.model} weights").sha256()
+
+    @cached_property
+    def id(self) -> str:
+        # Both backends give the same vectors, so they share the id.
+        return f"clip:{self.model}@{self._digest[:12]}"
+
+    def onnx_files(self) -> tuple[Path, Path]:
+        """Where the exports of the image and the text tower are cached."""
+        stem = f"clip-{self._architecture}-{self._digest[:16]}"
+        return self._cache_dir / f"{stem}-image.onnx", self._cache_dir / f"{stem}-text.onnx"
+
+    def _torch_model(self):
+        return load_torch_model(self._architecture, self._tag, self._weights_file.path)
+
+    @cached_property
+    def _backend(self) -> TorchBackend | OnnxBackend:
+        self._digest  # noqa: B018 (the weights, fetched and verified first)
+        if self._backend_name == "torch":
+            return TorchBackend(self._torch_model())
+        image_file, text_file = self.onnx_files()
+        if not (is_sound(image_file) and is_sound(text_file)):
+            if image_file.exists() or text_file.exists():
+                log.warning("the ONNX exports of %s do not match their recorded digests: "
+                            "exporting them again", self.model)
+            export_towers(self._torch_model(), image_file, text_file)
+        return OnnxBackend(image_file, text_file, self._runtime)
+
+    @cached_property
+    def _preprocess(self) -> dict[str, Any]:
+        return self._backend.preprocess
+
+    @property
+    def input_size(self) -> int:
+        return square_side(self._preprocess["size"])
+
+    @property
+    def resample(self) -> Image.Resampling:
+        """The interpolation the model's preprocessing declares, for the padder's resize."""
+        return RESAMPLING[self._preprocess.get("interpolation", "bicubic")]
+
+    def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """The image tower's input: an (n, 3, side, side) float32 batch, normalised by the
+        model's mean and std."""
+        mean = np.asarray(self._preprocess["mean"], dtype=np.float32)
+        std = np.asarray(self._preprocess["std"], dtype=np.float32)
+        stacked = np.stack([np.asarray(image.convert("RGB")) for image in images])
+        pixels = stacked.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255)
+        return (pixels - mean[:, None, None]) / std[:, None, None]
+
+    def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return unit(self._backend.images(self.pixels(images)))
+
+    @cached_property
+    def _tokenizer(self):
+        import open_clip
+
+        return open_clip.get_tokenizer(self._architecture)
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors of ``texts`` by the text tower, comparable with the images'."""
+        self._backend  # noqa: B018 (a missing model stops the command before the tokenizer)
+        try:
+            tokens = self._tokenizer(list(texts))
+        except Exception as exc:  # one open_clip cannot load here (SigLIP's is on the hub)
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise LookalikeError(f"clip: the tokenizer of {self.model} cannot be loaded: "
+                                 f"{reason}") from None
+        return unit(self._backend.texts(tokens.numpy().astype(np.int64)))
+
+
+def unit(features: np.ndarray) -> np.ndarray:
+    features = features.astype(np.float32, copy=False)
+    return features / np.linalg.norm(features, axis=1, keepdims=True).clip(min=1e-12)
+
+
+@hookimpl
+def register_embedders(register):
+    register("clip", ClipEmbedder, OPTIONS, HELP)
