@@ -274,9 +274,10 @@ def query(images, similar, texts, k, as_json, offline, config_option):
             if catalogue.index.size == 0:
                 raise LookalikeError(f"{EMPTY_INDEX}: run `lookalike index` or the service")
             answers = catalogue.query(queries, k)
-    for image, answer in zip(images or texts, answers, strict=True):
+    names = [stored_name(image) for image in images] or [f'"{text}"' for text in texts]
+    for name, answer in zip(names, answers, strict=True):
         if "error" in answer:
-            raise LookalikeError(f"{stored_name(image)}: {answer['error']}")
+            raise LookalikeError(f"{name}: {answer['error']}")
     if as_json:
         click.echo(json.dumps(answers[0] if len(answers) == 1 else answers, indent=2))
         return

@@ -20,7 +20,7 @@ import stat
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
@@ -79,11 +79,13 @@ def copy_verified(file: ModelFile, destination: Path) -> None:
 
 
 def source_url(file: ModelFile) -> str:
-    """``<mirror><file name>`` when a mirror is configured, else the file's own URL."""
+    """``<mirror><file name>`` when a mirror is configured (the name it is loaded under, as
+    in [models] dir: two models' files of one upstream name differ there), else the file's
+    own URL."""
     mirror = file.source.mirror
     if not mirror:
         return file.url
-    return mirror.rstrip("/") + "/" + PurePosixPath(urlsplit(file.url).path).name
+    return mirror.rstrip("/") + "/" + file.path.name
 
 
 def _download(url: str, output: BinaryIO, timeout: float) -> None:

@@ -99,7 +99,6 @@ def load_torch_model(architecture: str, tag: str | None, weights: Path):
     """open_clip's ``architecture`` with the weights at ``weights``, preprocessing as ``tag``
     declares (open_clip's defaults without one), in eval mode."""
     import open_clip
-    import torch
 
     preprocess = {}
     if tag:
@@ -109,16 +108,12 @@ def load_torch_model(architecture: str, tag: str | None, weights: Path):
                                  f"{architecture}")
         preprocess = {key: pretrained[key] for key in
                       ("mean", "std", "interpolation", "resize_mode") if key in pretrained}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        model = open_clip.create_model(architecture, pretrained=None,
-                                       force_preprocess_cfg=preprocess)
     try:
-        open_clip.load_checkpoint(model, str(weights), strict=True)
-    except Exception as exc:
+        model = open_clip.create_model(architecture, pretrained=str(weights),
+                                       force_preprocess_cfg=preprocess)
+    except Exception as exc:  # a state dict of another model: open_clip says which keys
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise LookalikeError(f"{weights} is not {architecture} weights: {first_line}") from None
-    torch.set_grad_enabled(False)
     return model.eval()
 
 
@@ -174,18 +169,18 @@ def export_towers(model, image_file: Path, text_file: Path) -> None:
     import torch
 
     class Tower(torch.nn.Module):
-        def __init__(self, encode):
+        def __init__(self, method: str):
             super().__init__()
-            self.encode = encode
+            self.model, self.method = model, method  # the model a submodule: its weights too
 
         def forward(self, inputs):
-            return self.encode(inputs)
+            return getattr(self.model, self.method)(inputs)
 
     preprocess = dict(open_clip.get_model_preprocess_cfg(model))
     side = square_side(preprocess["size"])
     tokens = torch.zeros((1, model.context_length), dtype=torch.long)
-    towers = ((Tower(model.encode_image), torch.zeros(1, 3, side, side), "pixels", image_file),
-              (Tower(model.encode_text), tokens, "tokens", text_file))
+    towers = ((Tower("encode_image"), torch.zeros(1, 3, side, side), "pixels", image_file),
+              (Tower("encode_text"), tokens, "tokens", text_file))
     try:
         for tower, sample, name, destination in towers:
             destination.parent.mkdir(parents=True, exist_ok=True)
