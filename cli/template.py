@@ -16,7 +16,7 @@ HEADER = """\
 """
 # The plugin tables the template shows: the built-in steps of the default pipeline and their
 # alternatives, after [pipeline]. Other plugins' tables are added by hand.
-TEMPLATE_PLUGINS = ("pillow", "auto", "rembg", "resnet18", "hnsw")
+TEMPLATE_PLUGINS = ("pillow", "auto", "rembg", "resnet18", "clip", "hnsw")
 
 
 def toml_value(value) -> str:

@@ -10,6 +10,8 @@ from lookalike.base.errors import ConfigError
 from lookalike.base.settings import setting
 
 CPU = "CPUExecutionProvider"
+# What an embedder runs its model on: its ONNX export, or torch eagerly (the same vectors).
+BACKENDS = ("onnxruntime", "torch")
 # What "auto" takes, in this order, where the installed onnxruntime build has it.
 ACCELERATORS = ("CUDAExecutionProvider", "CoreMLExecutionProvider", "DmlExecutionProvider")
 

@@ -39,7 +39,8 @@ class PipelineSteps:
     remover: str = setting("auto", '"auto": plain backgrounds cut by colour, other photos by '
                            '[auto]\'s network; "rembg": the network on every photo; "none"')
     padder: str = setting("white", "pads the cut-out to a square")
-    embedder: str = setting("resnet18", "turns the square into a unit vector")
+    embedder: str = setting("resnet18", 'turns the square into a unit vector: "resnet18", or '
+                            '"clip" (a fashion-trained CLIP model; search by words too)')
     index: str = setting("exact", '"exact", or "hnsw": approximate, for catalogues of '
                          'millions')
 

@@ -42,20 +42,30 @@ class StepSettings:
 
     def model_file(self, key: str, step: str, how_to_supply: str) -> ModelFile | None:
         """The option ``key`` as a model file: a path, or an http(s) URL fetched once into the
-        cache, checked against the sha256 in ``<key>_sha256``; None when empty."""
+        cache, checked against the sha256 in ``<key>_sha256`` (required with a URL, checked
+        with a path when given); None when empty."""
         value = self.options[key]
         if not value:
             return None
-        if not is_url(value):
-            return ModelFile(step, self.path(key), how_to_supply, source=self.models)
         digest = self.options.get(f"{key}_sha256", "")
-        if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        if digest and not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ConfigError(f"{step}.{key}_sha256 must be a sha256 (64 hex digits)")
+        if not is_url(value):
+            return ModelFile(step, self.path(key), how_to_supply, source=self.models,
+                             pin=f"sha256:{digest}" if digest else None)
+        if not digest:
             raise ConfigError(f"{step}.{key} is a URL: {step}.{key}_sha256 must be its sha256 "
                               "(64 hex digits)")
         name = PurePosixPath(urlsplit(value).path).name
         default = self.models.cache_dir / digest[:16] / name  # equal names, other contents
         return ModelFile(step, self.models.place(name, default), how_to_supply, url=value,
                          pin=f"sha256:{digest}", source=self.models)
+
+
+def unit_vectors(features: np.ndarray) -> np.ndarray:
+    """``features`` (n, d) as float32 rows of length one: what an embedder returns."""
+    features = features.astype(np.float32, copy=False)
+    return features / np.linalg.norm(features, axis=1, keepdims=True).clip(min=1e-12)
 
 
 class Decoder(Protocol):

@@ -110,12 +110,34 @@ def test_both_backends_share_a_model_id_naming_the_model_and_the_weights(clip_fi
     assert image.name.endswith("-image.onnx") and text.name.endswith("-text.onnx")
 
 
+def test_the_exports_are_made_once_per_weights_file(clip_files, tmp_path, monkeypatch):
+    from lookalike.pipeline.builtins import clip_embedder
+
+    build(clip_files, tmp_path).warm_up()  # exported here or by an earlier test
+
+    def export_again(*_):
+        raise AssertionError("exported twice")
+
+    monkeypatch.setattr(clip_embedder, "export_towers", export_again)
+    pipeline = build(clip_files, tmp_path)
+    pipeline.warm_up()
+    assert pipeline.embed_text(WORDS[:1]).shape == (1, 512)
+    for export in pipeline.embedder.onnx_files():
+        assert export.with_name(export.name + ".sha256").is_file()
+
+
 def test_weights_of_another_model_are_refused_in_one_line(clip_files, tmp_path, model_home):
     pipeline = build(clip_files, tmp_path, weights=str(model_home / "resnet18-test.pth"),
                      cache_dir=str(tmp_path / "cache"))
     with pytest.raises(LookalikeError, match="is not ViT-B-16 weights") as refused:
         pipeline.warm_up()
     assert "\n" not in str(refused.value)
+
+
+def test_weights_at_a_path_with_another_digest_are_refused(clip_files, tmp_path):
+    pipeline = build(clip_files, tmp_path, weights_sha256="0" * 64)
+    with pytest.raises(ModelMissingError, match="does not have the pinned digest sha256:000"):
+        pipeline.warm_up()
 
 
 @pytest.mark.parametrize("model, message", [
@@ -175,7 +197,8 @@ def test_a_text_query_ranks_the_catalogue_and_stores_nothing(clip_workspace, run
     result = run_cli("query", "--text", WORDS[0], "-k", "4", "--json")
     assert result.exit_code == 0, result.output
     answer = json.loads(result.output)
-    assert answer["query"] == WORDS[0] and "+clip:hf-hub:Marqo/marqo-fashionCLIP@" in answer["model"]
+    assert answer["query"] == WORDS[0]
+    assert f"+clip:{DEFAULT_MODEL}@" in answer["model"]
     assert answer["index_size"] == 6 and answer["k"] == 4
     assert [n["rank"] for n in answer["neighbours"]] == [1, 2, 3, 4]
     similarities = [n["similarity"] for n in answer["neighbours"]]

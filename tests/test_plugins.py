@@ -83,7 +83,7 @@ def test_readme_embedder_plugin_works_with_another_dimension(workspace, catalogu
 
 def test_plugins_installed_on_the_machine_are_not_loaded_under_test():
     steps = collect_steps(plugin_manager())
-    assert set(steps["embedder"]) == {"resnet18"}
+    assert set(steps["embedder"]) == {"resnet18", "clip"}
     assert set(steps["remover"]) == {"auto", "rembg", "none"}
 
 

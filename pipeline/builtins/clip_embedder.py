@@ -18,7 +18,6 @@ import importlib.util
 import json
 import logging
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -28,14 +27,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lookalike.base.atomic import atomic_path
 from lookalike.base.cache import cache_home
 from lookalike.base.errors import ConfigError, LookalikeError
-from lookalike.models.derived import is_sound, record_digest
+from lookalike.models.derived import export_onnx, is_sound
 from lookalike.models.files import ModelFile
-from lookalike.models.onnx import OnnxRuntime
+from lookalike.models.onnx import BACKENDS, OnnxRuntime
 from lookalike.pipeline.hookspecs import hookimpl
-from lookalike.pipeline.steps import StepSettings
+from lookalike.pipeline.steps import StepSettings, unit_vectors
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +62,6 @@ BUILTINS = {
         "marqo-fashionSigLIP.safetensors"),
 }
 DEFAULT_MODEL = "hf-hub:Marqo/marqo-fashionCLIP"
-BACKENDS = ("onnxruntime", "torch")
 OPTIONS = {"model": DEFAULT_MODEL, "weights": "", "weights_sha256": "",
            "backend": "onnxruntime", "cache_dir": ""}
 HELP = {"model": f"{', '.join(BUILTINS)} (weights pinned and fetched), or an open_clip "
@@ -161,10 +158,8 @@ class OnnxBackend:
 
 
 def export_towers(model, image_file: Path, text_file: Path) -> None:
-    """Export each tower of ``model`` to ONNX once; each written under a temporary name and
-    renamed, its digest recorded, so a reader never sees half a file. The image tower's file
-    carries the preprocessing config, so running it needs no torch."""
-    import onnx
+    """Export each tower of ``model`` to ONNX once. The image tower's file carries the
+    preprocessing config, so running it needs no torch."""
     import open_clip
     import torch
 
@@ -178,28 +173,10 @@ def export_towers(model, image_file: Path, text_file: Path) -> None:
 
     preprocess = dict(open_clip.get_model_preprocess_cfg(model))
     side = square_side(preprocess["size"])
-    tokens = torch.zeros((1, model.context_length), dtype=torch.long)
-    towers = ((Tower("encode_image"), torch.zeros(1, 3, side, side), "pixels", image_file),
-              (Tower("encode_text"), tokens, "tokens", text_file))
-    try:
-        for tower, sample, name, destination in towers:
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(destination, ".partial") as partial, warnings.catch_warnings():
-                # The TorchScript exporter is deprecated for one that needs onnxscript; it
-                # exports both towers exactly (the tests compare the vectors).
-                warnings.simplefilter("ignore")
-                torch.onnx.export(tower, (sample,), str(partial), dynamo=False,
-                                  input_names=[name], output_names=["features"],
-                                  opset_version=17,
-                                  dynamic_axes={name: {0: "batch"}, "features": {0: "batch"}})
-                if name == "pixels":
-                    exported = onnx.load(str(partial))
-                    onnx.helper.set_model_props(exported,
-                                                {PREPROCESS_KEY: json.dumps(preprocess)})
-                    onnx.save(exported, str(partial))
-            record_digest(destination)
-    except OSError as exc:
-        raise LookalikeError(f"cannot write the ONNX model {exc.filename}: {exc}") from None
+    export_onnx(Tower("encode_image"), torch.zeros(1, 3, side, side), "pixels", image_file,
+                {PREPROCESS_KEY: json.dumps(preprocess)})
+    export_onnx(Tower("encode_text"), torch.zeros((1, model.context_length), dtype=torch.long),
+                "tokens", text_file)
 
 
 def square_side(size: int | Sequence[int]) -> int:
@@ -307,7 +284,7 @@ class ClipEmbedder:
         return (pixels - mean[:, None, None]) / std[:, None, None]
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return unit(self._backend.images(self.pixels(images)))
+        return unit_vectors(self._backend.images(self.pixels(images)))
 
     @cached_property
     def _tokenizer(self):
@@ -324,12 +301,7 @@ class ClipEmbedder:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise LookalikeError(f"clip: the tokenizer of {self.model} cannot be loaded: "
                                  f"{reason}") from None
-        return unit(self._backend.texts(tokens.numpy().astype(np.int64)))
-
-
-def unit(features: np.ndarray) -> np.ndarray:
-    features = features.astype(np.float32, copy=False)
-    return features / np.linalg.norm(features, axis=1, keepdims=True).clip(min=1e-12)
+        return unit_vectors(self._backend.texts(tokens.numpy().astype(np.int64)))
 
 
 @hookimpl

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -20,15 +19,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lookalike.base.atomic import atomic_path
 from lookalike.base.cache import cache_home
 from lookalike.base.errors import ConfigError, LookalikeError
-from lookalike.models.derived import is_sound, record_digest
+from lookalike.models.derived import export_onnx, is_sound
 from lookalike.models.files import ModelFile, ModelSource, file_digest
-from lookalike.models.onnx import OnnxRuntime
+from lookalike.models.onnx import BACKENDS, OnnxRuntime
 from lookalike.models.quantize import int8_copy, quantized
 from lookalike.pipeline.hookspecs import hookimpl
-from lookalike.pipeline.steps import StepSettings
+from lookalike.pipeline.steps import StepSettings, unit_vectors
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +37,12 @@ PIXEL_SCALE = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float32)
 PIXEL_SHIFT = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
 # torchvision's ResNet18_Weights.IMAGENET1K_V1, named here so finding it needs no torch import.
 IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
-BACKENDS = ("onnxruntime", "torch")
 # torchvision checks this file by the sha256 prefix in its name; so does lookalike.
 IMAGENET_PIN = "sha256:f37072fd"
 OPTIONS = {"weights": "imagenet", "weights_sha256": "", "backend": "onnxruntime",
            "cache_dir": "", "int8": False}
 HELP = {"weights": '"imagenet", or a ResNet-18 state dict: a path or an https:// URL',
-        "weights_sha256": "required with a URL: the file's sha256",
+        "weights_sha256": "the file's sha256: required with a URL, checked with a path",
         "backend": '"onnxruntime" or "torch"; both give the same vectors',
         "cache_dir": 'where the ONNX export is cached; "" = ~/.cache/lookalike',
         "int8": "true: its int8 copy (made by `lookalike quantize`; onnxruntime backend), "
@@ -90,32 +87,18 @@ def load_torch_model(path: Path):
     return model.eval()
 
 
-def export_onnx(weights: Path, destination: Path) -> None:
-    """Export the model once; written under a temporary name and renamed, so a reader never
-    sees half a file."""
+def export_to(weights: Path, destination: Path) -> None:
+    """Export the model of ``weights`` to ONNX at ``destination``."""
     import torch
 
-    model = load_torch_model(weights)
-    try:
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(destination, ".partial") as partial, warnings.catch_warnings():
-            # The TorchScript exporter is deprecated for one that needs onnxscript; it exports
-            # this plain convolutional network exactly (the tests compare the vectors).
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, (torch.zeros(1, 3, 224, 224),), str(partial),
-                              dynamo=False, input_names=["pixels"], output_names=["features"],
-                              opset_version=17,
-                              dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}})
-        record_digest(destination)
-    except OSError as exc:
-        raise LookalikeError(f"cannot write the ONNX model {destination}: {exc}") from None
+    export_onnx(load_torch_model(weights), torch.zeros(1, 3, 224, 224), "pixels", destination)
 
 
 class TorchBackend:
     def __init__(self, weights: Path):
         self._model = load_torch_model(weights)
 
-    def run(self, pixels: np.ndarray) -> np.ndarray:
+    def images(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
@@ -128,7 +111,7 @@ def exported(weights: Path, path: Path) -> Path:
         if path.exists():
             log.warning("the ONNX export %s does not match its recorded digest: "
                         "exporting it again", path)
-        export_onnx(weights, path)
+        export_to(weights, path)
     return path
 
 
@@ -136,7 +119,7 @@ class OnnxBackend:
     def __init__(self, path: Path, runtime: OnnxRuntime):
         self._session = runtime.session(str(path))
 
-    def run(self, pixels: np.ndarray) -> np.ndarray:
+    def images(self, pixels: np.ndarray) -> np.ndarray:
         return self._session.run(None, {"pixels": pixels})[0]
 
 
@@ -226,9 +209,7 @@ class ResNet18Embedder:
         return pixels
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        features = self._backend.run(self.pixels(images))
-        features = features.astype(np.float32, copy=False)
-        return features / np.linalg.norm(features, axis=1, keepdims=True).clip(min=1e-12)
+        return unit_vectors(self._backend.images(self.pixels(images)))
 
 
 @hookimpl
