@@ -123,7 +123,8 @@ class Embedder(Protocol):
     def model_files(self) -> list[ModelFile]: ...
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Embed square RGB images into an (n, dimension) float32 array of unit vectors."""
+        """Embed square RGB images into an (n, dimension) float32 array of unit vectors
+        (``unit_vectors`` makes them)."""
 
 
 class VectorIndex(Protocol):

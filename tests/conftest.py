@@ -50,6 +50,29 @@ def catalogue(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def clip_files(tmp_path_factory) -> tuple[Path, Path]:
+    """Seeded random weights of Marqo-FashionCLIP's architecture (open_clip's ViT-B-16) as a
+    safetensors file, and a cache for their ONNX exports that the session's tests share."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("clip")
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-16", pretrained=None)
+    weights = folder / "clip-test.safetensors"
+    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()},
+              weights)
+    return weights, folder / "cache"
+
+
+def clip_table(clip_files, **options) -> dict:
+    """The [clip] table of a config that runs the test weights."""
+    weights, cache = clip_files
+    return {"weights": str(weights), "cache_dir": str(cache), **options}
+
+
 @dataclass
 class Workspace:
     root: Path

@@ -3,18 +3,18 @@ words through the CLI, the inbox and HTTP.
 
 Real weights cannot be downloaded here: the tests write the architecture of the default
 built-in (ViT-B-16, as Marqo-FashionCLIP) with seeded random weights, which cost what the real
-ones cost. Its ONNX exports are made once, in a cache the module's tests share."""
+ones cost (conftest's ``clip_files``). Its ONNX exports are made once, in a cache the tests
+share."""
 
 from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-from conftest import Workspace
+from conftest import Workspace, clip_table
 from PIL import Image
 from test_models import ModelServer
 
@@ -27,29 +27,8 @@ from lookalike.pipeline.pipeline import Pipeline, PipelineSteps
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
 from running import RunningService, answer_of, free_port, query_db, stored
 
-ARCHITECTURE = "ViT-B-16"  # Marqo-FashionCLIP's
+ARCHITECTURE = "ViT-B-16"  # Marqo-FashionCLIP's, as conftest's clip_files writes it
 WORDS = ["red floral summer dress", "black leather boots", "a striped shirt"]
-
-
-@pytest.fixture(scope="module")
-def clip_files(tmp_path_factory) -> tuple[Path, Path]:
-    """Seeded random ViT-B-16 weights as a safetensors file, and the module's export cache."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    folder = tmp_path_factory.mktemp("clip")
-    torch.manual_seed(0)
-    model = open_clip.create_model(ARCHITECTURE, pretrained=None)
-    weights = folder / "clip-test.safetensors"
-    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()},
-              weights)
-    return weights, folder / "cache"
-
-
-def clip_table(clip_files, **options) -> dict:
-    weights, cache = clip_files
-    return {"weights": str(weights), "cache_dir": str(cache), **options}
 
 
 def build(clip_files, tmp_path, **options) -> Pipeline:

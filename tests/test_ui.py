@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import clip_table
 from selenium import webdriver
 from selenium.common.exceptions import (
     NoSuchElementException,
@@ -152,6 +153,8 @@ def test_an_uploaded_photo_shows_its_catalogue_item_first(indexed, ui, browser, 
     assert "what the model saw" in alts and "query: shopper.jpg" in alts
     caption = "What the model saw: plain background cut out by its colour, padded to 224 px"
     assert caption in body_text(browser)
+    # ResNet-18 reads no words: the box for them is there, greyed out.
+    assert browser.find_element(By.CSS_SELECTOR, ".st-key-words input").get_attribute("disabled")
     assert len([alt for alt in alts if alt.startswith("rank ")]) == 10  # [query] k
     page = body_text(browser)
     assert re.search(r"#1 · 0\.9\d\d\nitem05\.jpg", page), page  # rank, similarity, path
@@ -189,6 +192,31 @@ def test_an_uploaded_photo_shows_its_catalogue_item_first(indexed, ui, browser, 
                                        and ":" not in a) == ["item10.jpg", "item11.jpg"],
              "the filtered catalogue")
     assert "2 images whose path contains “item1”" in body_text(browser)
+
+
+@pytest.fixture
+def clip_indexed(workspace, catalogue, clip_files):
+    """Six catalogue photos indexed by a CLIP embedder (the test weights)."""
+    workspace.write_config(pipeline={"embedder": "clip", "remover": "none"},
+                           clip=clip_table(clip_files))
+    workspace.add_catalogue(catalogue, 6)
+    result = lookalike(workspace, "index")
+    assert result.returncode == 0, result.stderr
+    return workspace
+
+
+@pytest.mark.slow
+def test_words_typed_in_the_page_are_answered_with_a_clip_embedder(clip_indexed, ui, browser):
+    browser.get(ui.url)
+    wait_for(browser, lambda d: "item05.jpg" in image_alts(d), "the catalogue")
+    words = browser.find_element(By.CSS_SELECTOR, ".st-key-words input")
+    assert not words.get_attribute("disabled")
+    words.send_keys("red floral summer dress\n")
+    wait_for(browser, ranked_first, "a ranked answer")
+    page = body_text(browser)
+    assert "“red floral summer dress”" in page
+    assert len([alt for alt in image_alts(browser) if alt.startswith("rank ")]) == 6
+    assert "what the model saw" not in image_alts(browser)
 
 
 @pytest.mark.slow
