@@ -18,6 +18,7 @@ import importlib.util
 import json
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -208,6 +209,7 @@ class ClipEmbedder:
         config = architecture_config(self._architecture)
         self.dimension = int(config["embed_dim"])
         self._runtime = settings.onnxruntime
+        self._loading, self._loaded = threading.Lock(), None
         self._cache_dir = settings.path("cache_dir") or cache_home() / "lookalike"
         how = f"set [clip] weights to the {self.model} weights file"
         if options["weights"]:
@@ -248,8 +250,16 @@ class ClipEmbedder:
     def _torch_model(self):
         return load_torch_model(self._architecture, self._tag, self._weights_file.path)
 
-    @cached_property
+    @property
     def _backend(self) -> TorchBackend | OnnxBackend:
+        # Loaded once, under a lock: the preparing threads ask for the input size at once,
+        # and two threads must not export the towers side by side.
+        with self._loading:
+            if self._loaded is None:
+                self._loaded = self._load_backend()
+            return self._loaded
+
+    def _load_backend(self) -> TorchBackend | OnnxBackend:
         self._digest  # noqa: B018 (the weights, fetched and verified first)
         if self._backend_name == "torch":
             return TorchBackend(self._torch_model())
