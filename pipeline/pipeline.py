@@ -157,12 +157,8 @@ class Pipeline:
         when the embedder has no text tower."""
         if not self.reads_text:
             raise LookalikeError(NO_TEXT_TOWER)
-        started = time.perf_counter()
-        with out_of_memory_passes():
-            vectors = np.ascontiguousarray(self.embedder.embed_text(texts), dtype=np.float32)
-        for observer in self.embed_observers:
-            observer(len(texts), time.perf_counter() - started)
-        return vectors
+        with out_of_memory_passes():  # not observed: the observers time images
+            return np.ascontiguousarray(self.embedder.embed_text(texts), dtype=np.float32)
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Unit vectors, one row per prepared image; TransientError when memory ran out."""

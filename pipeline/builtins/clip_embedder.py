@@ -282,7 +282,11 @@ class ClipEmbedder:
     @property
     def resample(self) -> Image.Resampling:
         """The interpolation the model's preprocessing declares, for the padder's resize."""
-        return RESAMPLING[self._preprocess.get("interpolation", "bicubic")]
+        name = self._preprocess.get("interpolation", "bicubic")
+        if name not in RESAMPLING:
+            raise LookalikeError(f"clip: {self.model} resizes with {name!r}; lookalike knows "
+                                 f"{', '.join(RESAMPLING)}")
+        return RESAMPLING[name]
 
     def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
         """The image tower's input: an (n, 3, side, side) float32 batch, normalised by the
