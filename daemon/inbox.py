@@ -103,13 +103,15 @@ class InboxAnswerer:
         for path, digest in claimed:
             if is_answered(path, digest):  # by the node that held it before
                 continue
-            if path.suffix.lower() == TEXT_SUFFIX:
-                try:
-                    texts.append((path, digest, read_text_query(path)))
-                except LookalikeError as exc:
-                    texts.append((path, digest, exc))
-                continue
             try:
+                if path.suffix.lower() == TEXT_SUFFIX:
+                    try:
+                        texts.append((path, digest, read_text_query(path)))
+                    except UnreadableFile:
+                        raise
+                    except LookalikeError as exc:  # not words: answered with why
+                        texts.append((path, digest, exc))
+                    continue
                 data = self.pipeline.read_file(path)
             except UnreadableFile as exc:
                 log.warning("query %s: %s", stored_name(path.name), exc)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lookalike.base.errors import ImageError, LookalikeError, TransientError
+from lookalike.base.errors import ImageError, LookalikeError, TransientError, UnreadableFile
 from lookalike.pipeline.pipeline import NO_TEXT_TOWER, Pipeline, Prepared
 from lookalike.pipeline.steps import VectorIndex
 from lookalike.search.index import Neighbour, NeighbourIndex
@@ -65,12 +65,12 @@ def answer_queries(
 
 def read_text_query(path: Path) -> str:
     """The words of a text query file (UTF-8, at most ``MAX_TEXT_BYTES``); LookalikeError
-    with one line saying why it is not one."""
+    with one line saying why it is not one, UnreadableFile when it cannot be read at all."""
     try:
         with open(path, "rb") as file:
             data = file.read(MAX_TEXT_BYTES + 1)
     except OSError as exc:
-        raise LookalikeError(f"cannot read: {exc.strerror or exc}") from None
+        raise UnreadableFile(f"cannot read: {exc.strerror or exc}") from None
     if len(data) > MAX_TEXT_BYTES:
         raise LookalikeError(f"a text query is at most {MAX_TEXT_BYTES} bytes")
     try:

@@ -268,6 +268,8 @@ class ClipEmbedder:
             if image_file.exists() or text_file.exists():
                 log.warning("the ONNX exports of %s do not match their recorded digests: "
                             "exporting them again", self.model)
+            log.info("exporting the towers of %s to ONNX, once for these weights (into %s)",
+                     self.model, image_file.parent)
             export_towers(self._torch_model(), image_file, text_file)
         return OnnxBackend(image_file, text_file, self._runtime)
 
