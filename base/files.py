@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import stat as stat_module
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -131,10 +132,14 @@ class Scan:
     unreadable: list[str] = field(default_factory=list)
     marked: list[str] = field(default_factory=list)
 
-    def may_hold(self, stored: str) -> bool:
-        """True when ``stored`` is listed or lies in a folder that could not be listed."""
-        return stored in self.files or any(
-            stored.startswith(folder + "/") for folder in self.unreadable)
+    def missing(self, stored: Iterable[str]) -> list[str]:
+        """The ``stored`` paths that are neither listed nor in a folder that could not be
+        listed: a million are compared as sets, in C, not one by one."""
+        unlisted = set(stored) - self.files.keys()
+        if not self.unreadable:
+            return list(unlisted)
+        folders = tuple(folder + "/" for folder in self.unreadable)
+        return [path for path in unlisted if not path.startswith(folders)]
 
 
 def scan(root: Path, folder: str = "", recursive: bool = True,

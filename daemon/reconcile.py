@@ -57,7 +57,7 @@ def differences(store: Store, images_dir: Path, pipeline: Pipeline, max_removal_
     model, limits = pipeline.model_id, pipeline.limits
     changed = [path for path, stat in listing.files.items()
                if not is_current(known.get(path), stat, model, limits)]
-    gone = [path for path in known if not listing.may_hold(path)]
+    gone = listing.missing(known)
     # --allow-mass-removal: any share may go (and a hold recorded before is lifted).
     fraction = 1.0 if allow_mass_removal else max_removal_fraction
     gone = held_back(store, images_dir, gone, len(known), fraction)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sqlalchemy import (
@@ -151,9 +151,9 @@ def is_outage(exc: DBAPIError) -> bool:
             or getattr(exc.orig, "sqlstate", None) in SESSION_ENDED_STATES)
 
 
-@dataclass(frozen=True)
-class FileState:
-    """What the store knows of a file without loading its vector."""
+class FileState(NamedTuple):
+    """What the store knows of a file without loading its vector (a tuple: a start makes a
+    million of them)."""
 
     size: int
     mtime_ns: int
@@ -447,13 +447,23 @@ class Store:
             session.merge(Meta(key=key, value=value))
 
     def file_states(self, paths: Iterable[str] | None = None) -> dict[str, FileState]:
-        """What the store knows of each of ``paths`` (of every file when None)."""
+        """What the store knows of each of ``paths`` (of every file when None: each start
+        compares them all with the folder, so they are read through the driver's own cursor,
+        as ``vector_chunks`` reads, in half the time of SQLAlchemy's rows)."""
         columns = (ImageRecord.path, ImageRecord.size, ImageRecord.mtime_ns,
                    ImageRecord.model_id, ImageRecord.status, ImageRecord.limits)
         with self.session() as session:
             names = self._model_names(session)
-            rows = (session.execute(select(*columns)) if paths is None
-                    else _rows_where(session, select(*columns), ImageRecord.path, paths))
+            if paths is None:
+                cursor = session.connection().connection.cursor()
+                try:
+                    cursor.execute("SELECT path, size, mtime_ns, model_id, status, limits "
+                                   "FROM images")
+                    rows = cursor.fetchall()
+                finally:
+                    cursor.close()
+            else:
+                rows = _rows_where(session, select(*columns), ImageRecord.path, paths)
             return {path: FileState(size, mtime_ns, names[key], status, limits)
                     for path, size, mtime_ns, key, status, limits in rows}
 
