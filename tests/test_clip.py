@@ -119,9 +119,32 @@ def test_weights_at_a_path_with_another_digest_are_refused(clip_files, tmp_path)
         pipeline.warm_up()
 
 
+def test_a_model_in_a_folder_of_open_clips_layout_gives_the_same_vectors(clip_files, tmp_path):
+    import open_clip
+
+    folder = tmp_path / "downloaded"  # as `hf download <repo> --local-dir` leaves a hub model
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps(
+        {"model_cfg": open_clip.get_model_config(ARCHITECTURE),
+         "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN),
+                            "std": list(open_clip.OPENAI_DATASET_STD)}}))
+    shutil.copy(clip_files[0], folder / "open_clip_model.safetensors")
+    local = build(clip_files, tmp_path, model="local-dir:downloaded", weights="",
+                  backend="torch")
+    assert local.dimension == 512 and "+clip:local-dir@" in local.model_id
+    builtin = build(clip_files, tmp_path)
+    squares = [local.padder.pad(product_photo(seed), 224, local.resample) for seed in (1, 2)]
+    assert cosines(local.embed(squares), builtin.embed(squares)).min() >= 0.9999
+    assert cosines(local.embed_text(WORDS), builtin.embed_text(WORDS)).min() >= 0.9999
+    with pytest.raises(ConfigError, match="a local-dir: model's weights are its folder's"):
+        build(clip_files, tmp_path, model="local-dir:downloaded")
+    with pytest.raises(ConfigError, match="cannot read .*open_clip_config.json"):
+        build(clip_files, tmp_path, model="local-dir:elsewhere", weights="")
+
+
 @pytest.mark.parametrize("model, message", [
     ("ViT-Nope-1", "open_clip has no architecture 'ViT-Nope-1'"),
-    ("hf-hub:someone/some-clip", "name its open_clip architecture"),
+    ("hf-hub:someone/some-clip", "hf download someone/some-clip --local-dir DIR"),
 ])
 def test_a_model_lookalike_cannot_build_is_a_config_error(clip_files, tmp_path, model,
                                                           message):

@@ -65,14 +65,19 @@ BUILTINS = {
 DEFAULT_MODEL = "hf-hub:Marqo/marqo-fashionCLIP"
 OPTIONS = {"model": DEFAULT_MODEL, "weights": "", "weights_sha256": "",
            "backend": "onnxruntime", "cache_dir": ""}
-HELP = {"model": f"{', '.join(BUILTINS)} (weights pinned and fetched), or an open_clip "
+HELP = {"model": f"{', '.join(BUILTINS)} (weights pinned and fetched); an open_clip "
                  "architecture, optionally with the pretrained tag its weights were trained "
-                 "as (\"ViT-B-32/laion2b_s34b_b79k\"), given weights",
+                 "as (\"ViT-B-32/laion2b_s34b_b79k\"), given weights; or \"local-dir:DIR\", "
+                 "a folder with open_clip_config.json and weights (a hub model downloaded)",
         "weights": "the weights file (.safetensors or a state dict): a path or an https:// "
                    "URL; \"\" = the built-in model's, fetched",
         "weights_sha256": "the weights file's sha256: required with a URL, checked with a path",
         "backend": '"onnxruntime" or "torch"; both give the same vectors',
         "cache_dir": 'where the ONNX exports are cached; "" = ~/.cache/lookalike'}
+# A model in a folder of open_clip's own layout (its config and weights file, as a hub
+# model's files are downloaded), and the names open_clip looks for its weights under.
+LOCAL_DIR = "local-dir:"
+WEIGHTS_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 # The metadata key of the image tower's export that holds the preprocessing config.
 PREPROCESS_KEY = "open_clip_preprocess_cfg"
 RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
@@ -93,9 +98,31 @@ def architecture_config(architecture: str) -> dict[str, Any]:
     return json.loads(file.read_text())
 
 
-def load_torch_model(architecture: str, tag: str | None, weights: Path):
+def folder_config(folder: Path) -> dict[str, Any]:
+    """The open_clip_config.json of a local-dir: model (as `hf download` fetches a hub
+    model's files); ConfigError when it is missing or not one."""
+    file = folder / "open_clip_config.json"
+    try:
+        config = json.loads(file.read_text())
+        int(config["model_cfg"]["embed_dim"])
+    except OSError as exc:
+        raise ConfigError(f"clip.model: cannot read {file}: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"clip.model: {file} is not an open_clip config (no "
+                          "model_cfg.embed_dim)") from None
+    return config
+
+
+def folder_weights(folder: Path) -> Path:
+    """The weights file of a local-dir: model (the first of ``WEIGHTS_NAMES`` there)."""
+    return next((folder / name for name in WEIGHTS_NAMES if (folder / name).is_file()),
+                folder / WEIGHTS_NAMES[0])
+
+
+def load_torch_model(architecture: str, tag: str | None, weights: Path | None):
     """open_clip's ``architecture`` with the weights at ``weights``, preprocessing as ``tag``
-    declares (open_clip's defaults without one), in eval mode."""
+    declares (open_clip's defaults without one), in eval mode; a ``local-dir:`` architecture
+    brings its config and weights itself."""
     import open_clip
 
     preprocess = {}
@@ -107,11 +134,12 @@ def load_torch_model(architecture: str, tag: str | None, weights: Path):
         preprocess = {key: pretrained[key] for key in
                       ("mean", "std", "interpolation", "resize_mode") if key in pretrained}
     try:
-        model = open_clip.create_model(architecture, pretrained=str(weights),
+        model = open_clip.create_model(architecture, pretrained=weights and str(weights),
                                        force_preprocess_cfg=preprocess)
     except Exception as exc:  # a state dict of another model: open_clip says which keys
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise LookalikeError(f"{weights} is not {architecture} weights: {first_line}") from None
+        raise LookalikeError(f"{weights or architecture} is not {architecture} weights: "
+                             f"{first_line}") from None
     return model.eval()
 
 
@@ -197,22 +225,39 @@ class ClipEmbedder:
         self._backend_name = options["backend"]
         self.model = options["model"]
         builtin = BUILTINS.get(self.model)
+        self._folder: Path | None = None  # a local-dir: model's folder
         if builtin is not None:
             self._architecture, self._tag = builtin.architecture, builtin.tag
         elif self.model.startswith("hf-hub:"):
-            raise ConfigError(f"clip.model: lookalike pins the weights of {', '.join(BUILTINS)}; "
-                              f"for {self.model}, name its open_clip architecture (and "
-                              "pretrained tag) and set [clip] weights to its weights file")
+            raise ConfigError(
+                f"clip.model: lookalike pins the weights of {', '.join(BUILTINS)}; for "
+                f"{self.model}, download its files (`hf download {self.model[7:]} --local-dir "
+                "DIR`) and set model = \"local-dir:DIR\", or name its open_clip architecture "
+                "and set [clip] weights")
+        elif self.model.startswith(LOCAL_DIR):
+            self._folder = settings.base_dir / Path(self.model[len(LOCAL_DIR):]).expanduser()
+            self._architecture, self._tag = "local", None
         else:
             self._architecture, _, tag = self.model.partition("/")
             self._tag = tag or None
-        config = architecture_config(self._architecture)
+        config = (folder_config(self._folder)["model_cfg"] if self._folder
+                  else architecture_config(self._architecture))
         self.dimension = int(config["embed_dim"])
         self._runtime = settings.onnxruntime
         self._loading, self._loaded = threading.Lock(), None
         self._cache_dir = settings.path("cache_dir") or cache_home() / "lookalike"
         how = f"set [clip] weights to the {self.model} weights file"
-        if options["weights"]:
+        if self._folder is not None:
+            if options["weights"]:
+                raise ConfigError("clip.weights: a local-dir: model's weights are its folder's")
+            if options["weights_sha256"] and not re.fullmatch(r"[0-9a-f]{64}",
+                                                              options["weights_sha256"]):
+                raise ConfigError("clip.weights_sha256 must be a sha256 (64 hex digits)")
+            self._weights_file = ModelFile(
+                "clip", folder_weights(self._folder), f"put {' or '.join(WEIGHTS_NAMES)} in "
+                f"{self._folder}", pin=f"sha256:{options['weights_sha256']}"
+                if options["weights_sha256"] else None, source=settings.models)
+        elif options["weights"]:
             self._weights_file = settings.model_file("weights", "clip", how)
         elif builtin is not None:
             name = builtin.file_name
@@ -239,8 +284,10 @@ class ClipEmbedder:
 
     @cached_property
     def id(self) -> str:
-        # Both backends give the same vectors, so they share the id.
-        return f"clip:{self.model}@{self._digest[:12]}"
+        # Both backends give the same vectors, so they share the id; a folder's model is
+        # named by its weights alone, so nodes that keep it in other folders agree.
+        name = "local-dir" if self._folder is not None else self.model
+        return f"clip:{name}@{self._digest[:12]}"
 
     def onnx_files(self) -> tuple[Path, Path]:
         """Where the exports of the image and the text tower are cached."""
@@ -248,6 +295,8 @@ class ClipEmbedder:
         return self._cache_dir / f"{stem}-image.onnx", self._cache_dir / f"{stem}-text.onnx"
 
     def _torch_model(self):
+        if self._folder is not None:
+            return load_torch_model(f"{LOCAL_DIR}{self._folder}", None, None)
         return load_torch_model(self._architecture, self._tag, self._weights_file.path)
 
     @property
@@ -306,7 +355,8 @@ class ClipEmbedder:
     def _tokenizer(self):
         import open_clip
 
-        return open_clip.get_tokenizer(self._architecture)
+        return open_clip.get_tokenizer(f"{LOCAL_DIR}{self._folder}" if self._folder
+                                       else self._architecture)
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         """Unit vectors of ``texts`` by the text tower, comparable with the images'."""
