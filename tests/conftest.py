@@ -53,18 +53,36 @@ def catalogue(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def clip_files(tmp_path_factory) -> tuple[Path, Path]:
     """Seeded random weights of Marqo-FashionCLIP's architecture (open_clip's ViT-B-16) as a
-    safetensors file, and a cache for their ONNX exports that the session's tests share."""
+    safetensors file, and a cache holding their ONNX exports: made once per session, by the
+    first worker that needs them (under a lock; the others wait and share them)."""
+    import fcntl
+    import os
+
     import open_clip
     import torch
     from safetensors.torch import save_file
 
-    folder = tmp_path_factory.mktemp("clip")
-    torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-16", pretrained=None)
-    weights = folder / "clip-test.safetensors"
-    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()},
-              weights)
-    return weights, folder / "cache"
+    from lookalike.pipeline.builtins.clip_embedder import OPTIONS, ClipEmbedder
+    from lookalike.pipeline.steps import StepSettings
+
+    session = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        session = session.parent  # the workers' folders lie in the session's
+    folder = session / "clip"
+    folder.mkdir(exist_ok=True)
+    weights, cache = folder / "clip-test.safetensors", folder / "cache"
+    with open(folder / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not weights.exists():
+            torch.manual_seed(0)
+            model = open_clip.create_model("ViT-B-16", pretrained=None)
+            save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()},
+                      folder / "clip-test.partial")
+            (folder / "clip-test.partial").rename(weights)
+            embedder = ClipEmbedder(StepSettings(
+                {**OPTIONS, "weights": str(weights), "cache_dir": str(cache)}, folder))
+            embedder.embed_text(["exported once"])  # both towers
+    return weights, cache
 
 
 def clip_table(clip_files, **options) -> dict:
