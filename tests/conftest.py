@@ -52,9 +52,22 @@ def catalogue(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def clip_files(tmp_path_factory) -> tuple[Path, Path]:
-    """Seeded random weights of Marqo-FashionCLIP's architecture (open_clip's ViT-B-16) as a
-    safetensors file, and a cache holding their ONNX exports: made once per session, by the
-    first worker that needs them (under a lock; the others wait and share them)."""
+    """Seeded random weights of Marqo-FashionCLIP's architecture (open_clip's ViT-B-16), at
+    its real cost: for the tests of the vectors themselves."""
+    return clip_weights(tmp_path_factory, "ViT-B-16")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_files(tmp_path_factory) -> tuple[Path, Path]:
+    """Seeded random weights of open_clip's ViT-S-32 (a tenth of ViT-B-16's cost): for the
+    tests that run commands, the service and the UI with a CLIP embedder."""
+    return clip_weights(tmp_path_factory, "ViT-S-32")
+
+
+def clip_weights(tmp_path_factory, architecture: str) -> tuple[Path, Path]:
+    """A safetensors file of ``architecture`` with seeded random weights, and a cache holding
+    their ONNX exports: made once per session, by the first worker that needs them (under a
+    lock; the others wait and share them)."""
     import fcntl
     import os
 
@@ -68,27 +81,33 @@ def clip_files(tmp_path_factory) -> tuple[Path, Path]:
     session = tmp_path_factory.getbasetemp()
     if "PYTEST_XDIST_WORKER" in os.environ:
         session = session.parent  # the workers' folders lie in the session's
-    folder = session / "clip"
+    folder = session / f"clip-{architecture}"
     folder.mkdir(exist_ok=True)
     weights, cache = folder / "clip-test.safetensors", folder / "cache"
     with open(folder / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not weights.exists():
             torch.manual_seed(0)
-            model = open_clip.create_model("ViT-B-16", pretrained=None)
+            model = open_clip.create_model(architecture, pretrained=None)
             save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()},
                       folder / "clip-test.partial")
             (folder / "clip-test.partial").rename(weights)
             embedder = ClipEmbedder(StepSettings(
-                {**OPTIONS, "weights": str(weights), "cache_dir": str(cache)}, folder))
+                {**OPTIONS, "model": architecture, "weights": str(weights),
+                 "cache_dir": str(cache)}, folder))
             embedder.embed_text(["exported once"])  # both towers
     return weights, cache
 
 
 def clip_table(clip_files, **options) -> dict:
-    """The [clip] table of a config that runs the test weights."""
+    """The [clip] table of a config that runs the test weights (ViT-B-16's, as Marqo's)."""
     weights, cache = clip_files
     return {"weights": str(weights), "cache_dir": str(cache), **options}
+
+
+def tiny_clip_table(tiny_clip_files) -> dict:
+    """The [clip] table of a config that runs the tiny test weights."""
+    return clip_table(tiny_clip_files, model="ViT-S-32")
 
 
 @dataclass

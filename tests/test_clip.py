@@ -1,10 +1,11 @@
 """The clip embedder: open_clip's model with lookalike's pixels, both backends, and search by
 words through the CLI, the inbox and HTTP.
 
-Real weights cannot be downloaded here: the tests write the architecture of the default
-built-in (ViT-B-16, as Marqo-FashionCLIP) with seeded random weights, which cost what the real
-ones cost (conftest's ``clip_files``). Its ONNX exports are made once, in a cache the tests
-share."""
+Real weights cannot be downloaded here: the tests of the vectors write the architecture of the
+default built-in (ViT-B-16, as Marqo-FashionCLIP) with seeded random weights, which cost what
+the real ones cost (conftest's ``clip_files``); those that run commands, the service and the
+UI use open_clip's ViT-S-32, a tenth of the cost (``tiny_clip_files``). Each is written and
+exported once per session."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import shutil
 import httpx
 import numpy as np
 import pytest
-from conftest import Workspace, clip_table
+from conftest import Workspace, clip_table, tiny_clip_table
 from PIL import Image
 from test_models import ModelServer
 
@@ -160,10 +161,10 @@ def test_a_model_that_is_not_built_in_needs_its_weights(tmp_path):
 
 
 def test_the_builtin_weights_come_from_the_mirror_under_their_own_name_and_are_pinned(
-        clip_files, tmp_path):
+        tiny_clip_files, tmp_path):
     served = tmp_path / "served"
     served.mkdir()
-    shutil.copy(clip_files[0], served / "marqo-fashionCLIP.safetensors")  # not Marqo's file
+    shutil.copy(tiny_clip_files[0], served / "marqo-fashionCLIP.safetensors")  # not Marqo's
     server = ModelServer(served)
     try:
         source = ModelSource(mirror=f"{server.url}/files/", cache_dir=tmp_path / "models")
@@ -186,9 +187,10 @@ def test_the_builtin_weights_come_from_the_mirror_under_their_own_name_and_are_p
 
 
 @pytest.fixture
-def clip_workspace(workspace, clip_files, catalogue) -> Workspace:
+def clip_workspace(workspace, tiny_clip_files, catalogue) -> Workspace:
+    """Six catalogue photos and a config with the tiny CLIP model (open_clip's ViT-S-32)."""
     workspace.write_config(pipeline={"embedder": "clip", "remover": "none"},
-                           clip=clip_table(clip_files))
+                           clip=tiny_clip_table(tiny_clip_files))
     workspace.add_catalogue(catalogue, 6)
     return workspace
 
@@ -200,7 +202,7 @@ def test_a_text_query_ranks_the_catalogue_and_stores_nothing(clip_workspace, run
     assert result.exit_code == 0, result.output
     answer = json.loads(result.output)
     assert answer["query"] == WORDS[0]
-    assert f"+clip:{DEFAULT_MODEL}@" in answer["model"]
+    assert "+clip:ViT-S-32@" in answer["model"]
     assert answer["index_size"] == 6 and answer["k"] == 4
     assert [n["rank"] for n in answer["neighbours"]] == [1, 2, 3, 4]
     similarities = [n["similarity"] for n in answer["neighbours"]]
@@ -240,10 +242,11 @@ def test_eval_works_with_the_clip_embedder(clip_workspace, run_cli, tmp_path):
     assert set(report["categories"]) == {"tshirts", "bags"}
 
 
-def test_the_service_answers_words_from_the_inbox_and_over_http(clip_workspace, clip_files):
+def test_the_service_answers_words_from_the_inbox_and_over_http(clip_workspace,
+                                                                tiny_clip_files):
     port = free_port()
     clip_workspace.write_config(pipeline={"embedder": "clip", "remover": "none"},
-                                clip=clip_table(clip_files),
+                                clip=tiny_clip_table(tiny_clip_files),
                                 http={"listen": f"127.0.0.1:{port}"})
     service = RunningService(clip_workspace)
     try:

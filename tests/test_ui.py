@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import clip_table
+from conftest import tiny_clip_table
 from selenium import webdriver
 from selenium.common.exceptions import (
     NoSuchElementException,
@@ -195,10 +195,10 @@ def test_an_uploaded_photo_shows_its_catalogue_item_first(indexed, ui, browser, 
 
 
 @pytest.fixture
-def clip_indexed(workspace, catalogue, clip_files):
-    """Six catalogue photos indexed by a CLIP embedder (the test weights)."""
+def clip_indexed(workspace, catalogue, tiny_clip_files):
+    """Six catalogue photos indexed by a CLIP embedder (the tiny test model)."""
     workspace.write_config(pipeline={"embedder": "clip", "remover": "none"},
-                           clip=clip_table(clip_files))
+                           clip=tiny_clip_table(tiny_clip_files))
     workspace.add_catalogue(catalogue, 6)
     result = lookalike(workspace, "index")
     assert result.returncode == 0, result.stderr
