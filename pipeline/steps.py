@@ -40,6 +40,14 @@ class StepSettings:
         path = Path(value).expanduser()
         return path if path.is_absolute() else self.base_dir / path
 
+    def pin(self, key: str, step: str) -> str | None:
+        """The pin ``<key>_sha256`` sets for the model file of ``key`` (None when empty);
+        ConfigError when it is not a sha256."""
+        digest = self.options.get(f"{key}_sha256", "")
+        if digest and not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ConfigError(f"{step}.{key}_sha256 must be a sha256 (64 hex digits)")
+        return f"sha256:{digest}" if digest else None
+
     def model_file(self, key: str, step: str, how_to_supply: str) -> ModelFile | None:
         """The option ``key`` as a model file: a path, or an http(s) URL fetched once into the
         cache, checked against the sha256 in ``<key>_sha256`` (required with a URL, checked
@@ -47,19 +55,16 @@ class StepSettings:
         value = self.options[key]
         if not value:
             return None
-        digest = self.options.get(f"{key}_sha256", "")
-        if digest and not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise ConfigError(f"{step}.{key}_sha256 must be a sha256 (64 hex digits)")
+        pin = self.pin(key, step)
         if not is_url(value):
-            return ModelFile(step, self.path(key), how_to_supply, source=self.models,
-                             pin=f"sha256:{digest}" if digest else None)
-        if not digest:
+            return ModelFile(step, self.path(key), how_to_supply, source=self.models, pin=pin)
+        if pin is None:
             raise ConfigError(f"{step}.{key} is a URL: {step}.{key}_sha256 must be its sha256 "
                               "(64 hex digits)")
         name = PurePosixPath(urlsplit(value).path).name
-        default = self.models.cache_dir / digest[:16] / name  # equal names, other contents
+        default = self.models.cache_dir / pin.removeprefix("sha256:")[:16] / name  # same names
         return ModelFile(step, self.models.place(name, default), how_to_supply, url=value,
-                         pin=f"sha256:{digest}", source=self.models)
+                         pin=pin, source=self.models)
 
 
 def unit_vectors(features: np.ndarray) -> np.ndarray:

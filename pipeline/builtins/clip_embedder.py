@@ -119,10 +119,11 @@ def folder_weights(folder: Path) -> Path:
                 folder / WEIGHTS_NAMES[0])
 
 
-def load_torch_model(architecture: str, tag: str | None, weights: Path | None):
+def load_torch_model(architecture: str, tag: str | None, weights: Path):
     """open_clip's ``architecture`` with the weights at ``weights``, preprocessing as ``tag``
-    declares (open_clip's defaults without one), in eval mode; a ``local-dir:`` architecture
-    brings its config and weights itself."""
+    declares (open_clip's defaults without one), in eval mode. A ``local-dir:`` architecture
+    brings its config; its weights are still loaded from ``weights``, the file whose digest
+    names the model (open_clip would pick one of the folder's files by its own order)."""
     import open_clip
 
     preprocess = {}
@@ -134,12 +135,15 @@ def load_torch_model(architecture: str, tag: str | None, weights: Path | None):
         preprocess = {key: pretrained[key] for key in
                       ("mean", "std", "interpolation", "resize_mode") if key in pretrained}
     try:
-        model = open_clip.create_model(architecture, pretrained=weights and str(weights),
-                                       force_preprocess_cfg=preprocess)
+        if architecture.startswith(LOCAL_DIR):
+            model = open_clip.create_model(architecture, load_weights=False)
+            open_clip.load_checkpoint(model, str(weights))
+        else:
+            model = open_clip.create_model(architecture, pretrained=str(weights),
+                                           force_preprocess_cfg=preprocess)
     except Exception as exc:  # a state dict of another model: open_clip says which keys
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise LookalikeError(f"{weights or architecture} is not {architecture} weights: "
-                             f"{first_line}") from None
+        raise LookalikeError(f"{weights} is not {architecture} weights: {first_line}") from None
     return model.eval()
 
 
@@ -231,7 +235,8 @@ class ClipEmbedder:
         elif self.model.startswith("hf-hub:"):
             raise ConfigError(
                 f"clip.model: lookalike pins the weights of {', '.join(BUILTINS)}; for "
-                f"{self.model}, download its files (`hf download {self.model[7:]} --local-dir "
+                f"{self.model}, download its files (`hf download "
+                f"{self.model.removeprefix('hf-hub:')} --local-dir "
                 "DIR`) and set model = \"local-dir:DIR\", or name its open_clip architecture "
                 "and set [clip] weights")
         elif self.model.startswith(LOCAL_DIR):
@@ -250,13 +255,9 @@ class ClipEmbedder:
         if self._folder is not None:
             if options["weights"]:
                 raise ConfigError("clip.weights: a local-dir: model's weights are its folder's")
-            if options["weights_sha256"] and not re.fullmatch(r"[0-9a-f]{64}",
-                                                              options["weights_sha256"]):
-                raise ConfigError("clip.weights_sha256 must be a sha256 (64 hex digits)")
             self._weights_file = ModelFile(
                 "clip", folder_weights(self._folder), f"put {' or '.join(WEIGHTS_NAMES)} in "
-                f"{self._folder}", pin=f"sha256:{options['weights_sha256']}"
-                if options["weights_sha256"] else None, source=settings.models)
+                f"{self._folder}", pin=settings.pin("weights", "clip"), source=settings.models)
         elif options["weights"]:
             self._weights_file = settings.model_file("weights", "clip", how)
         elif builtin is not None:
@@ -295,9 +296,8 @@ class ClipEmbedder:
         return self._cache_dir / f"{stem}-image.onnx", self._cache_dir / f"{stem}-text.onnx"
 
     def _torch_model(self):
-        if self._folder is not None:
-            return load_torch_model(f"{LOCAL_DIR}{self._folder}", None, None)
-        return load_torch_model(self._architecture, self._tag, self._weights_file.path)
+        architecture = f"{LOCAL_DIR}{self._folder}" if self._folder else self._architecture
+        return load_torch_model(architecture, self._tag, self._weights_file.path)
 
     @property
     def _backend(self) -> TorchBackend | OnnxBackend:
