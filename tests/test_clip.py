@@ -254,8 +254,9 @@ def test_the_service_answers_words_from_the_inbox_and_over_http(clip_workspace,
         (clip_workspace.inbox / "summer.txt").write_text(WORDS[0] + "\n")
         (clip_workspace.inbox / "empty.txt").write_text("\n")
         (clip_workspace.inbox / "binary.txt").write_bytes(b"\xff\xfe\x00bad")
+        (clip_workspace.inbox / "long.txt").write_text("dress " * 1000)
         service.wait_for(lambda: all(answer_of(clip_workspace, name) for name in
-                                     ("summer.txt", "empty.txt", "binary.txt")),
+                                     ("summer.txt", "empty.txt", "binary.txt", "long.txt")),
                          "the text queries answered")
         summer = answer_of(clip_workspace, "summer.txt")
         assert summer["query"] == "summer.txt" and "+clip:" in summer["model"]
@@ -263,6 +264,8 @@ def test_the_service_answers_words_from_the_inbox_and_over_http(clip_workspace,
         assert answer_of(clip_workspace, "empty.txt")["error"] == "the text is empty"
         assert answer_of(clip_workspace, "binary.txt")["error"] == \
             "a text query must be UTF-8 text"
+        assert answer_of(clip_workspace, "long.txt")["error"] == \
+            "a text query is at most 4096 bytes"
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
             answered = client.get("/query", params={"text": WORDS[0], "k": 3})
             assert answered.status_code == 200, answered.text

@@ -18,6 +18,7 @@ from selenium.common.exceptions import (
 )
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 from builders import cropped_query, odd_images, product_photo
@@ -206,7 +207,8 @@ def clip_indexed(workspace, catalogue, tiny_clip_files):
 
 
 @pytest.mark.slow
-def test_words_typed_in_the_page_are_answered_with_a_clip_embedder(clip_indexed, ui, browser):
+def test_words_typed_in_the_page_are_answered_with_a_clip_embedder(clip_indexed, ui, browser,
+                                                                   service_factory):
     browser.get(ui.url)
     wait_for(browser, lambda d: "item05.jpg" in image_alts(d), "the catalogue")
     words = browser.find_element(By.CSS_SELECTOR, ".st-key-words input")
@@ -217,6 +219,25 @@ def test_words_typed_in_the_page_are_answered_with_a_clip_embedder(clip_indexed,
     assert "“red floral summer dress”" in page
     assert len([alt for alt in image_alts(browser) if alt.startswith("rank ")]) == 6
     assert "what the model saw" not in image_alts(browser)
+
+    # With a service answering HTTP on the same database, the page asks it for the words.
+    port = free_port()
+    clip_indexed.config.write_text(clip_indexed.config.read_text()
+                                   + f'\n[http]\nlisten = "127.0.0.1:{port}"\n')
+    service = service_factory()
+    wait_for(browser, lambda d: f"Answered by the service at http://127.0.0.1:{port}"
+             in body_text(d), "the page asking the service")
+    words = browser.find_element(By.CSS_SELECTOR, ".st-key-words input")
+    words.send_keys(Keys.CONTROL, "a")
+    words.send_keys("black leather boots\n")
+    wait_for(browser, lambda d: "“black leather boots”" in body_text(d) and ranked_first(d),
+             "the service's answer")
+    assert len([alt for alt in image_alts(browser) if alt.startswith("rank ")]) == 6
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        metrics = response.read().decode()
+    asked = re.search(r'lookalike_request_seconds_count\{route="/query"\} (\S+)', metrics)
+    assert asked and float(asked.group(1)) >= 1  # the words went to the service
+    assert service.stop() == 0
 
 
 @pytest.mark.slow

@@ -50,6 +50,12 @@ def test_inbox_always_gets_an_answer(workspace, catalogue, service_factory, monk
                      "the second answer")
     assert answer_of(workspace, "garbage.jpg")["neighbours"][0]["path"] == "item04.jpg"
 
+    # Words, with ResNet-18: answered with why they cannot be searched.
+    (workspace.inbox / "words.txt").write_text("red floral dress")
+    service.wait_for(lambda: answer_of(workspace, "words.txt"), "the text query's answer")
+    words = answer_of(workspace, "words.txt")
+    assert words["neighbours"] == [] and "has no text tower" in words["error"]
+
     assert read_snapshot(workspace.root / "feature_vectors.pkl")["vectors"].shape == (12, 512)
     assert not marker.exists()
     assert service.stop() == 0
