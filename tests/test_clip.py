@@ -10,7 +10,7 @@ exported once per session."""
 from __future__ import annotations
 
 import json
-import shutil
+import os
 
 import httpx
 import numpy as np
@@ -129,7 +129,7 @@ def test_a_model_in_a_folder_of_open_clips_layout_gives_the_same_vectors(clip_fi
         {"model_cfg": open_clip.get_model_config(ARCHITECTURE),
          "preprocess_cfg": {"mean": list(open_clip.OPENAI_DATASET_MEAN),
                             "std": list(open_clip.OPENAI_DATASET_STD)}}))
-    shutil.copy(clip_files[0], folder / "open_clip_model.safetensors")
+    os.link(clip_files[0], folder / "open_clip_model.safetensors")
     local = build(clip_files, tmp_path, model="local-dir:downloaded", weights="",
                   backend="torch")
     assert local.dimension == 512 and "+clip:local-dir@" in local.model_id
@@ -164,7 +164,7 @@ def test_the_builtin_weights_come_from_the_mirror_under_their_own_name_and_are_p
         tiny_clip_files, tmp_path):
     served = tmp_path / "served"
     served.mkdir()
-    shutil.copy(tiny_clip_files[0], served / "marqo-fashionCLIP.safetensors")  # not Marqo's
+    os.link(tiny_clip_files[0], served / "marqo-fashionCLIP.safetensors")  # not Marqo's
     server = ModelServer(served)
     try:
         source = ModelSource(mirror=f"{server.url}/files/", cache_dir=tmp_path / "models")
