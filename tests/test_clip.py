@@ -23,7 +23,7 @@ from builders import product_photo
 from lookalike.base.errors import ConfigError, LookalikeError, ModelMissingError
 from lookalike.models.files import ModelSource
 from lookalike.models.onnx import OnnxRuntime
-from lookalike.pipeline.builtins.clip_embedder import DEFAULT_MODEL
+from lookalike.pipeline.builtins.clip_embedder import BUILTINS, DEFAULT_MODEL
 from lookalike.pipeline.pipeline import Pipeline, PipelineSteps
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
 from running import RunningService, answer_of, free_port, query_db, stored
@@ -184,6 +184,25 @@ def test_the_builtin_weights_come_from_the_mirror_under_their_own_name_and_are_p
     with pytest.raises(ModelMissingError, match="marqo-fashionCLIP.safetensors") as missing:
         offline.warm_up()
     assert "huggingface.co/Marqo/marqo-fashionCLIP" in str(missing.value)
+
+
+@pytest.mark.parametrize("model, dimension", [
+    ("hf-hub:Marqo/marqo-fashionCLIP", 512), ("hf-hub:Marqo/marqo-fashionSigLIP", 768),
+    ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", 512)])
+def test_each_builtin_model_is_built_as_open_clip_declares_it(model, dimension, tmp_path):
+    import open_clip
+
+    builtin = BUILTINS[model]
+    assert open_clip.get_pretrained_cfg(builtin.architecture, builtin.tag)["mean"]
+    pipeline = Pipeline.build(collect_steps(plugin_manager()),
+                              PipelineSteps(remover="none", embedder="clip"),
+                              {"clip": {"model": model}}, tmp_path,
+                              ModelSource(fetch=False, cache_dir=tmp_path / "models"),
+                              OnnxRuntime())
+    assert pipeline.dimension == dimension
+    with pytest.raises(ModelMissingError, match=builtin.file_name) as missing:
+        pipeline.warm_up()
+    assert builtin.url in str(missing.value)
 
 
 @pytest.fixture

@@ -61,13 +61,18 @@ BUILTINS = {
         "ViT-B-16-SigLIP", "webli", HUB.format(repo="Marqo/marqo-fashionSigLIP"),
         "88908200434959fa3154ef79d408aac33341e8797fe5ca8ca6f0463aab32e6b3",
         "marqo-fashionSigLIP.safetensors"),
+    # A general model (not trained on fashion) beside them: LAION's ViT-B-32.
+    "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K": Builtin(
+        "ViT-B-32", "laion2b_s34b_b79k", HUB.format(repo="laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
+        "ac4f8c4b88af6d963118cbf40ad93176d092abbedfcb752601ae1866352656e6",
+        "CLIP-ViT-B-32-laion2B-s34B-b79K.safetensors"),
 }
 DEFAULT_MODEL = "hf-hub:Marqo/marqo-fashionCLIP"
 OPTIONS = {"model": DEFAULT_MODEL, "weights": "", "weights_sha256": "",
            "backend": "onnxruntime", "cache_dir": ""}
 HELP = {"model": f"{', '.join(BUILTINS)} (weights pinned and fetched); an open_clip "
                  "architecture, optionally with the pretrained tag its weights were trained "
-                 "as (\"ViT-B-32/laion2b_s34b_b79k\"), given weights; or \"local-dir:DIR\", "
+                 "as (\"ViT-B-16/laion2b_s34b_b88k\"), given weights; or \"local-dir:DIR\", "
                  "a folder with open_clip_config.json and weights (a hub model downloaded)",
         "weights": "the weights file (.safetensors or a state dict): a path or an https:// "
                    "URL; \"\" = the built-in model's, fetched",
