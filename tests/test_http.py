@@ -9,6 +9,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -183,6 +185,23 @@ def test_embeddings_beyond_the_pool_are_refused_with_retry_after(served):
     assert {status for status, _ in statuses} == {200, 503}
 
 
+@contextmanager
+def served_in_process(workspace: Workspace, fake_remover, **http) -> Iterator[tuple]:
+    """The HTTP server in this process, over the workspace's catalogue with the remover
+    wrapped in ``fake_remover``: the fake and a client."""
+    app = App(str(workspace.config))
+    remover = fake_remover(app.pipeline.remover)
+    app.pipeline = replace(app.pipeline, remover=remover)
+    with app.opened_store() as store:
+        catalogue_api = Catalogue(app, store)
+        metrics = Metrics(catalogue_api, StatusReporter(None, time.monotonic),
+                          IngestQueue(workspace.images, 1))
+        settings = HttpSettings(listen=f"127.0.0.1:{free_port()}", **http)
+        with (serving(catalogue_api, settings, metrics, lambda: None, lambda _url: None),
+              httpx.Client(base_url=f"http://{settings.listen}", timeout=30) as client):
+            yield remover, client
+
+
 def test_memory_running_out_while_embedding_is_503_with_retry_after(workspace, catalogue,
                                                                      run_cli):
     """The server in this process: an out-of-memory cannot be provoked safely in a real one,
@@ -191,20 +210,52 @@ def test_memory_running_out_while_embedding_is_503_with_retry_after(workspace, c
     the same image is answered the next time."""
     workspace.add_catalogue(catalogue, 2)
     assert run_cli("index").exit_code == 0
-    app = App(str(workspace.config))
-    app.pipeline = replace(app.pipeline, remover=OutOfMemoryOnce(app.pipeline.remover))
-    with app.opened_store() as store:
-        catalogue_api = Catalogue(app, store)
-        metrics = Metrics(catalogue_api, StatusReporter(None, time.monotonic),
-                          IngestQueue(workspace.images, 1))
-        settings = HttpSettings(listen=f"127.0.0.1:{free_port()}")
-        with (serving(catalogue_api, settings, metrics, lambda: None, lambda _url: None),
-              httpx.Client(base_url=f"http://{settings.listen}", timeout=30) as client):
-            first = client.post("/query", content=photo_bytes(1))
-            second = client.post("/query", content=photo_bytes(1))
+    with served_in_process(workspace, OutOfMemoryOnce) as (_, client):
+        first = client.post("/query", content=photo_bytes(1))
+        second = client.post("/query", content=photo_bytes(1))
     assert first.status_code == 503 and first.headers["retry-after"] == "1"
     assert first.json()["error"].startswith("the image could not be embedded now (MemoryError")
     assert second.status_code == 200 and len(second.json()["neighbours"]) == 2
+
+
+class HeldUntilReleased:
+    """A fake remover (an embedding slow enough to overlap a request cannot be timed
+    reliably): the real one, once ``released`` is set; ``holding`` is set while it waits."""
+
+    def __init__(self, remover):
+        self.remover, self.id = remover, remover.id
+        self.holding, self.released = threading.Event(), threading.Event()
+
+    def model_files(self):
+        return self.remover.model_files()
+
+    def remove(self, image):
+        self.holding.set()
+        self.released.wait(30)
+        return self.remover.remove(image)
+
+
+def test_words_asked_while_the_pool_is_full_are_refused_with_retry_after(workspace, catalogue,
+                                                                         run_cli):
+    """Words share the pool of embeddings with images: with the one slot held by an image
+    (the fake remover above), GET /query?text= answers 503 with Retry-After; once the slot is
+    free, the words are embedded (ResNet-18 has no text tower: 400 saying so)."""
+    workspace.add_catalogue(catalogue, 2)
+    assert run_cli("index").exit_code == 0
+    with served_in_process(workspace, HeldUntilReleased,
+                           max_concurrent_embeddings=1) as (remover, client):
+        image = threading.Thread(target=client.post, args=("/query",),
+                                 kwargs={"content": photo_bytes(1)})
+        image.start()
+        assert remover.holding.wait(30)
+        busy = client.get("/query", params={"text": "a red dress"})
+        remover.released.set()
+        image.join()
+        free = client.get("/query", params={"text": "a red dress"})
+    assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+    assert busy.json()["error"] == ("[http] max_concurrent_embeddings = 1 queries are being "
+                                    "embedded already: try again shortly")
+    assert free.status_code == 400 and "text" in free.json()["error"]
 
 
 def test_a_public_address_needs_a_token(workspace, run_cli):

@@ -66,6 +66,10 @@ def http_app(catalogue: Catalogue, settings: HttpSettings, metrics: Metrics,
                   redoc_url=None, description="Lookalikes of fashion product images.")
     embedding = threading.BoundedSemaphore(settings.max_concurrent_embeddings)
 
+    def pool_full() -> Refused:  # images and words share the pool
+        return busy(f"[http] max_concurrent_embeddings = {settings.max_concurrent_embeddings} "
+                    "queries are being embedded already: try again shortly")
+
     @app.exception_handler(HTTPException)
     async def refused(_request: Request, exc: HTTPException) -> JSONResponse:
         return JSONResponse({"error": exc.detail}, exc.status_code, headers=exc.headers)
@@ -89,8 +93,7 @@ def http_app(catalogue: Catalogue, settings: HttpSettings, metrics: Metrics,
     async def query(request: Request, k: K = None) -> JSONResponse:
         name, data = await uploaded_image(request, settings.max_upload_bytes)
         if not embedding.acquire(blocking=False):
-            raise busy(f"{settings.max_concurrent_embeddings} images are being embedded "
-                       "already: try again shortly")
+            raise pool_full()
 
         def answer() -> Answer:
             try:
@@ -108,8 +111,7 @@ def http_app(catalogue: Catalogue, settings: HttpSettings, metrics: Metrics,
                                               description="the words, e.g. red floral dress")],
                    k: K = None) -> JSONResponse:
         if not embedding.acquire(blocking=False):
-            raise busy(f"{settings.max_concurrent_embeddings} queries are being embedded "
-                       "already: try again shortly")
+            raise pool_full()
         try:
             return answered(catalogue.query_text([(text, text)], k)[0], 400)
         except TransientError as exc:
