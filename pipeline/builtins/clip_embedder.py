@@ -18,7 +18,6 @@ import importlib.util
 import json
 import logging
 import re
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -28,11 +27,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lookalike.base.cache import cache_home
 from lookalike.base.errors import ConfigError, LookalikeError
-from lookalike.models.derived import export_onnx, is_sound
+from lookalike.models.derived import export_onnx
 from lookalike.models.files import ModelFile
-from lookalike.models.onnx import BACKENDS, OnnxRuntime
+from lookalike.models.onnx import OnnxRuntime
+from lookalike.pipeline.builtins.weights_embedder import WeightsEmbedder, exported
 from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.steps import StepSettings, unit_vectors
 
@@ -226,12 +225,9 @@ def square_side(size: int | Sequence[int]) -> int:
     return int(sides[0])
 
 
-class ClipEmbedder:
+class ClipEmbedder(WeightsEmbedder):
     def __init__(self, settings: StepSettings):
         options = settings.options
-        if options["backend"] not in BACKENDS:
-            raise ConfigError(f"clip.backend must be one of {', '.join(BACKENDS)}")
-        self._backend_name = options["backend"]
         self.model = options["model"]
         builtin = BUILTINS.get(self.model)
         self._folder: Path | None = None  # a local-dir: model's folder
@@ -253,40 +249,28 @@ class ClipEmbedder:
         config = (folder_config(self._folder)["model_cfg"] if self._folder
                   else architecture_config(self._architecture))
         self.dimension = int(config["embed_dim"])
-        self._runtime = settings.onnxruntime
-        self._loading, self._loaded = threading.Lock(), None
-        self._cache_dir = settings.path("cache_dir") or cache_home() / "lookalike"
+        super().__init__("clip", settings, self._weights_file_of(settings, builtin),
+                         f"{self.model} weights")
+
+    def _weights_file_of(self, settings: StepSettings, builtin: Builtin | None) -> ModelFile:
+        """The weights file: a local-dir: model's, [clip] weights, or a built-in's, fetched."""
         how = f"set [clip] weights to the {self.model} weights file"
         if self._folder is not None:
-            if options["weights"]:
+            if settings.options["weights"]:
                 raise ConfigError("clip.weights: a local-dir: model's weights are its folder's")
-            self._weights_file = ModelFile(
-                "clip", folder_weights(self._folder), f"put {' or '.join(WEIGHTS_NAMES)} in "
-                f"{self._folder}", pin=settings.pin("weights", "clip"), source=settings.models)
-        elif options["weights"]:
-            self._weights_file = settings.model_file("weights", "clip", how)
-        elif builtin is not None:
-            name = builtin.file_name
-            default = settings.models.cache_dir / name
-            self._weights_file = ModelFile("clip", settings.models.place(name, default),
-                                           f"download {builtin.url} to that path (or to "
-                                           f"[models] dir as {name}), or {how}",
-                                           url=builtin.url, pin=f"sha256:{builtin.sha256}",
-                                           source=settings.models)
-        else:
+            return ModelFile("clip", folder_weights(self._folder), f"put "
+                             f"{' or '.join(WEIGHTS_NAMES)} in {self._folder}",
+                             pin=settings.pin("weights", "clip"), source=settings.models)
+        if settings.options["weights"]:
+            return settings.model_file("weights", "clip", how)
+        if builtin is None:
             raise ConfigError(f"clip.model {self.model!r} is not one lookalike pins: set "
                               "[clip] weights to its weights file")
-
-    @property
-    def runs_onnx(self) -> bool:
-        return self._backend_name == "onnxruntime"
-
-    def model_files(self) -> list[ModelFile]:
-        return [self._weights_file]
-
-    @cached_property
-    def _digest(self) -> str:
-        return self._weights_file.required(f"{self.model} weights").sha256()
+        name = builtin.file_name
+        return ModelFile("clip", settings.models.place(name, settings.models.cache_dir / name),
+                         f"download {builtin.url} to that path (or to [models] dir as "
+                         f"{name}), or {how}", url=builtin.url, pin=f"sha256:{builtin.sha256}",
+                         source=settings.models)
 
     @cached_property
     def id(self) -> str:
@@ -302,29 +286,15 @@ class ClipEmbedder:
 
     def _torch_model(self):
         architecture = f"{LOCAL_DIR}{self._folder}" if self._folder else self._architecture
-        return load_torch_model(architecture, self._tag, self._weights_file.path)
-
-    @property
-    def _backend(self) -> TorchBackend | OnnxBackend:
-        # Loaded once, under a lock: the preparing threads ask for the input size at once,
-        # and two threads must not export the towers side by side.
-        with self._loading:
-            if self._loaded is None:
-                self._loaded = self._load_backend()
-            return self._loaded
+        return load_torch_model(architecture, self._tag, self._weights.path)
 
     def _load_backend(self) -> TorchBackend | OnnxBackend:
-        self._digest  # noqa: B018 (the weights, fetched and verified first)
         if self._backend_name == "torch":
             return TorchBackend(self._torch_model())
         image_file, text_file = self.onnx_files()
-        if not (is_sound(image_file) and is_sound(text_file)):
-            if image_file.exists() or text_file.exists():
-                log.warning("the ONNX exports of %s do not match their recorded digests: "
-                            "exporting them again", self.model)
-            log.info("exporting the towers of %s to ONNX, once for these weights (into %s)",
-                     self.model, image_file.parent)
-            export_towers(self._torch_model(), image_file, text_file)
+        exported([image_file, text_file],
+                 lambda: export_towers(self._torch_model(), image_file, text_file),
+                 f"the towers of {self.model}")
         return OnnxBackend(image_file, text_file, self._runtime)
 
     @cached_property

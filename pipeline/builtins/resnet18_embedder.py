@@ -10,7 +10,6 @@ so it has its own model id.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from functools import cached_property
@@ -21,14 +20,13 @@ from PIL import Image
 
 from lookalike.base.cache import cache_home
 from lookalike.base.errors import ConfigError, LookalikeError
-from lookalike.models.derived import export_onnx, is_sound
+from lookalike.models.derived import export_onnx
 from lookalike.models.files import ModelFile, ModelSource, file_digest
-from lookalike.models.onnx import BACKENDS, OnnxRuntime
+from lookalike.models.onnx import OnnxRuntime
 from lookalike.models.quantize import int8_copy, quantized
+from lookalike.pipeline.builtins.weights_embedder import WeightsEmbedder, exported
 from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.steps import StepSettings, unit_vectors
-
-log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -105,16 +103,6 @@ class TorchBackend:
             return self._model(torch.from_numpy(pixels)).numpy()
 
 
-def exported(weights: Path, path: Path) -> Path:
-    """``path``, the ONNX export of ``weights``, made (again) unless it is there and sound."""
-    if not is_sound(path):
-        if path.exists():
-            log.warning("the ONNX export %s does not match its recorded digest: "
-                        "exporting it again", path)
-        export_to(weights, path)
-    return path
-
-
 class OnnxBackend:
     def __init__(self, path: Path, runtime: OnnxRuntime):
         self._session = runtime.session(str(path))
@@ -123,41 +111,22 @@ class OnnxBackend:
         return self._session.run(None, {"pixels": pixels})[0]
 
 
-class ResNet18Embedder:
+class ResNet18Embedder(WeightsEmbedder):
     dimension = 512
     input_size = 224
 
     def __init__(self, settings: StepSettings):
         options = settings.options
-        if options["backend"] not in BACKENDS:
-            raise ConfigError(f"resnet18.backend must be one of {', '.join(BACKENDS)}")
-        self._backend_name = options["backend"]
         self._int8 = bool(options["int8"])
-        if self._int8 and self._backend_name != "onnxruntime":
+        if self._int8 and options["backend"] != "onnxruntime":
             raise ConfigError("resnet18.int8 needs backend \"onnxruntime\" (the int8 copy is "
                               "an ONNX model)")
         if options["weights"] == "imagenet":
-            self._weights_file = imagenet_weights_file(settings.models)
+            weights_file = imagenet_weights_file(settings.models)
         else:
             how = "set [resnet18] weights to a ResNet-18 state dict, or to \"imagenet\""
-            self._weights_file = settings.model_file("weights", "resnet18", how)
-        self._cache_dir = settings.path("cache_dir") or cache_home() / "lookalike"
-        self._runtime = settings.onnxruntime
-
-    @property
-    def runs_onnx(self) -> bool:
-        return self._backend_name == "onnxruntime"
-
-    def model_files(self) -> list[ModelFile]:
-        return [self._weights_file]
-
-    @cached_property
-    def _weights(self) -> ModelFile:
-        return self.model_files()[0].required("ResNet-18 weights")
-
-    @cached_property
-    def _digest(self) -> str:
-        return self._weights.sha256()
+            weights_file = settings.model_file("weights", "resnet18", how)
+        super().__init__("resnet18", settings, weights_file, "ResNet-18 weights")
 
     @cached_property
     def id(self) -> str:
@@ -171,13 +140,18 @@ class ResNet18Embedder:
     def _int8_file(self) -> Path:
         return int8_copy(self.int8_path, "ResNet-18")
 
-    @cached_property
-    def _backend(self) -> TorchBackend | OnnxBackend:
+    def _load_backend(self) -> TorchBackend | OnnxBackend:
         if self._backend_name == "torch":
             return TorchBackend(self._weights.path)
         if self._int8:
             return OnnxBackend(self._int8_file, self._runtime)
-        return OnnxBackend(exported(self._weights.path, self.onnx_file), self._runtime)
+        return OnnxBackend(self._exported(), self._runtime)
+
+    def _exported(self) -> Path:
+        """The ONNX export of the weights, made unless it is there and sound."""
+        exported([self.onnx_file], lambda: export_to(self._weights.path, self.onnx_file),
+                 "ResNet-18")
+        return self.onnx_file
 
     @property
     def onnx_file(self) -> Path:
@@ -194,8 +168,7 @@ class ResNet18Embedder:
         the pipeline prepares them for the embedder."""
         samples = [self.pixels(squares[start:start + CALIBRATION_BATCH])
                    for start in range(0, len(squares), CALIBRATION_BATCH)]
-        return quantized(exported(self._weights.path, self.onnx_file), self.int8_path,
-                         "pixels", samples)
+        return quantized(self._exported(), self.int8_path, "pixels", samples)
 
     def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
         """The model's input: an (n, 3, 224, 224) float32 batch, ImageNet-normalised."""
