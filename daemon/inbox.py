@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lookalike.base.atomic import write_atomically
-from lookalike.base.errors import ImageError, LookalikeError, TransientError, UnreadableFile
+from lookalike.base.errors import LookalikeError, TransientError, UnreadableFile
 from lookalike.base.files import ANSWER_SUFFIX, TEXT_SUFFIX, stored_name
 from lookalike.daemon.retry import RetriedWrites, RetryTimes
 from lookalike.pipeline.pipeline import Pipeline
@@ -103,22 +103,15 @@ class InboxAnswerer:
         for path, digest in claimed:
             if is_answered(path, digest):  # by the node that held it before
                 continue
+            is_text = path.suffix.lower() == TEXT_SUFFIX
             try:
-                if path.suffix.lower() == TEXT_SUFFIX:
-                    try:
-                        texts.append((path, digest, read_text_query(path)))
-                    except UnreadableFile:
-                        raise
-                    except LookalikeError as exc:  # not words: answered with why
-                        texts.append((path, digest, exc))
-                    continue
-                data = self.pipeline.read_file(path)
+                data = read_text_query(path) if is_text else self.pipeline.read_file(path)
             except UnreadableFile as exc:
                 log.warning("query %s: %s", stored_name(path.name), exc)
                 continue
-            except ImageError as exc:
+            except LookalikeError as exc:  # not an image, not words: answered with why
                 data = exc
-            queries.append((path, digest, data))
+            (texts if is_text else queries).append((path, digest, data))
         for answering, asked in ((answer_queries, queries), (answer_texts, texts)):
             if asked:
                 self._answer_each(answering, asked)
