@@ -186,7 +186,9 @@ def test_two_nodes_split_the_work_and_embed_each_image_once(
     (shared.images / "copies").mkdir()  # equal bytes far apart in the backlog
     for name in names[::20]:
         shutil.copy(shared.images / name, shared.images / "copies" / name)
-    first, second = start_nodes(node_workspace(shared, "first"), node_workspace(shared, "second"))
+    lease = {"lease_seconds": 10.0}  # the snapshot passes to the other a lease after a kill
+    first, second = start_nodes(node_workspace(shared, "first", daemon=lease),
+                                node_workspace(shared, "second", daemon=lease))
     first.wait_for(lambda: len(rows(database)) == 126, "the backlog")
 
     # The start-up backlog was split, and every content embedded by one node only.
