@@ -143,6 +143,27 @@ def test_a_model_in_a_folder_of_open_clips_layout_gives_the_same_vectors(clip_fi
         build(clip_files, tmp_path, model="local-dir:elsewhere", weights="")
 
 
+def test_words_for_a_tokenizer_of_the_hubs_are_refused_in_one_line_saying_why(
+        tiny_clip_files, tmp_path):
+    """A model whose tokenizer open_clip reads through `transformers` (FashionSigLIP's is
+    timm/ViT-B-16-SigLIP's): here one of open_clip's layout naming such a tokenizer."""
+    import copy
+
+    import open_clip
+
+    folder = tmp_path / "siglip-like"
+    folder.mkdir()
+    config = copy.deepcopy(open_clip.get_model_config("ViT-S-32"))
+    config["text_cfg"]["hf_tokenizer_name"] = "timm/ViT-B-16-SigLIP"
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+    os.link(tiny_clip_files[0], folder / "open_clip_model.safetensors")
+    pipeline = build(tiny_clip_files, tmp_path, model="local-dir:siglip-like", weights="",
+                     backend="torch")
+    with pytest.raises(LookalikeError, match="reads it through `transformers`") as refused:
+        pipeline.embed_text(WORDS[:1])
+    assert "\n" not in str(refused.value)
+
+
 @pytest.mark.parametrize("model, message", [
     ("ViT-Nope-1", "open_clip has no architecture 'ViT-Nope-1'"),
     ("hf-hub:someone/some-clip", "hf download someone/some-clip --local-dir DIR"),

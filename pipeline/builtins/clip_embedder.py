@@ -338,10 +338,13 @@ class ClipEmbedder(WeightsEmbedder):
         self._backend  # noqa: B018 (a missing model stops the command before the tokenizer)
         try:
             tokens = self._tokenizer(list(texts))
-        except Exception as exc:  # one open_clip cannot load here (SigLIP's is on the hub)
+        except Exception as exc:  # a tokenizer of the hub's (SigLIP's): not to be had here
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise LookalikeError(f"clip: the tokenizer of {self.model} cannot be loaded: "
-                                 f"{reason}") from None
+            raise LookalikeError(
+                f"clip: the tokenizer of {self.model} cannot be loaded ({reason}): open_clip "
+                "reads it through `transformers` from the Hugging Face hub or the model's "
+                "folder, which lookalike neither installs nor fetches; FashionCLIP and "
+                "ViT-B-32 read words with open_clip's own") from None
         return unit_vectors(self._backend.texts(tokens.numpy().astype(np.int64)))
 
 
