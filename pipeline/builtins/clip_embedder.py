@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,8 +33,6 @@ from lookalike.models.onnx import OnnxRuntime
 from lookalike.pipeline.builtins.weights_embedder import WeightsEmbedder, exported
 from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.steps import StepSettings, unit_vectors
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
