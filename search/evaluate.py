@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,8 +12,6 @@ import numpy as np
 from lookalike.base.errors import ImageError, LookalikeError
 from lookalike.base.files import file_path, scan
 from lookalike.pipeline.pipeline import Pipeline
-
-log = logging.getLogger(__name__)
 
 CHUNK_ROWS = 1024  # similarity rows computed at once: bounds memory at N * 4 KiB
 
