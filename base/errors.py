@@ -24,3 +24,9 @@ class TransientError(LookalikeError):
 
 class UnreadableFile(ImageError):
     """A file could not be read at all (gone, no permission): perhaps only for now."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of what ``exc`` says (its type's name when it says nothing): a
+    library's multi-line message made fit for a one-line error."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

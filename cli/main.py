@@ -259,10 +259,6 @@ def query(images, similar, texts, k, as_json, offline, config_option):
     with Catalogue.opened(config_option, offline, index_name="exact") as catalogue:
         if similar:
             answers = catalogue.similar(images, k)
-        elif texts:
-            if catalogue.index.size == 0:
-                raise LookalikeError(f"{EMPTY_INDEX}: run `lookalike index` or the service")
-            answers = catalogue.query_text([(text, text) for text in texts], k)
         else:
             queries = []
             for image in images:
@@ -273,7 +269,8 @@ def query(images, similar, texts, k, as_json, offline, config_option):
                     raise LookalikeError(f"{stored_name(image)}: {exc}") from None
             if catalogue.index.size == 0:
                 raise LookalikeError(f"{EMPTY_INDEX}: run `lookalike index` or the service")
-            answers = catalogue.query(queries, k)
+            answers = (catalogue.query_text([(text, text) for text in texts], k) if texts
+                       else catalogue.query(queries, k))
     names = [stored_name(image) for image in images] or [f'"{text}"' for text in texts]
     for name, answer in zip(names, answers, strict=True):
         if "error" in answer:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from lookalike.base.errors import ConfigError, LookalikeError
+from lookalike.base.errors import ConfigError, LookalikeError, first_line
 from lookalike.models.derived import export_onnx
 from lookalike.models.files import ModelFile
 from lookalike.models.onnx import OnnxRuntime
@@ -143,8 +143,8 @@ def load_torch_model(architecture: str, tag: str | None, weights: Path):
             model = open_clip.create_model(architecture, pretrained=str(weights),
                                            force_preprocess_cfg=preprocess)
     except Exception as exc:  # a state dict of another model: open_clip says which keys
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise LookalikeError(f"{weights} is not {architecture} weights: {first_line}") from None
+        raise LookalikeError(f"{weights} is not {architecture} weights: "
+                             f"{first_line(exc)}") from None
     return model.eval()
 
 
@@ -336,12 +336,11 @@ class ClipEmbedder(WeightsEmbedder):
         try:
             tokens = self._tokenizer(list(texts))
         except Exception as exc:  # a tokenizer of the hub's (SigLIP's): not to be had here
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise LookalikeError(
-                f"clip: the tokenizer of {self.model} cannot be loaded ({reason}): open_clip "
-                "reads it through `transformers` from the Hugging Face hub or the model's "
-                "folder, which lookalike neither installs nor fetches; FashionCLIP and "
-                "ViT-B-32 read words with open_clip's own") from None
+                f"clip: the tokenizer of {self.model} cannot be loaded ({first_line(exc)}): "
+                "open_clip reads it through `transformers` from the Hugging Face hub or the "
+                "model's folder, which lookalike neither installs nor fetches; FashionCLIP "
+                "and ViT-B-32 read words with open_clip's own") from None
         return unit_vectors(self._backend.texts(tokens.numpy().astype(np.int64)))
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike.base.cache import cache_home
-from lookalike.base.errors import ConfigError, LookalikeError
+from lookalike.base.errors import ConfigError, LookalikeError, first_line
 from lookalike.models.derived import export_onnx
 from lookalike.models.files import ModelFile, ModelSource, file_digest
 from lookalike.models.onnx import OnnxRuntime
@@ -75,8 +75,8 @@ def load_torch_model(path: Path):
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except (RuntimeError, AttributeError) as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise LookalikeError(f"{path} is not a ResNet-18 state dict: {first_line}") from None
+        raise LookalikeError(f"{path} is not a ResNet-18 state dict: "
+                             f"{first_line(exc)}") from None
     missing = [key for key in missing if not key.startswith("fc.")]
     if missing or unexpected:
         keys = ", ".join((missing + unexpected)[:3])

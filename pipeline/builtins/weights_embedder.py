@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -23,7 +24,7 @@ from lookalike.pipeline.steps import StepSettings
 log = logging.getLogger(__name__)
 
 
-class WeightsEmbedder:
+class WeightsEmbedder(ABC):
     """A subclass says where its weights are (``weights_file``, named ``weights_name`` in
     messages) and loads its backend in ``_load_backend``."""
 
@@ -62,8 +63,9 @@ class WeightsEmbedder:
                 self._loaded = self._load_backend()
             return self._loaded
 
+    @abstractmethod
     def _load_backend(self) -> Any:
-        raise NotImplementedError
+        """What runs the model (its ONNX Runtime session or torch module), loaded."""
 
 
 def exported(files: Sequence[Path], export: Callable[[], None], what: str) -> None:
