@@ -7,16 +7,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from lookalike.api.config import Config, config_path, load_config
 from lookalike.base.errors import ConfigError
 from lookalike.daemon.lock import ServiceLock, lock_path
 from lookalike.models.files import ModelSource
-from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.plugins import StepPlugin, collect_steps, installed, plugin_manager
 from lookalike.pipeline.steps import VectorIndex
-from lookalike.store.nodes import ThisNode, forget_nodes, joined
-from lookalike.store.store import Store
+from lookalike.store.status import catalogue_status, sqlite_reader
+from lookalike.store.urls import sqlite_file
+
+if TYPE_CHECKING:  # imported where used: `lookalike status` needs no SQLAlchemy, numpy or Pillow
+    from lookalike.pipeline.pipeline import Pipeline
+    from lookalike.store.nodes import ThisNode
+    from lookalike.store.store import Store
 
 
 @dataclass
@@ -34,6 +40,8 @@ class App:
 
     @cached_property
     def pipeline(self) -> Pipeline:
+        from lookalike.pipeline.pipeline import Pipeline
+
         config = self.config
         return Pipeline.build(self.steps, config.pipeline, config.tables, config.base_dir,
                               self.models, config.onnxruntime)
@@ -54,6 +62,8 @@ class App:
     def opened_store(self, stop: threading.Event | None = None) -> Iterator[Store]:
         """The store; with ``stop``, waited for while its server cannot be reached (until
         ``stop`` is set)."""
+        from lookalike.store.store import Store
+
         catalogue = self.config.catalogue
         store = (Store.when_reachable(catalogue.database, catalogue.database_timeout_seconds,
                                       stop) if stop is not None
@@ -62,6 +72,21 @@ class App:
             yield store
         finally:
             store.close()
+
+    def status(self) -> dict[str, Any]:
+        """What `lookalike status --json` prints, made nothing where there is no database
+        yet. A SQLite file of this schema is read with sqlite3 alone (see store/status.py);
+        a server, or a file to upgrade, through the store."""
+        url = self.config.catalogue.database
+        file = sqlite_file(url)
+        if file and not Path(file).exists():
+            return catalogue_status(url, None)
+        if file:
+            with sqlite_reader(file) as reader:
+                if reader is not None:
+                    return catalogue_status(url, reader)
+        with self.opened_store() as store:
+            return catalogue_status(url, store)
 
     @contextmanager
     def locked(self, command: str) -> Iterator[None]:
@@ -80,6 +105,8 @@ class App:
     @contextmanager
     def node(self, store: Store, command: str) -> Iterator[ThisNode]:
         """This process as a node of the store while ``command`` (run or index) works."""
+        from lookalike.store.nodes import forget_nodes, joined
+
         if lock_path(self.config.catalogue.database):  # the lock held: any node there is dead
             forget_nodes(store)
         lease = self.config.daemon.lease_seconds

@@ -9,18 +9,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
-from lookalike.base.errors import ConfigError
+from lookalike.base.errors import ConfigError, LookalikeError
 from lookalike.base.settings import converted, declarations, toml_default
 from lookalike.daemon.settings import Catalogue, DaemonSettings, HttpSettings
 from lookalike.models.files import ModelSource
 from lookalike.models.onnx import OnnxRuntime
-from lookalike.pipeline.pipeline import PipelineSteps
 from lookalike.pipeline.plugins import StepPlugin
+from lookalike.pipeline.settings import PipelineSteps
 from lookalike.search.settings import QuerySettings
-from lookalike.store.urls import sqlite_file
+from lookalike.store.urls import sqlite_file, with_sqlite_file
 
 CONFIG_ENV = "LOOKALIKE_CONFIG"
 
@@ -126,10 +123,7 @@ def _plugin_table(path: Path, name: str, given: Any, options: dict[str, Any]) ->
 def _database_url(path: Path, url: str) -> str:
     """A SQLAlchemy URL whose relative SQLite path is made relative to the config file."""
     try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise ConfigError(f"{path}: database {url!r} is not a SQLAlchemy URL") from None
-    file = sqlite_file(url)
-    if file:
-        parsed = parsed.set(database=str((path.parent / file).resolve()))
-    return parsed.render_as_string(hide_password=False)
+        file = sqlite_file(url)
+    except LookalikeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return with_sqlite_file(url, str((path.parent / file).resolve())) if file else url

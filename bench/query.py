@@ -30,7 +30,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from lookalike.models.files import ModelSource
 from lookalike.models.onnx import OnnxRuntime
-from lookalike.pipeline.builtins.hnsw_index import OPTIONS
+from lookalike.pipeline.builtins import HNSW_OPTIONS
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
 from lookalike.search.index import NeighbourIndex
 
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="5000,100000,1000000")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--indexes", default="exact,hnsw")
-    parser.add_argument("--widths", default=str(OPTIONS["expansion_search"]),
+    parser.add_argument("--widths", default=str(HNSW_OPTIONS["expansion_search"]),
                         help="hnsw search widths (expansion_search) to measure, one graph")
     parser.add_argument("--config", default=None)
     args = parser.parse_args()

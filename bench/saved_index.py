@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from query import DIMENSION, clustered_vectors
 
+from lookalike.pipeline.builtins import HNSW_OPTIONS
 from lookalike.pipeline.builtins.exact_index import ExactIndex
-from lookalike.pipeline.builtins.hnsw_index import OPTIONS, HnswIndex
+from lookalike.pipeline.builtins.hnsw_index import HnswIndex
 from lookalike.search.follow import FollowedIndex
 from lookalike.search.saved import saved_paths
 from lookalike.store.store import ROOT_KEY, ImageRow, Store
@@ -35,8 +36,8 @@ def timed(function, *args):
 
 
 def graph() -> HnswIndex:
-    return HnswIndex(OPTIONS["connectivity"], OPTIONS["expansion_add"],
-                     OPTIONS["expansion_search"])
+    return HnswIndex(HNSW_OPTIONS["connectivity"], HNSW_OPTIONS["expansion_add"],
+                     HNSW_OPTIONS["expansion_search"])
 
 
 def main() -> None:
@@ -73,7 +74,7 @@ def main() -> None:
                   f"             restored and brought up to date      {restored:7.1f} s  "
                   f"({built / restored:,.0f} x faster than the build)\n"
                   f"             recall@10 of the restored graph      {recall:7.3f} "
-                  f"(expansion_search {OPTIONS['expansion_search']})", flush=True)
+                  f"(expansion_search {HNSW_OPTIONS['expansion_search']})", flush=True)
             store.close()
 
 

@@ -201,8 +201,8 @@ def index(allow_mass_removal, offline, config_option):
     from lookalike.daemon.reconcile import differences
     from lookalike.daemon.root import take_root
     from lookalike.store.leader import SnapshotLeader
+    from lookalike.store.schema import HELD_BACK
     from lookalike.store.snapshot import publish_snapshot
-    from lookalike.store.store import HELD_BACK
 
     app = load_app(config_option, offline)
     config = app.config
@@ -366,15 +366,7 @@ def evaluate(folder, k, as_json, offline, config_option):
 def status(as_json, config_option):
     """Counts of indexed and failed images, how their backgrounds were removed, index size,
     last refresh, and every node (service) working on the database."""
-    from lookalike.store.status import catalogue_status
-    from lookalike.store.store import database_exists
-
-    app = load_app(config_option)
-    if database_exists(app.config.catalogue.database):
-        with app.opened_store() as store:
-            report = catalogue_status(app.config.catalogue.database, store)
-    else:  # looking makes nothing: the first `index` or `run` makes the database
-        report = catalogue_status(app.config.catalogue.database, None)
+    report = load_app(config_option).status()
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

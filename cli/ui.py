@@ -32,7 +32,6 @@ from lookalike.pipeline.builtins.auto_remover import PLAIN
 from lookalike.pipeline.pipeline import NO_TEXT_TOWER, Pipeline, Prepared
 from lookalike.search.query import EMPTY_INDEX, answer_queries
 from lookalike.search.settings import MAX_K
-from lookalike.store.nodes import nodes
 from lookalike.store.store import Store
 
 REFRESH_SECONDS = 5  # how often the catalogue panels look for new, changed and removed images
@@ -53,7 +52,7 @@ def open_catalogue() -> Catalogue:
 @st.cache_data(ttl=REFRESH_SECONDS, show_spinner=False)
 def answering_service(_catalogue: Catalogue) -> str | None:
     """The URL of a live service on this database that answers HTTP, if there is one."""
-    return next((node.http for node in nodes(_catalogue.store) if node.live and node.http),
+    return next((node.http for node in _catalogue.store.nodes() if node.live and node.http),
                 None)
 
 

@@ -29,8 +29,8 @@ from lookalike.base.errors import ImageError, TransientError, UnreadableFile
 from lookalike.base.files import changed_since, file_path, image_stat, signature
 from lookalike.pipeline.pipeline import Pipeline
 from lookalike.store.nodes import ThisNode
+from lookalike.store.schema import FAILED
 from lookalike.store.store import FileState, ImageRow, Store
-from lookalike.store.tables import FAILED
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from lookalike.base.files import scan
 from lookalike.daemon.ingest import is_current
 from lookalike.daemon.root import check_no_root_inside
 from lookalike.pipeline.pipeline import Pipeline
-from lookalike.store.store import HELD_BACK, Store
+from lookalike.store.schema import HELD_BACK
+from lookalike.store.store import Store
 
 log = logging.getLogger(__name__)
 

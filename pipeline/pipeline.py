@@ -14,9 +14,9 @@ import numpy as np
 from PIL import Image
 
 from lookalike.base.errors import ImageError, LookalikeError, TransientError, UnreadableFile
-from lookalike.base.settings import setting
 from lookalike.models.onnx import OnnxRuntime
 from lookalike.pipeline.plugins import StepPlugin, installed
+from lookalike.pipeline.settings import PipelineSteps
 from lookalike.pipeline.steps import (
     VECTOR_STEP_KINDS,
     Decoder,
@@ -29,20 +29,6 @@ from lookalike.pipeline.steps import (
 
 NO_TEXT_TOWER = ("the configured embedder has no text tower: search by words needs a CLIP "
                  "model ([pipeline] embedder = \"clip\")")
-
-
-@dataclass(frozen=True)
-class PipelineSteps:
-    """The [pipeline] table: the plugin chosen for each step (`lookalike plugins` lists them)."""
-
-    decoder: str = setting("pillow", "turns a file's bytes into an image")
-    remover: str = setting("auto", '"auto": plain backgrounds cut by colour, other photos by '
-                           '[auto]\'s network; "rembg": the network on every photo; "none"')
-    padder: str = setting("white", "pads the cut-out to a square")
-    embedder: str = setting("resnet18", 'turns the square into a unit vector: "resnet18", or '
-                            '"clip" (a fashion-trained CLIP model; search by words too)')
-    index: str = setting("exact", '"exact", or "hnsw": approximate, for catalogues of '
-                         'millions')
 
 
 @dataclass(frozen=True)

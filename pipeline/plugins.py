@@ -29,16 +29,8 @@ HOOKS = {
     "index": "register_indexes",
 }
 
-BUILTIN_PLUGINS = (
-    "lookalike.pipeline.builtins.pillow_decoder",
-    "lookalike.pipeline.builtins.rembg_remover",
-    "lookalike.pipeline.builtins.auto_remover",
-    "lookalike.pipeline.builtins.white_padder",
-    "lookalike.pipeline.builtins.resnet18_embedder",
-    "lookalike.pipeline.builtins.clip_embedder",
-    "lookalike.pipeline.builtins.exact_index",
-    "lookalike.pipeline.builtins.hnsw_index",
-)
+# The module that declares the built-in steps (pipeline/builtins/__init__.py).
+BUILTINS_MODULE = "lookalike.pipeline.builtins"
 
 
 @dataclass(frozen=True)
@@ -62,8 +54,7 @@ def plugin_manager() -> pluggy.PluginManager:
     """A manager with the built-ins registered and the allowed entry points loaded."""
     pm = pluggy.PluginManager("lookalike")
     pm.add_hookspecs(hookspecs)
-    for module_name in BUILTIN_PLUGINS:
-        pm.register(importlib.import_module(module_name), module_name)
+    pm.register(importlib.import_module(BUILTINS_MODULE), BUILTINS_MODULE)
     allowed = os.environ.get(LOAD_PLUGINS_ENV)
     if allowed is None:
         pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)

@@ -6,15 +6,16 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 from urllib.parse import urlsplit
-
-import numpy as np
-from PIL import Image
 
 from lookalike.base.errors import ConfigError
 from lookalike.models.files import ModelFile, ModelSource, is_url
 from lookalike.models.onnx import OnnxRuntime
+
+if TYPE_CHECKING:  # not at run time: reading the config (`lookalike status`) needs neither
+    import numpy as np
+    from PIL import Image
 
 # The steps that turn bytes into a vector, in order; their ids make the model id.
 VECTOR_STEP_KINDS = ("decoder", "remover", "padder", "embedder")
@@ -69,6 +70,8 @@ class StepSettings:
 
 def unit_vectors(features: np.ndarray) -> np.ndarray:
     """``features`` (n, d) as float32 rows of length one: what an embedder returns."""
+    import numpy as np
+
     features = features.astype(np.float32, copy=False)
     return features / np.linalg.norm(features, axis=1, keepdims=True).clip(min=1e-12)
 

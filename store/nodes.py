@@ -3,9 +3,9 @@
 Every `lookalike run` and `index` is a node: a row with a random id, its host, pid, pipeline
 and heartbeat. Nodes of one store must share one pipeline (and its reading limits), checked
 and joined in one transaction. A node is live while its heartbeat is recent; its pid says it
-died only within its own pid space (a container on the same host name has another). The
-heartbeat renews the node's claims (store/claims.py). Times are the database's clock
-(store/clock.py).
+died only within its own pid space (a container on the same host name has another): read by
+store/status.py, which `lookalike status` uses without SQLAlchemy. The heartbeat renews the
+node's claims (store/claims.py). Times are the database's clock (store/clock.py).
 """
 
 from __future__ import annotations
@@ -17,59 +17,25 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from lookalike.base.errors import LookalikeError
 from lookalike.store.claims import Claims
 from lookalike.store.clock import database_clock
-from lookalike.store.store import Store, lock_for_transaction
+from lookalike.store.status import PID_SPACE, StoreReader
+from lookalike.store.store import Store, driver_connection, lock_for_transaction
 from lookalike.store.tables import Claim, Node
 
 log = logging.getLogger(__name__)
 
-# A node renews its claims this many times a lease; not heard from for this many leases, it is
-# gone. Its row is forgotten after a day.
+# A node renews its claims this many times a lease (not heard from for LEASES_TO_GONE leases,
+# it is gone). Its row is forgotten after a day.
 BEATS_PER_LEASE = 3
-LEASES_TO_GONE = 3
 FORGOTTEN_AFTER = 86_400.0
 # Nodes joining a PostgreSQL store at once check the others one at a time.
 JOIN_LOCK = 0x6E6F6465  # "node"
-
-
-def pid_space() -> str:
-    """Where this process's pid means something: this boot of this machine (Linux's boot id,
-    shared by its containers) and this pid namespace (each container's own); elsewhere the
-    host name."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        return socket.gethostname()
-
-
-PID_SPACE = pid_space()
-
-
-@dataclass(frozen=True)
-class NodeStatus:
-    id: str
-    host: str
-    pid: int
-    command: str
-    model: str
-    since: float
-    heartbeat: float
-    queue: int
-    embedded: int
-    last_problem: str | None
-    live: bool
-    limits: str | None
-    http: str | None
-    onnx_providers: str | None
 
 
 class ThisNode:
@@ -88,7 +54,7 @@ class ThisNode:
             now = database_clock(session)
             session.execute(delete(Node).where(Node.heartbeat < now - FORGOTTEN_AFTER))
             session.execute(delete(Claim).where(Claim.expires < now - FORGOTTEN_AFTER))
-            for other in _statuses(session, now):
+            for other in StoreReader(driver_connection(session)).nodes():
                 if other.live and (other.model, other.limits or "") != (model, limits):
                     raise LookalikeError(
                         f"lookalike {other.command} on {other.host} (pid {other.pid}) embeds "
@@ -157,37 +123,6 @@ def joined(store: Store, command: str, model: str, lease_seconds: float = 60.0,
 
 def _pipeline(model: str, limits: str | None) -> str:
     return f"{model}, {limits}" if limits else model
-
-
-def nodes(store: Store) -> list[NodeStatus]:
-    """Every node the store knows, oldest first."""
-    with store.session() as session:
-        return _statuses(session, database_clock(session))
-
-
-def _statuses(session, now: float) -> list[NodeStatus]:
-    """``live`` when heard from within a few of its leases and, for a node of this pid space,
-    while its process runs (one killed before it signed off is gone at once)."""
-    rows = session.scalars(select(Node).order_by(Node.since)).all()
-    return [NodeStatus(row.id, row.host, row.pid, row.command, row.model, row.since,
-                       row.heartbeat, row.queue, row.embedded, row.last_problem,
-                       now - row.heartbeat <= LEASES_TO_GONE * row.lease
-                       and not _died_here(row.pid_space, row.pid), row.limits, row.http,
-                       row.onnx_providers)
-            for row in rows]
-
-
-def _died_here(space: str | None, pid: int) -> bool:
-    """True for a node of this pid space whose process is no longer running."""
-    if space != PID_SPACE:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # running, as another user
-        return False
-    return False
 
 
 def forget_nodes(store: Store) -> None:

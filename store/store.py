@@ -33,14 +33,13 @@ from sqlalchemy.orm import Session
 
 from lookalike.base.chunks import SQL_CHUNK, chunks
 from lookalike.base.errors import LookalikeError
-from lookalike.store.tables import FAILED, INDEXED, ImageRecord, Meta, ModelName, Removal
-from lookalike.store.urls import is_server, masked, sqlite_file
+from lookalike.store.schema import FAILED, INDEXED, SCHEMA_VERSION
+from lookalike.store.status import NodeStatus, StoreReader
+from lookalike.store.tables import ImageRecord, Meta, ModelName, Removal
+from lookalike.store.urls import is_server, masked
 
 log = logging.getLogger(__name__)
 
-# 2: generations, removals; 3: images.removal; 4: claims, nodes; 5: limits, nodes.pid_space;
-# 6: nodes.http; 7: model ids stored once; 8: nodes.onnx_providers
-SCHEMA_VERSION = 8
 # Write generations whose removals stay logged: a reader further behind compares every path.
 REMOVALS_KEPT = 10_000
 # SQLite's page: a row with its 2 KB vector takes a whole 4 KB page (SQLite's default), while
@@ -52,8 +51,6 @@ BUSY_MILLISECONDS = 30000
 VECTOR_CHUNK = 4096
 # The meta key holding the catalogue's id (written in its root's mark by daemon/root.py).
 ROOT_KEY = "catalogue_root"
-# The meta key saying why a rescan forgot nothing (a mass removal held back), or "".
-HELD_BACK = "removals_held_back"
 # Alembic's scripts; revision "000N" makes schema N.
 MIGRATIONS = Path(__file__).with_name("migrations")
 # Several nodes opening one new PostgreSQL database at once: the first makes the schema.
@@ -119,6 +116,11 @@ def dialect_insert(engine: Engine):
     return {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[engine.dialect.name]
 
 
+def driver_connection(session: Session):
+    """The DB-API connection (sqlite3's or psycopg's) under ``session``, in its transaction."""
+    return session.connection().connection.dbapi_connection
+
+
 def lock_for_transaction(connection, key: int) -> None:
     """On PostgreSQL, wait for the advisory lock ``key``, held until the transaction ends;
     on SQLite, whose writers take turns anyway, nothing."""
@@ -178,12 +180,6 @@ class ImageRow:
     error: str | None = None
     removal: str | None = None  # how the background was removed (a step id)
     limits: str | None = None  # of a failed file: the pipeline's reading limits
-
-
-def database_exists(url: str) -> bool:
-    """False for a SQLite file that is not there yet; a server's database is assumed."""
-    file = sqlite_file(url)
-    return file is None or Path(file).exists()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
@@ -689,33 +685,29 @@ class Store:
             kept = self._kept[key] = (generation, compute())
         return kept[1]
 
+    # What `lookalike status` reports (store/status.py), read by its plain SQL: the counts
+    # kept until the next write.
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Row counts by model and status: {model or "": {"indexed": n, "failed": m}}."""
-        return self._kept_until_next_write(("counts",), self._count_rows)
-
-    def _count_rows(self) -> dict[str, dict[str, int]]:
-        with self.session() as session:
-            names = self._model_names(session)
-            rows = session.execute(
-                select(ImageRecord.model_id, ImageRecord.status, func.count())
-                .group_by(ImageRecord.model_id, ImageRecord.status)
-            ).all()
-        counts: dict[str, dict[str, int]] = {}
-        for key, status, count in rows:
-            counts.setdefault(names[key] or "", {INDEXED: 0, FAILED: 0})[status] = count
-        return counts
+        return self._kept_until_next_write(("counts",), lambda: self._read(StoreReader.counts))
 
     def removal_counts(self) -> dict[str, int]:
         """Indexed rows by the way their background was removed ("" where not recorded)."""
-        return self._kept_until_next_write(("removals",), self._count_removals)
+        return self._kept_until_next_write(("removals",),
+                                           lambda: self._read(StoreReader.removal_counts))
 
-    def _count_removals(self) -> dict[str, int]:
+    def meta(self) -> dict[str, str]:
+        """Every meta key with its value."""
+        return self._read(StoreReader.meta)
+
+    def nodes(self) -> list[NodeStatus]:
+        """Every node (process) working on the store, oldest first, and whether it is live."""
+        return self._read(StoreReader.nodes)
+
+    def _read(self, read: Callable[[StoreReader], Any]) -> Any:
         with self.session() as session:
-            rows = session.execute(
-                select(ImageRecord.removal, func.count()).where(ImageRecord.status == INDEXED)
-                .group_by(ImageRecord.removal).order_by(func.count().desc())
-            ).all()
-        return {removal or "": count for removal, count in rows}
+            return read(StoreReader(driver_connection(session)))
 
     def failures(self, limit: int = 20) -> list[tuple[str, str]]:
         """The first ``limit`` failed files by path, with their errors."""

@@ -9,9 +9,6 @@ from datetime import UTC, datetime
 from sqlalchemy import BigInteger, Index, LargeBinary, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-INDEXED = "indexed"
-FAILED = "failed"
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

@@ -91,7 +91,8 @@ def clip_weights(tmp_path_factory, architecture: str) -> tuple[Path, Path]:
     import torch
     from safetensors.torch import save_file
 
-    from lookalike.pipeline.builtins.clip_embedder import OPTIONS, ClipEmbedder
+    from lookalike.pipeline.builtins import CLIP_OPTIONS
+    from lookalike.pipeline.builtins.clip_embedder import ClipEmbedder
     from lookalike.pipeline.steps import StepSettings
 
     session = tmp_path_factory.getbasetemp()
@@ -109,7 +110,7 @@ def clip_weights(tmp_path_factory, architecture: str) -> tuple[Path, Path]:
                       folder / "clip-test.partial")
             (folder / "clip-test.partial").rename(weights)
             embedder = ClipEmbedder(StepSettings(
-                {**OPTIONS, "model": architecture, "weights": str(weights),
+                {**CLIP_OPTIONS, "model": architecture, "weights": str(weights),
                  "cache_dir": str(cache)}, folder))
             embedder.embed_text(["exported once"])  # both towers
     return weights, cache

@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 
 from builders import cropped_query, product_photo
+from lookalike.api.app import App
+from lookalike.store.nodes import joined
+from lookalike.store.schema import HELD_BACK
 from lookalike.store.snapshot import read_snapshot
+from lookalike.store.status import catalogue_status
 from lookalike.store.store import Store
 from running import query_db
 
@@ -106,6 +110,20 @@ def test_status_reports_counts_index_and_service(workspace, catalogue, run_cli):
     assert status["last_refresh"] and status["nodes"] == []
     text = run_cli("status").output
     assert "indexed:      3" in text and "failed:       1" in text and "not running" in text
+
+
+def test_status_read_with_sqlite3_alone_is_what_the_store_reports(workspace, catalogue, run_cli):
+    workspace.add_catalogue(catalogue, 3)
+    (workspace.images / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    run_cli("index")
+    app = App(str(workspace.config))
+    with app.opened_store() as store, joined(store, "run", app.pipeline.model_id):
+        store.set_meta(HELD_BACK, "2 of 4 catalogue images are missing")
+        report = app.status()
+        assert report == catalogue_status(app.config.catalogue.database, store)
+    assert sum(report["removals"].values()) == 3 and report["removals_held_back"]
+    assert report["indexed"] == 3 and report["failed"] == 1
+    assert [(node["command"], node["live"]) for node in report["nodes"]] == [("run", True)]
 
 
 def test_a_file_that_is_not_an_image_is_stored_as_failed_and_not_retried(

@@ -23,9 +23,10 @@ from builders import product_photo
 from lookalike.base.errors import ConfigError, LookalikeError, ModelMissingError
 from lookalike.models.files import ModelSource
 from lookalike.models.onnx import OnnxRuntime
-from lookalike.pipeline.builtins.clip_embedder import BUILTINS, DEFAULT_MODEL
-from lookalike.pipeline.pipeline import Pipeline, PipelineSteps
+from lookalike.pipeline.builtins.clip_models import BUILTINS, DEFAULT_MODEL
+from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
+from lookalike.pipeline.settings import PipelineSteps
 from running import RunningService, answer_of, free_port, query_db, stored
 
 ARCHITECTURE = "ViT-B-16"  # Marqo-FashionCLIP's, as conftest's clip_files writes it

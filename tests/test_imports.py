@@ -10,9 +10,12 @@ import sys
 import pytest
 
 from builders import product_photo
+from lookalike.store.store import Store
 
 HEAVY = ("torch", "torchvision", "onnxruntime", "rembg", "numba", "streamlit", "scipy",
          "sklearn", "usearch", "faiss", "fastapi", "uvicorn")
+# What every command but `status` and `--help` imports.
+BASICS = ("sqlalchemy", "numpy", "PIL")
 PROBE = f"""
 import sys
 from lookalike.cli.main import cli
@@ -24,8 +27,9 @@ print("imported:", *[name for name in {HEAVY!r} if name in sys.modules])
 """
 
 
-def heavy_imports(workspace, *args: str) -> set[str]:
-    done = subprocess.run([sys.executable, "-c", PROBE, *args, "--config", str(workspace.config)],
+def heavy_imports(workspace, *args: str, watched: tuple[str, ...] = HEAVY) -> set[str]:
+    probe = PROBE.replace(repr(HEAVY), repr(watched))
+    done = subprocess.run([sys.executable, "-c", probe, *args, "--config", str(workspace.config)],
                           capture_output=True, text=True, timeout=120)
     line = done.stdout.splitlines()[-1]
     assert line.startswith("imported:"), done.stdout + done.stderr
@@ -36,6 +40,12 @@ def heavy_imports(workspace, *args: str) -> set[str]:
                                      ("query", "--similar", "item00.jpg")])
 def test_commands_that_run_no_model_import_no_heavy_library(workspace, command):
     assert heavy_imports(workspace, *command) == set()
+
+
+def test_status_reads_a_current_sqlite_store_with_python_alone(workspace, catalogue):
+    """Not even SQLAlchemy, numpy or Pillow: `status` answers in a tenth of a second."""
+    Store(f"sqlite:///{workspace.root / 'lookalike.db'}").close()  # made, of this schema
+    assert heavy_imports(workspace, "status", watched=HEAVY + BASICS) == set()
 
 
 def test_models_asks_onnx_runtime_what_runs_the_models_and_loads_none(workspace):

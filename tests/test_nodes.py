@@ -26,7 +26,7 @@ from lookalike.api.app import App
 from lookalike.base.errors import LookalikeError
 from lookalike.daemon.ingest import Batch, ingest, preparing_pool
 from lookalike.store.leader import SnapshotLeader
-from lookalike.store.nodes import ThisNode, joined, nodes
+from lookalike.store.nodes import ThisNode, joined
 from lookalike.store.snapshot import read_snapshot
 from lookalike.store.store import Store
 from lookalike.store.tables import Claim, Node
@@ -121,10 +121,10 @@ def test_a_claim_is_held_while_its_node_lives_and_taken_over_once_released(datab
             assert first.claims.take(["file:a"]) == {"file:a"}  # its own, again
             first.claims.release(["file:a"])
             assert second.claims.take(["file:a"]) == {"file:a"}
-            assert [node.live for node in nodes(store)] == [True, True]
+            assert [node.live for node in store.nodes()] == [True, True]
             first.leave()  # signs off: its claims and row go with it
             assert second.claims.take(["file:b"]) == {"file:b"}
-            assert [node.id for node in nodes(store)] == [second.id]
+            assert [node.id for node in store.nodes()] == [second.id]
     finally:
         store.close()
 
@@ -408,11 +408,11 @@ def test_a_node_of_another_pid_space_is_live_by_its_heartbeat(database):
             dead = dead_pid()
             with store.session() as session:
                 session.execute(update(Node).where(Node.id == node.id).values(pid=dead))
-            assert [other.live for other in nodes(store)] == [False]  # here: its pid is dead
+            assert [other.live for other in store.nodes()] == [False]  # here: its pid is dead
             with store.session() as session:
                 session.execute(update(Node).where(Node.id == node.id)
                                 .values(pid_space="another-boot/4026531836"))
-            assert [other.live for other in nodes(store)] == [True]
+            assert [other.live for other in store.nodes()] == [True]
             with pytest.raises(LookalikeError, match="embeds with another pipeline"):
                 ThisNode(store, "run", "other", 60.0)
             with pytest.raises(LookalikeError, match="max_pixels=1"):

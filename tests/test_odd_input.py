@@ -10,12 +10,13 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from builders import odd_images, product_photo
 from lookalike.base.files import disk_name, scan, stored_name
 from lookalike.daemon.inbox import answer_path
 from lookalike.daemon.lock import lock_path
-from lookalike.store.urls import masked
+from lookalike.store.urls import is_server, masked, sqlite_file, with_sqlite_file
 from running import LOOKALIKE, stored
 
 NOT_UTF8 = {  # the name on disk -> the name stored and answered
@@ -182,6 +183,26 @@ def test_answers_to_names_near_the_filesystems_limit_are_written(tmp_path):
     write_atomically(answer, b"{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [answer.name, answer_path(legal).name])
+
+
+@pytest.mark.parametrize("url", [
+    "sqlite:///shop.db", "sqlite:////srv/shop%20x.db", "sqlite://", "sqlite:///:memory:",
+    "sqlite+pysqlite:///a.db?timeout=5", "postgresql://db/catalogue",
+    "postgresql+psycopg://shop:p%40ss/w:rd@db.internal:5432/catalogue?sslmode=require",
+    "postgresql+psycopg://shop@[::1]:5432/catalogue",
+    "postgresql+psycopg:///catalogue?host=/run/postgresql"])
+def test_database_urls_are_read_as_sqlalchemy_reads_them(url):
+    """store/urls.py reads them without importing SQLAlchemy: the two agree."""
+    parsed = make_url(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    assert is_server(url) is not sqlite
+    assert sqlite_file(url) == (parsed.database if sqlite and parsed.database not in
+                                (None, "", ":memory:") else None)
+    assert make_url(masked(url)) == (parsed if parsed.password is None
+                                     else parsed.set(password="***"))
+    if sqlite_file(url):
+        moved = make_url(with_sqlite_file(url, "/srv/a b?#%.db"))
+        assert moved == parsed.set(database="/srv/a b?#%.db")
 
 
 def test_database_urls_are_masked_and_only_sqlite_files_are_locked(workspace, run_cli, tmp_path):

@@ -13,8 +13,9 @@ from builders import cropped_query, product_photo, write_resnet18_state_dict
 from lookalike.base.errors import ConfigError, ImageError, LookalikeError, ModelMissingError
 from lookalike.models.files import ModelSource
 from lookalike.models.onnx import OnnxRuntime
-from lookalike.pipeline.pipeline import Pipeline, PipelineSteps
+from lookalike.pipeline.pipeline import Pipeline
 from lookalike.pipeline.plugins import collect_steps, plugin_manager
+from lookalike.pipeline.settings import PipelineSteps
 
 DEFAULT_STEPS = PipelineSteps(remover="rembg")
 

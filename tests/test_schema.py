@@ -7,12 +7,14 @@ of the test's threads (a plain fork of the test process once hung on one)."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from itertools import count
 
 import alembic.command
@@ -123,6 +125,18 @@ def test_a_sqlite_file_locked_for_writing_when_it_is_opened_is_waited_for(tmp_pa
     began = time.monotonic()
     assert_current(f"sqlite:///{file}")
     assert time.monotonic() - began >= 0.5
+
+
+def test_status_of_a_sqlite_file_an_older_lookalike_made_upgrades_it(workspace, run_cli,
+                                                                    tmp_path):
+    """`status` reads a current file with sqlite3 alone; an older one goes through the store."""
+    url = schema_1(f"sqlite:///{tmp_path}/old.db")
+    workspace.write_config(database=url)
+    result = run_cli("status", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["indexed"] == 0
+    with closing(sqlite3.connect(tmp_path / "old.db")) as connection:
+        assert connection.execute("SELECT value FROM meta WHERE key = 'schema_version'"
+                                  ).fetchall() == [(str(SCHEMA_VERSION),)]
 
 
 def test_a_revision_of_a_newer_lookalike_is_refused_in_one_line(new_database):

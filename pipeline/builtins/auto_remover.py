@@ -9,8 +9,7 @@ from PIL import Image
 
 from lookalike.models.files import ModelFile
 from lookalike.pipeline.builtins.plain_background import VERSION, PlainBackground
-from lookalike.pipeline.builtins.rembg_remover import NETWORK_HELP, NETWORK_OPTIONS, RembgRemover
-from lookalike.pipeline.hookspecs import hookimpl
+from lookalike.pipeline.builtins.rembg_remover import RembgRemover
 from lookalike.pipeline.imaging import WHITE, on_white
 from lookalike.pipeline.steps import StepSettings
 
@@ -44,8 +43,3 @@ class AutoRemover:
                                               mask), PLAIN
         cutout.info["removal"] = removal
         return cutout
-
-
-@hookimpl
-def register_removers(register):
-    register("auto", AutoRemover, NETWORK_OPTIONS, NETWORK_HELP)

@@ -18,7 +18,6 @@ import importlib.util
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -30,51 +29,10 @@ from lookalike.base.errors import ConfigError, LookalikeError, first_line
 from lookalike.models.derived import export_onnx
 from lookalike.models.files import ModelFile
 from lookalike.models.onnx import OnnxRuntime
+from lookalike.pipeline.builtins.clip_models import BUILTINS, Builtin
 from lookalike.pipeline.builtins.weights_embedder import WeightsEmbedder, exported
-from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.steps import StepSettings, unit_vectors
 
-
-@dataclass(frozen=True)
-class Builtin:
-    """A model lookalike knows: open_clip's architecture config, the pretrained tag whose
-    preprocessing its weights were trained with, and where its pinned weights come from."""
-
-    architecture: str
-    tag: str
-    url: str
-    sha256: str
-    file_name: str  # in [models] dir, a mirror and `models --fetch --to`: unique per model
-
-
-HUB = "https://huggingface.co/{repo}/resolve/main/open_clip_model.safetensors"
-BUILTINS = {
-    "hf-hub:Marqo/marqo-fashionCLIP": Builtin(
-        "ViT-B-16", "laion2b_s34b_b88k", HUB.format(repo="Marqo/marqo-fashionCLIP"),
-        "2bd31a2e6ba195c4890941f61ea6ada9dbf242f9c6e5ee27eec8cf13a2dc9ffe",
-        "marqo-fashionCLIP.safetensors"),
-    "hf-hub:Marqo/marqo-fashionSigLIP": Builtin(
-        "ViT-B-16-SigLIP", "webli", HUB.format(repo="Marqo/marqo-fashionSigLIP"),
-        "88908200434959fa3154ef79d408aac33341e8797fe5ca8ca6f0463aab32e6b3",
-        "marqo-fashionSigLIP.safetensors"),
-    # A general model (not trained on fashion) beside them: LAION's ViT-B-32.
-    "hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K": Builtin(
-        "ViT-B-32", "laion2b_s34b_b79k", HUB.format(repo="laion/CLIP-ViT-B-32-laion2B-s34B-b79K"),
-        "ac4f8c4b88af6d963118cbf40ad93176d092abbedfcb752601ae1866352656e6",
-        "CLIP-ViT-B-32-laion2B-s34B-b79K.safetensors"),
-}
-DEFAULT_MODEL = "hf-hub:Marqo/marqo-fashionCLIP"
-OPTIONS = {"model": DEFAULT_MODEL, "weights": "", "weights_sha256": "",
-           "backend": "onnxruntime", "cache_dir": ""}
-HELP = {"model": f"{', '.join(BUILTINS)} (weights pinned and fetched); an open_clip "
-                 "architecture, optionally with the pretrained tag its weights were trained "
-                 "as (\"ViT-B-16/laion2b_s34b_b88k\"), given weights; or \"local-dir:DIR\", "
-                 "a folder with open_clip_config.json and weights (a hub model downloaded)",
-        "weights": "the weights file (.safetensors or a state dict): a path or an https:// "
-                   "URL; \"\" = the built-in model's, fetched",
-        "weights_sha256": "the weights file's sha256: required with a URL, checked with a path",
-        "backend": '"onnxruntime" or "torch"; both give the same vectors',
-        "cache_dir": 'where the ONNX exports are cached; "" = ~/.cache/lookalike'}
 # A model in a folder of open_clip's own layout (its config and weights file, as a hub
 # model's files are downloaded), and the names open_clip looks for its weights under.
 LOCAL_DIR = "local-dir:"
@@ -342,8 +300,3 @@ class ClipEmbedder(WeightsEmbedder):
                 "model's folder, which lookalike neither installs nor fetches; FashionCLIP "
                 "and ViT-B-32 read words with open_clip's own") from None
         return unit_vectors(self._backend.texts(tokens.numpy().astype(np.int64)))
-
-
-@hookimpl
-def register_embedders(register):
-    register("clip", ClipEmbedder, OPTIONS, HELP)

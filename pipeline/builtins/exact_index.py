@@ -17,7 +17,6 @@ import threading
 import numpy as np
 
 from lookalike.base.cores import usable_cores
-from lookalike.pipeline.hookspecs import hookimpl
 
 BLOCK_ROWS = 65_536
 # Vectors from which the int8 copy is kept: below, a float32 scan takes a millisecond or two.
@@ -173,8 +172,3 @@ class ExactIndex:
             live[: len(self._live)] = self._live
             self._live = live
         self._end = max(self._end, end)
-
-
-@hookimpl
-def register_indexes(register):
-    register("exact", lambda settings: ExactIndex())

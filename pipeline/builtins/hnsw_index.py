@@ -18,14 +18,8 @@ import numpy as np
 
 from lookalike.base.cores import usable_cores
 from lookalike.base.errors import ConfigError
-from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.steps import StepSettings
 
-OPTIONS = {"connectivity": 16, "expansion_add": 128, "expansion_search": 256}
-HELP = {"connectivity": "links per vector in the graph (M): more, closer to exact, more memory",
-        "expansion_add": "candidates weighed while adding (ef_construction)",
-        "expansion_search": "candidates weighed while searching: higher, closer to exact search, "
-                            "slower"}
 SCALAR = "f16"
 PARALLEL_FROM = 10_000  # vectors in the graph before several threads add at once
 
@@ -117,14 +111,10 @@ def load_shared_cpp_runtime() -> None:
             ctypes.CDLL("libstdc++.so.6", mode=ctypes.RTLD_GLOBAL)
 
 
-def _build(settings: StepSettings) -> HnswIndex:
+def built(settings: StepSettings) -> HnswIndex:
+    """The index of the [hnsw] table."""
     options = settings.options
-    for key in OPTIONS:
-        if options[key] < 1:
+    for key, value in options.items():
+        if value < 1:
             raise ConfigError(f"hnsw.{key} must be at least 1")
     return HnswIndex(options["connectivity"], options["expansion_add"], options["expansion_search"])
-
-
-@hookimpl
-def register_indexes(register):
-    register("hnsw", _build, OPTIONS, HELP)

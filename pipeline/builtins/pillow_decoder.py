@@ -17,7 +17,6 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from lookalike.base.errors import ImageError
-from lookalike.pipeline.hookspecs import hookimpl
 
 ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
@@ -102,15 +101,3 @@ def _to_8_bits(image: Image.Image) -> Image.Image:
         full_scale = 255.0  # integers 0 and 1 are dark greys, not black and white
     scaled = np.clip(values * (255.0 / full_scale), 0, 255).astype(np.uint8)
     return Image.fromarray(scaled, "L")
-
-
-@hookimpl
-def register_decoders(register):
-    register(
-        "pillow",
-        lambda settings: PillowDecoder(settings.options["max_pixels"],
-                                       settings.options["max_file_bytes"]),
-        {"max_pixels": 64_000_000, "max_file_bytes": 200_000_000},
-        {"max_pixels": "larger images are refused before decoding",
-         "max_file_bytes": "larger files are refused before they are read"},
-    )

@@ -14,7 +14,6 @@ from PIL import Image
 from lookalike.base.errors import ConfigError, ModelMissingError
 from lookalike.models.files import ModelFile, ModelSource, file_digest
 from lookalike.models.quantize import int8_copy, quantized
-from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.imaging import on_white
 from lookalike.pipeline.steps import StepSettings
 
@@ -177,19 +176,3 @@ class NoRemover:
 
     def remove(self, image: Image.Image) -> Image.Image:
         return on_white(image)
-
-
-# The options of rembg's table, and of "auto"'s for its network.
-NETWORK_OPTIONS = {"model": "u2net", "model_path": "", "model_path_sha256": "", "int8": False}
-NETWORK_HELP = {
-    "model": "one of rembg's networks (`lookalike models` shows its file)",
-    "model_path": "an ONNX file of your own (path or https:// URL), instead",
-    "model_path_sha256": "required with a URL: the file's sha256",
-    "int8": "true: its int8 copy (made by `lookalike quantize`), several times faster",
-}
-
-
-@hookimpl
-def register_removers(register):
-    register("rembg", RembgRemover, NETWORK_OPTIONS, NETWORK_HELP)
-    register("none", lambda settings: NoRemover())

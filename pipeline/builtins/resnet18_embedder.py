@@ -25,7 +25,6 @@ from lookalike.models.files import ModelFile, ModelSource, file_digest
 from lookalike.models.onnx import OnnxRuntime
 from lookalike.models.quantize import int8_copy, quantized
 from lookalike.pipeline.builtins.weights_embedder import WeightsEmbedder, exported
-from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.steps import StepSettings, unit_vectors
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -37,14 +36,6 @@ PIXEL_SHIFT = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
 IMAGENET_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
 # torchvision checks this file by the sha256 prefix in its name; so does lookalike.
 IMAGENET_PIN = "sha256:f37072fd"
-OPTIONS = {"weights": "imagenet", "weights_sha256": "", "backend": "onnxruntime",
-           "cache_dir": "", "int8": False}
-HELP = {"weights": '"imagenet", or a ResNet-18 state dict: a path or an https:// URL',
-        "weights_sha256": "the file's sha256: required with a URL, checked with a path",
-        "backend": '"onnxruntime" or "torch"; both give the same vectors',
-        "cache_dir": 'where the ONNX export is cached; "" = ~/.cache/lookalike',
-        "int8": "true: its int8 copy (made by `lookalike quantize`; onnxruntime backend), "
-                "about 1.8x faster on a CPU, vectors slightly moved (its own model id)"}
 CALIBRATION_BATCH = 8
 
 
@@ -183,8 +174,3 @@ class ResNet18Embedder(WeightsEmbedder):
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         return unit_vectors(self._backend.images(self.pixels(images)))
-
-
-@hookimpl
-def register_embedders(register):
-    register("resnet18", ResNet18Embedder, OPTIONS, HELP)

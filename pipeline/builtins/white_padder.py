@@ -6,7 +6,6 @@ the white border is never resampled.
 
 from PIL import Image
 
-from lookalike.pipeline.hookspecs import hookimpl
 from lookalike.pipeline.imaging import WHITE
 
 
@@ -22,8 +21,3 @@ class WhitePadder:
         square = Image.new("RGB", (size, size), WHITE)
         square.paste(fitted, ((size - fitted.width) // 2, (size - fitted.height) // 2))
         return square
-
-
-@hookimpl
-def register_padders(register):
-    register("white", lambda settings: WhitePadder())

@@ -1,0 +1,13 @@
+"""The schema's version and the values its readers share, without SQLAlchemy: `lookalike
+status` reads a SQLite file of this schema with Python's own sqlite3 (store/status.py)."""
+
+# 2: generations, removals; 3: images.removal; 4: claims, nodes; 5: limits, nodes.pid_space;
+# 6: nodes.http; 7: model ids stored once; 8: nodes.onnx_providers
+SCHEMA_VERSION = 8
+
+# images.status
+INDEXED = "indexed"
+FAILED = "failed"
+
+# The meta key saying why a rescan forgot nothing (a mass removal held back), or "".
+HELD_BACK = "removals_held_back"
