@@ -83,7 +83,7 @@ def ingest_rate(pipeline: Pipeline, folder: Path, names: list[str],
         with joined(store, "index", pipeline.model_id) as node:
             report = ingest(store, pipeline, folder, node, names, batch)
         rate = report.embedded / (time.perf_counter() - started)
-        removals = store.removal_counts()
+        removals = store.tallies().removals
         store.close()
     return rate, removals
 

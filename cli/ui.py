@@ -271,7 +271,7 @@ def status_panel(catalogue: Catalogue) -> None:
 
 def indexed_count(catalogue: Catalogue) -> int:
     """Images indexed by this page's model (the store's counts: no index is loaded)."""
-    return catalogue.store.counts().get(catalogue.model, {}).get("indexed", 0)
+    return catalogue.store.tallies().counts.get(catalogue.model, {}).get("indexed", 0)
 
 
 @st.fragment(run_every=REFRESH_SECONDS)

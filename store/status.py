@@ -18,7 +18,7 @@ from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from lookalike.store.clock import CLOCK
 from lookalike.store.schema import FAILED, HELD_BACK, INDEXED, SCHEMA_VERSION
@@ -66,11 +66,15 @@ NODE_COLUMNS = ("id", "host", "pid", "command", "model", "since", "heartbeat", "
                 "embedded", "last_problem", "limits", "http", "onnx_providers")
 
 
+class Tallies(NamedTuple):
+    counts: dict[str, dict[str, int]]  # {model or "": {"indexed": n, "failed": m}}
+    removals: dict[str, int]  # indexed rows by removal way ("" where not recorded), most first
+
+
 class Figures(Protocol):
     """Where the report's figures come from: a ``StoreReader``, or the store itself."""
 
-    def counts(self) -> dict[str, dict[str, int]]: ...
-    def removal_counts(self) -> dict[str, int]: ...
+    def tallies(self) -> Tallies: ...
     def meta(self) -> dict[str, str]: ...
     def nodes(self) -> list[NodeStatus]: ...
 
@@ -87,20 +91,19 @@ class StoreReader:
             cursor.execute(sql)
             return cursor.fetchall()
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Row counts by model and status: {model or "": {"indexed": n, "failed": m}}."""
+    def tallies(self) -> Tallies:
+        """The rows counted in one scan of the (status, removal, model) index."""
         names = dict(self._rows("SELECT id, name FROM models"))
         counts: dict[str, dict[str, int]] = {}
-        for key, status, count in self._rows(
-                "SELECT model_id, status, count(*) FROM images GROUP BY model_id, status"):
-            counts.setdefault(names.get(key) or "", {INDEXED: 0, FAILED: 0})[status] = count
-        return counts
-
-    def removal_counts(self) -> dict[str, int]:
-        """Indexed rows by the way their background was removed ("" where not recorded)."""
-        return {removal or "": count for removal, count in self._rows(
-            f"SELECT removal, count(*) FROM images WHERE status = '{INDEXED}' "
-            "GROUP BY removal ORDER BY count(*) DESC")}
+        removals: dict[str, int] = {}
+        for status, removal, key, count in self._rows(
+                "SELECT status, removal, model_id, count(*) FROM images "
+                "GROUP BY status, removal, model_id"):
+            of_model = counts.setdefault(names.get(key) or "", {INDEXED: 0, FAILED: 0})
+            of_model[status] = of_model.get(status, 0) + count
+            if status == INDEXED:
+                removals[removal or ""] = removals.get(removal or "", 0) + count
+        return Tallies(counts, dict(sorted(removals.items(), key=lambda item: -item[1])))
 
     def meta(self) -> dict[str, str]:
         """Every key of the store's meta table with its value."""
@@ -157,14 +160,14 @@ def sqlite_reader(file: str) -> Iterator[StoreReader | None]:
 
 def catalogue_status(database_url: str, figures: Figures | None) -> dict[str, Any]:
     """The report; without figures (no database made yet) everything is empty."""
-    counts = figures.counts() if figures else {}
+    counts, removals = figures.tallies() if figures else Tallies({}, {})
     meta = figures.meta() if figures else {}
     return {
         "database": masked(database_url),
         "indexed": sum(c[INDEXED] for c in counts.values()),
         "failed": sum(c[FAILED] for c in counts.values()),
         "models": {model: c[INDEXED] for model, c in counts.items() if c[INDEXED]},
-        "removals": figures.removal_counts() if figures else {},
+        "removals": removals,
         "index_size": int(meta.get("index_size") or 0),
         "last_refresh": meta.get("last_refresh"),
         "removals_held_back": meta.get(HELD_BACK) or None,

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from lookalike.base.chunks import SQL_CHUNK, chunks
 from lookalike.base.errors import LookalikeError
 from lookalike.store.schema import FAILED, INDEXED, SCHEMA_VERSION
-from lookalike.store.status import NodeStatus, StoreReader
+from lookalike.store.status import NodeStatus, StoreReader, Tallies
 from lookalike.store.tables import ImageRecord, Meta, ModelName, Removal
 from lookalike.store.urls import is_server, masked
 
@@ -688,14 +688,9 @@ class Store:
     # What `lookalike status` reports (store/status.py), read by its plain SQL: the counts
     # kept until the next write.
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Row counts by model and status: {model or "": {"indexed": n, "failed": m}}."""
-        return self._kept_until_next_write(("counts",), lambda: self._read(StoreReader.counts))
-
-    def removal_counts(self) -> dict[str, int]:
-        """Indexed rows by the way their background was removed ("" where not recorded)."""
-        return self._kept_until_next_write(("removals",),
-                                           lambda: self._read(StoreReader.removal_counts))
+    def tallies(self) -> Tallies:
+        """Rows by model and status, and indexed rows by removal way."""
+        return self._kept_until_next_write(("tallies",), lambda: self._read(StoreReader.tallies))
 
     def meta(self) -> dict[str, str]:
         """Every meta key with its value."""

@@ -26,8 +26,9 @@ class ImageRecord(Base):
         Index("ix_images_sha256_model", "sha256", "model_id"),
         # Covers counting, listing and browsing one model's indexed paths without the vectors.
         Index("ix_images_model_status_path", "model_id", "status", "path"),
-        # Covers counting the indexed rows by how their backgrounds were removed (`status`).
-        Index("ix_images_status_removal", "status", "removal"),
+        # Covers counting the rows by status and model, and the indexed ones by how their
+        # backgrounds were removed, in one scan (`status`).
+        Index("ix_images_status_removal_model", "status", "removal", "model_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -32,7 +32,7 @@ def test_rows_generations_and_removals_as_on_sqlite(database):
         assert list(store.written_since("m", 1)) == ["c.jpg"]
         paths, vectors = store.indexed_vectors("m")
         assert paths == ["b.jpg", "c.jpg"] and vectors.tolist() == [[0, 1], [1, 1]]
-        assert store.counts() == {"m": {"indexed": 2, "failed": 0}}
+        assert store.tallies().counts == {"m": {"indexed": 2, "failed": 0}}
         assert store.indexed_rows({"hb"}, "m")["hb"].path == "b.jpg"
     finally:
         store.close()

@@ -88,7 +88,7 @@ def test_a_model_id_is_stored_once_however_many_rows_have_it(store, tmp_path):
     assert sorted(connection.execute("SELECT name FROM models")) == [("m",), ("o",)]
     assert connection.execute("SELECT count(DISTINCT model_id) FROM images").fetchone() == (2,)
     connection.close()
-    assert store.counts() == {"m": {"indexed": 4, "failed": 0}, "o": {"indexed": 1, "failed": 0}}
+    assert store.tallies().counts == {"m": {"indexed": 4, "failed": 0}, "o": {"indexed": 1, "failed": 0}}
     assert store.file_states(["3.jpg", "o.jpg"])["o.jpg"].model == "o"
     assert store.indexed_vectors("nobody's")[0] == []
 
@@ -185,13 +185,13 @@ def test_a_database_from_a_newer_lookalike_is_refused(store, tmp_path):
 
 def test_counts_and_failures_are_kept_only_until_the_next_write(store, tmp_path):
     store.write_rows([facts("a.jpg", [1, 0])])
-    assert store.counts() == {"m": {"indexed": 1, "failed": 0}} and store.failures() == []
+    assert store.tallies().counts == {"m": {"indexed": 1, "failed": 0}} and store.failures() == []
     writer = Store(f"sqlite:///{tmp_path / 'test.db'}")  # another process
     try:
         writer.write_rows([ImageRow("b.jpg", "b", 1, 1, error="not an image")])
     finally:
         writer.close()
-    assert store.counts() == {"m": {"indexed": 1, "failed": 0}, "": {"indexed": 0, "failed": 1}}
+    assert store.tallies().counts == {"m": {"indexed": 1, "failed": 0}, "": {"indexed": 0, "failed": 1}}
     assert store.failures() == [("b.jpg", "not an image")]
 
 
@@ -259,7 +259,7 @@ def test_an_older_database_is_upgraded_in_place_keeping_its_rows(tmp_path, schem
     upgraded = Store(f"sqlite:///{path}")
     try:
         assert upgraded.get_meta("schema_version") == str(SCHEMA_VERSION)
-        assert upgraded.removal_counts() == {"": 1}  # not recorded before schema 3
+        assert upgraded.tallies().removals == {"": 1}  # not recorded before schema 3
         assert upgraded.indexed_vectors("m")[1].tolist() == [[1, 0]]
         assert upgraded.file_states()["a.jpg"].model == "m"
         before = upgraded.generation()

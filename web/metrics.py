@@ -44,10 +44,10 @@ class ServiceCollector(Collector):
 
     def collect(self) -> Iterator:
         store = self.catalogue.store
-        counts = store.counts()
+        counts, removals = store.tallies()
         indexed = GaugeMetricFamily("lookalike_images_indexed", "Images indexed, by the way "
                                     "their background was removed", labels=["removal"])
-        for removal, count in store.removal_counts().items():
+        for removal, count in removals.items():
             indexed.add_metric([removal], count)
         yield indexed
         yield GaugeMetricFamily("lookalike_images_failed", "Images that could not be indexed",
