@@ -74,7 +74,7 @@ class App:
             store.close()
 
     def status(self) -> dict[str, Any]:
-        """What `lookalike status --json` prints, made nothing where there is no database
+        """What `lookalike status --json` prints, making nothing where there is no database
         yet. A SQLite file of this schema is read with sqlite3 alone (see store/status.py);
         a server, or a file to upgrade, through the store."""
         url = self.config.catalogue.database

@@ -147,9 +147,15 @@ def _died_here(space: str | None, pid: int) -> bool:
 @contextmanager
 def sqlite_reader(file: str) -> Iterator[StoreReader | None]:
     """A reader of the SQLite file ``file`` when it is a store of this schema; None when it
-    is not (older, newer, or not lookalike's: ``Store`` upgrades it or says why)."""
-    with closing(sqlite3.connect(f"{Path(file).resolve().as_uri()}?mode=rw", uri=True,
-                                 timeout=BUSY_SECONDS)) as connection:
+    is not (older, newer, not lookalike's, or not to be opened: ``Store`` upgrades it or says
+    why in one line)."""
+    try:
+        connection = sqlite3.connect(f"{Path(file).resolve().as_uri()}?mode=rw", uri=True,
+                                     timeout=BUSY_SECONDS)
+    except sqlite3.Error:
+        yield None
+        return
+    with closing(connection):
         reader = StoreReader(connection)
         try:
             current = reader.current()

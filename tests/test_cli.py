@@ -126,6 +126,19 @@ def test_status_read_with_sqlite3_alone_is_what_the_store_reports(workspace, cat
     assert [(node["command"], node["live"]) for node in report["nodes"]] == [("run", True)]
 
 
+def test_status_of_a_database_file_it_cannot_read_is_one_line(workspace, run_cli):
+    database = workspace.root / "lookalike.db"
+    database.mkdir()
+    result = run_cli("status")
+    assert result.exit_code == 1 and result.output.splitlines() == [
+        f"Error: cannot open database sqlite:///{database}: unable to open database file"]
+    database.rmdir()
+    database.write_bytes(b"these are my notes, not a database" * 100)
+    result = run_cli("status")
+    assert result.exit_code == 1 and result.output.splitlines() == [
+        f"Error: cannot open database sqlite:///{database}: file is not a database"]
+
+
 def test_a_file_that_is_not_an_image_is_stored_as_failed_and_not_retried(
     workspace, catalogue, run_cli
 ):
