@@ -88,7 +88,8 @@ def test_a_model_id_is_stored_once_however_many_rows_have_it(store, tmp_path):
     assert sorted(connection.execute("SELECT name FROM models")) == [("m",), ("o",)]
     assert connection.execute("SELECT count(DISTINCT model_id) FROM images").fetchone() == (2,)
     connection.close()
-    assert store.tallies().counts == {"m": {"indexed": 4, "failed": 0}, "o": {"indexed": 1, "failed": 0}}
+    assert store.tallies().counts == {"m": {"indexed": 4, "failed": 0},
+                                      "o": {"indexed": 1, "failed": 0}}
     assert store.file_states(["3.jpg", "o.jpg"])["o.jpg"].model == "o"
     assert store.indexed_vectors("nobody's")[0] == []
 
@@ -191,7 +192,8 @@ def test_counts_and_failures_are_kept_only_until_the_next_write(store, tmp_path)
         writer.write_rows([ImageRow("b.jpg", "b", 1, 1, error="not an image")])
     finally:
         writer.close()
-    assert store.tallies().counts == {"m": {"indexed": 1, "failed": 0}, "": {"indexed": 0, "failed": 1}}
+    assert store.tallies().counts == {"m": {"indexed": 1, "failed": 0},
+                                      "": {"indexed": 0, "failed": 1}}
     assert store.failures() == [("b.jpg", "not an image")]
 
 
