@@ -46,7 +46,7 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             database = Path(tmp) / "bench.db"
-            fill(database, model, size)
+            fill(f"sqlite:///{database}", model, size)
             url = f"sqlite:///{database}"
             reader, writer = Store(url), Store(url)
             started = time.perf_counter()

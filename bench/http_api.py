@@ -125,7 +125,7 @@ def measure(config: Path, size: int, requests: int, flood: int, keep: Path | Non
         model = app.pipeline.model_id
         if not (workspace.root / "lookalike.db").exists():
             started = time.perf_counter()
-            fill(workspace.root / "lookalike.db", model, size)
+            fill(f"sqlite:///{workspace.root / 'lookalike.db'}", model, size)
             print(f"N={size:,}: store filled in {time.perf_counter() - started:.0f} s",
                   flush=True)
         # A kept workspace's last run: its log, and its flood's photos (the start removes them

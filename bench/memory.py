@@ -40,8 +40,9 @@ def unit_vectors(rng: np.random.Generator, rows: int) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def fill(database: Path, model: str, count: int) -> None:
-    store = Store(f"sqlite:///{database}")
+def fill(url: str, model: str, count: int) -> None:
+    """``count`` random unit vectors of ``model`` written into the store at ``url``."""
+    store = Store(url)
     rng = np.random.default_rng(0)
     for start in range(0, count, 10_000):
         rows = min(10_000, count - start)
@@ -81,7 +82,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             database = Path(tmp) / "bench.db"
             started = time.perf_counter()
-            fill(database, model, size)
+            fill(f"sqlite:///{database}", model, size)
             print(f"N={size:>9,}  store filled in {time.perf_counter() - started:.0f} s, "
                   f"{database.stat().st_size / 2**20:,.0f} MB", flush=True)
             for name in args.indexes.split(","):

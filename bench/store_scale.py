@@ -130,7 +130,7 @@ def main() -> None:
         database = args.dir / f"store-{rows}.db"
         if not database.exists():
             started = time.perf_counter()
-            fill(database, model, rows)
+            fill(f"sqlite:///{database}", model, rows)
             print(f"N={rows:,}: filled in {time.perf_counter() - started:.0f} s")
         started = time.perf_counter()
         Store(f"sqlite:///{database}").close()  # upgrades a store of an older schema

@@ -62,8 +62,8 @@ def measure(config: Path, size: int) -> None:
         port = free_port()
         workspace = workspace_from(config, root / "workspace", remover="auto",
                                    http={"listen": f"127.0.0.1:{port}"})
-        fill(workspace.root / "lookalike.db", App(str(workspace.config)).pipeline.model_id,
-             size)
+        fill(f"sqlite:///{workspace.root / 'lookalike.db'}",
+             App(str(workspace.config)).pipeline.model_id, size)
         photo = root / "shopper.jpg"
         cropped_query(product_photo(3)).save(photo)
         own = ui_memory_mb(workspace, photo, "Answered by this page's own index",

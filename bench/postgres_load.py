@@ -1,0 +1,88 @@
+"""Loading every vector from PostgreSQL, as the service, the UI and `lookalike query` load
+them: `Store.indexed_vectors` against a raw psycopg read of the same column (the floor), its
+peak memory, and the database's size against the vectors'. bench/store_scale.py does the
+same on SQLite.
+
+Starts its own PostgreSQL server (Debian's, as the tests do: tests/postgres.py), fills a
+database with N 512-d vectors through `Store.write_rows`, then times each read in a fresh
+process, RUNS times.
+
+    .venv/bin/python bench/postgres_load.py [--rows 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from memory import fill, status_mb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from postgres import PostgresServer  # noqa: E402
+
+from lookalike.store.store import Store  # noqa: E402
+
+MODEL = "bench-model"
+VECTOR_BYTES = 512 * 4
+RUNS = 3
+
+
+def raw_read(url: str) -> None:
+    """Every vector as one matrix through a bare psycopg server-side cursor."""
+    started = time.perf_counter()
+    with psycopg.connect(url.replace("+psycopg", "")) as connection, \
+            connection.cursor(name="raw", binary=True) as cursor:
+        cursor.execute("SELECT vector FROM images")
+        parts = []
+        while rows := cursor.fetchmany(4096):
+            parts.append(np.frombuffer(b"".join(vector for (vector,) in rows), np.float32))
+    count = sum(len(part) for part in parts) // 512
+    print(f"  raw psycopg read      {time.perf_counter() - started:6.2f} s   {count:,} vectors")
+
+
+def store_load(url: str) -> None:
+    before = status_mb("VmRSS")
+    started = time.perf_counter()
+    store = Store(url)
+    paths, vectors = store.indexed_vectors(MODEL)
+    took = time.perf_counter() - started
+    store.close()
+    peak = status_mb("VmHWM") - before
+    print(f"  Store.indexed_vectors {took:6.2f} s   {len(paths):,} vectors; peak "
+          f"{peak:,.0f} MB = {peak * 2**20 / max(1, vectors.nbytes):.2f} x the vectors")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--child", nargs=2, metavar=("STEP", "URL"))
+    args = parser.parse_args()
+    if args.child:
+        step, url = args.child
+        {"raw": raw_read, "load": store_load}[step](url)
+        return
+    server = PostgresServer()
+    try:
+        url = server.new_database()
+        started = time.perf_counter()
+        fill(url, MODEL, args.rows)
+        print(f"N={args.rows:,}: filled in {time.perf_counter() - started:.0f} s", flush=True)
+        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as connection:
+            connection.execute("VACUUM ANALYZE images")  # as autovacuum would, soon after
+            size = connection.execute("SELECT pg_database_size(current_database())").fetchone()
+        print(f"N={args.rows:,}: {size[0] / 2**20:,.1f} MB on disk = "
+              f"{size[0] / (args.rows * VECTOR_BYTES):.2f} x the vectors", flush=True)
+        for _ in range(RUNS):
+            for step in ("raw", "load"):
+                subprocess.run([sys.executable, __file__, "--child", step, url], check=True)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
