@@ -2,7 +2,8 @@
 status` reads a SQLite file of this schema with Python's own sqlite3 (store/status.py)."""
 
 # 2: generations, removals; 3: images.removal; 4: claims, nodes; 5: limits, nodes.pid_space;
-# 6: nodes.http; 7: model ids stored once; 8: nodes.onnx_providers; 9: an index to count by
+# 6: nodes.http; 7: model ids stored once; 8: nodes.onnx_providers; 9: an index to count by,
+# PostgreSQL's vectors kept in their rows
 SCHEMA_VERSION = 9
 
 # images.status

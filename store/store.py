@@ -592,8 +592,11 @@ class Store:
             sqlite = self.engine.dialect.name == "sqlite"
             unindexed = "+" if sqlite else ""
             driver = session.connection().connection
-            # PostgreSQL streams from a server-side cursor; SQLite's cursors stream anyway.
-            cursor = driver.cursor() if sqlite else driver.cursor(name="lookalike_vectors")
+            # PostgreSQL streams from a server-side cursor (SQLite's cursors stream anyway), in
+            # binary: as text each vector comes as hex, twice its size (3.0 s against 1.5 s for
+            # 200,000).
+            cursor = (driver.cursor() if sqlite
+                      else driver.cursor(name="lookalike_vectors", binary=True))
             # Two values of the store's own (an integer key and a constant): no parameters,
             # whose style differs between the drivers.
             cursor.execute(f"SELECT path, vector FROM images WHERE {unindexed}model_id = "

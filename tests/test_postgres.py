@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from postgres import free_port
 from sqlalchemy import create_engine, text
+from test_schema import schema_1
 from test_store import schema_differences
 
 from builders import cropped_query, product_photo
@@ -43,6 +44,38 @@ def test_rows_generations_and_removals_as_on_sqlite(database):
         assert schema_differences(reopened) == []  # Alembic made what the models describe
     finally:
         reopened.close()
+
+
+def test_vectors_are_kept_in_their_rows_also_those_an_upgrade_finds(database):
+    """Out of line (TOAST) each vector is read by an index lookup: a million loaded in 21 s
+    against 9 s for the column's plain scan."""
+    schema_1(database, "0008")  # as the previous lookalike made it, vectors out of line
+    vectors = np.random.default_rng(0).normal(size=(4, 512)).astype(np.float32)  # no pglz
+    engine = create_engine(database)
+    out_of_line = text("SELECT pg_relation_size(reltoastrelid) FROM pg_class "
+                       "WHERE relname = 'images'")
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO models (name) VALUES ('m')"))
+            for number, vector in enumerate(vectors[:3]):
+                connection.execute(text(
+                    "INSERT INTO images (path, sha256, size, mtime_ns, model_id, generation, "
+                    "vector, status, created_at, updated_at) VALUES (:path, :path, 1, 1, 1, 0, "
+                    ":vector, 'indexed', now(), now())"),
+                    {"path": f"old{number}.jpg", "vector": vector.tobytes()})
+            assert connection.scalar(out_of_line) > 0
+        store = Store(database)  # upgraded
+        try:
+            store.write_rows([row("new.jpg", list(vectors[3]), "hn")])
+            with engine.begin() as connection:
+                assert connection.scalar(out_of_line) == 0
+            paths, loaded = store.indexed_vectors("m")
+        finally:
+            store.close()
+    finally:
+        engine.dispose()
+    assert paths == ["old0.jpg", "old1.jpg", "old2.jpg", "new.jpg"]
+    assert np.array_equal(loaded, vectors)
 
 
 def test_a_foreign_or_newer_database_is_refused_and_left_alone(database):

@@ -41,14 +41,15 @@ def new_database(request, tmp_path) -> Callable[[], str]:
     return server.new_database
 
 
-def schema_1(url: str) -> str:
-    """``url`` with lookalike's first schema (as lookalike 0.1 made it), ready to upgrade."""
+def schema_1(url: str, revision: str = "0001") -> str:
+    """``url`` with lookalike's first schema (as lookalike 0.1 made it), or that of
+    ``revision``, ready to upgrade."""
     engine = create_engine(url)
     with engine.begin() as connection:
         config = alembic.config.Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         config.attributes["connection"] = connection
-        alembic.command.upgrade(config, "0001")
+        alembic.command.upgrade(config, revision)
     engine.dispose()
     return url
 
