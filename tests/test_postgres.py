@@ -15,6 +15,7 @@ from test_schema import schema_1
 from test_store import schema_differences
 
 from builders import cropped_query, product_photo
+from lookalike.store import store as store_module
 from lookalike.store.store import SCHEMA_VERSION, ImageRow, Store, StoreError
 
 
@@ -76,6 +77,24 @@ def test_vectors_are_kept_in_their_rows_also_those_an_upgrade_finds(database):
         engine.dispose()
     assert paths == ["old0.jpg", "old1.jpg", "old2.jpg", "new.jpg"]
     assert np.array_equal(loaded, vectors)
+
+
+def test_a_reader_of_the_vectors_may_stop_early_or_fail(database, monkeypatch):
+    """The vectors come by COPY: a reader that leaves with rows unread must not leave the
+    connection inside it."""
+    monkeypatch.setattr(store_module, "VECTOR_CHUNK", 1)
+    store = Store(database)
+    try:
+        store.write_rows([row(f"{n}.jpg", [n, 1], f"h{n}") for n in range(3)])
+        with store.vector_chunks("m") as (count, chunks):
+            assert count == 3 and next(chunks)[0] == ["0.jpg"]
+        with pytest.raises(OSError), store.vector_chunks("m") as (count, chunks):
+            next(chunks)
+            raise OSError("disk full")
+        assert store.indexed_vectors("m")[0] == ["0.jpg", "1.jpg", "2.jpg"]
+        assert store.generation() == 1
+    finally:
+        store.close()
 
 
 def test_a_foreign_or_newer_database_is_refused_and_left_alone(database):
