@@ -33,9 +33,11 @@ RUNS = 3
 
 
 def raw_read(url: str) -> None:
-    """Every vector as one matrix through a bare psycopg server-side cursor."""
+    """The floors: every vector through a bare psycopg binary server-side cursor, kept as
+    arrays; and the bytes of the store's own query by COPY, only counted (no memory to fill)."""
+    plain = url.replace("+psycopg", "")
     started = time.perf_counter()
-    with psycopg.connect(url.replace("+psycopg", "")) as connection, \
+    with psycopg.connect(plain) as connection, \
             connection.cursor(name="raw", binary=True) as cursor:
         cursor.execute("SELECT vector FROM images")
         parts = []
@@ -43,6 +45,12 @@ def raw_read(url: str) -> None:
             parts.append(np.frombuffer(b"".join(vector for (vector,) in rows), np.float32))
     count = sum(len(part) for part in parts) // 512
     print(f"  raw psycopg read      {time.perf_counter() - started:6.2f} s   {count:,} vectors")
+    started = time.perf_counter()
+    with psycopg.connect(plain) as connection, connection.cursor() as cursor, cursor.copy(
+            "COPY (SELECT path, vector FROM images) TO STDOUT (FORMAT BINARY)") as copy:
+        size = sum(len(block) for block in copy)
+    took = time.perf_counter() - started
+    print(f"  COPY's bytes alone    {took:6.2f} s   {size / 2**20:,.0f} MB")
 
 
 def store_load(url: str) -> None:
