@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lookalike.api.config import Config, config_path, load_config
@@ -17,7 +16,7 @@ from lookalike.models.files import ModelSource
 from lookalike.pipeline.plugins import StepPlugin, collect_steps, installed, plugin_manager
 from lookalike.pipeline.steps import VectorIndex
 from lookalike.store.status import catalogue_status, sqlite_reader
-from lookalike.store.urls import sqlite_file
+from lookalike.store.urls import database_exists, sqlite_file
 
 if TYPE_CHECKING:  # imported where used: `lookalike status` needs no SQLAlchemy, numpy or Pillow
     from lookalike.pipeline.pipeline import Pipeline
@@ -78,9 +77,9 @@ class App:
         yet. A SQLite file of this schema is read with sqlite3 alone (see store/status.py);
         a server, or a file to upgrade, through the store."""
         url = self.config.catalogue.database
-        file = sqlite_file(url)
-        if file and not Path(file).exists():
+        if not database_exists(url):
             return catalogue_status(url, None)
+        file = sqlite_file(url)
         if file:
             with sqlite_reader(file) as reader:
                 if reader is not None:

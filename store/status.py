@@ -4,8 +4,8 @@ removed, the last refresh, removals held back, and every node with whether it is
 The figures are read with plain SQL through the database driver's own connection (sqlite3's or
 psycopg's), never SQLAlchemy: `lookalike status` reads a SQLite file of this schema with
 Python's sqlite3 alone and so starts at once (importing SQLAlchemy takes a third of a second);
-the service and the UI read through their store's engine (``Store.counts`` and friends), which
-keeps the counts until the next write.
+the service and the UI read through their store's engine (``Store.tallies``, ``meta``,
+``nodes``), which keeps the tallies until the next write.
 """
 
 from __future__ import annotations
