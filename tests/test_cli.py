@@ -126,6 +126,12 @@ def test_status_read_with_sqlite3_alone_is_what_the_store_reports(workspace, cat
     assert [(node["command"], node["live"]) for node in report["nodes"]] == [("run", True)]
 
 
+def test_status_before_the_first_index_makes_no_database(workspace, run_cli):
+    status = json.loads(run_cli("status", "--json").stdout)
+    assert (status["indexed"], status["nodes"]) == (0, [])
+    assert not (workspace.root / "lookalike.db").exists()
+
+
 def test_status_of_a_database_file_it_cannot_read_is_one_line(workspace, run_cli):
     database = workspace.root / "lookalike.db"
     database.mkdir()
