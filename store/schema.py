@@ -6,6 +6,14 @@ status` reads a SQLite file of this schema with Python's own sqlite3 (store/stat
 # PostgreSQL's vectors kept in their rows
 SCHEMA_VERSION = 9
 
+
+
+def is_current(version: str | None, stamped: str | None) -> bool:
+    """True for a store whose meta says this schema (``version``) and whose Alembic stamp
+    (``stamped``) is this schema's revision: nothing to make or upgrade."""
+    return version == str(SCHEMA_VERSION) and stamped == f"{SCHEMA_VERSION:04d}"
+
+
 # images.status
 INDEXED = "indexed"
 FAILED = "failed"

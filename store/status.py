@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from lookalike.store.clock import CLOCK
-from lookalike.store.schema import FAILED, HELD_BACK, INDEXED, SCHEMA_VERSION
+from lookalike.store.schema import FAILED, HELD_BACK, INDEXED, is_current
 from lookalike.store.urls import masked
 
 # A node not heard from for this many of its leases is gone.
@@ -125,10 +125,9 @@ class StoreReader:
 
     def current(self) -> bool:
         """True when the store's schema is this lookalike's (as ``Store`` checks it)."""
-        version = dict(self._rows("SELECT key, value FROM meta WHERE key = 'schema_version'"))
+        version = self._rows("SELECT value FROM meta WHERE key = 'schema_version'")
         stamped = self._rows("SELECT version_num FROM alembic_version")
-        return (version.get("schema_version") == str(SCHEMA_VERSION)
-                and stamped == [(f"{SCHEMA_VERSION:04d}",)])
+        return len(version) == len(stamped) == 1 and is_current(version[0][0], stamped[0][0])
 
 
 def _died_here(space: str | None, pid: int) -> bool:

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from lookalike.base.chunks import SQL_CHUNK, chunks
 from lookalike.base.errors import LookalikeError
-from lookalike.store.schema import FAILED, INDEXED, SCHEMA_VERSION
+from lookalike.store.schema import FAILED, INDEXED, SCHEMA_VERSION, is_current
 from lookalike.store.status import NodeStatus, StoreReader, Tallies
 from lookalike.store.tables import ImageRecord, Meta, ModelName, Removal
 from lookalike.store.urls import is_server, masked
@@ -342,7 +342,7 @@ class Store:
                              f"({version!r})")
         stamped = connection.scalar(text("SELECT version_num FROM alembic_version")) \
             if "alembic_version" in tables else None
-        if version == str(SCHEMA_VERSION) and stamped == f"{SCHEMA_VERSION:04d}":
+        if is_current(version, stamped):
             return  # current: Alembic (a tenth of a second to import) is not needed
         import alembic.command
         import alembic.config

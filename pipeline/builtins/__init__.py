@@ -6,10 +6,13 @@ Pillow or ONNX Runtime, is imported only when the step is built: reading the con
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from types import ModuleType
+from typing import Any
 
 from lookalike.pipeline.builtins.clip_models import BUILTINS, DEFAULT_MODEL
 from lookalike.pipeline.hookspecs import hookimpl
+from lookalike.pipeline.steps import StepSettings
 
 PILLOW_OPTIONS = {"max_pixels": 64_000_000, "max_file_bytes": 200_000_000}
 PILLOW_HELP = {"max_pixels": "larger images are refused before decoding",
@@ -56,6 +59,11 @@ def _module(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{name}")
 
 
+def _built_by(module: str, factory: str) -> Callable[[StepSettings], Any]:
+    """A step's factory: ``factory(settings)`` of the built-in step module ``module``."""
+    return lambda settings: getattr(_module(module), factory)(settings)
+
+
 @hookimpl
 def register_decoders(register):
     register("pillow", lambda settings: _module("pillow_decoder").PillowDecoder(
@@ -65,10 +73,8 @@ def register_decoders(register):
 
 @hookimpl
 def register_removers(register):
-    register("auto", lambda settings: _module("auto_remover").AutoRemover(settings),
-             NETWORK_OPTIONS, NETWORK_HELP)
-    register("rembg", lambda settings: _module("rembg_remover").RembgRemover(settings),
-             NETWORK_OPTIONS, NETWORK_HELP)
+    register("auto", _built_by("auto_remover", "AutoRemover"), NETWORK_OPTIONS, NETWORK_HELP)
+    register("rembg", _built_by("rembg_remover", "RembgRemover"), NETWORK_OPTIONS, NETWORK_HELP)
     register("none", lambda settings: _module("rembg_remover").NoRemover())
 
 
@@ -79,14 +85,12 @@ def register_padders(register):
 
 @hookimpl
 def register_embedders(register):
-    register("resnet18", lambda settings: _module("resnet18_embedder").ResNet18Embedder(settings),
-             RESNET18_OPTIONS, RESNET18_HELP)
-    register("clip", lambda settings: _module("clip_embedder").ClipEmbedder(settings),
-             CLIP_OPTIONS, CLIP_HELP)
+    register("resnet18", _built_by("resnet18_embedder", "ResNet18Embedder"), RESNET18_OPTIONS,
+             RESNET18_HELP)
+    register("clip", _built_by("clip_embedder", "ClipEmbedder"), CLIP_OPTIONS, CLIP_HELP)
 
 
 @hookimpl
 def register_indexes(register):
     register("exact", lambda settings: _module("exact_index").ExactIndex())
-    register("hnsw", lambda settings: _module("hnsw_index").built(settings),
-             HNSW_OPTIONS, HNSW_HELP)
+    register("hnsw", _built_by("hnsw_index", "built"), HNSW_OPTIONS, HNSW_HELP)
