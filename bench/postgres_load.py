@@ -4,7 +4,9 @@ peak memory, and the database's size against the vectors'. bench/store_scale.py 
 same on SQLite.
 
 Starts its own PostgreSQL server (Debian's, as the tests do: tests/postgres.py), fills a
-database with N 512-d vectors through `Store.write_rows`, then times each read in a fresh
+database with N 512-d vectors through `Store.write_rows`, lays it out as schema 8 left it
+(each vector out of line, in TOAST), times the raw reads there, then the upgrade to this
+schema as the first command to open it runs it, then each read again; each read in a fresh
 process, RUNS times.
 
     .venv/bin/python bench/postgres_load.py [--rows 1000000]
@@ -65,6 +67,26 @@ def store_load(url: str) -> None:
           f"{peak:,.0f} MB = {peak * 2**20 / max(1, vectors.nbytes):.2f} x the vectors")
 
 
+def as_schema_8(plain: str) -> None:
+    """The store as lookalike of schema 8 left it, for the upgrade to have its real work:
+    every vector out of line (PostgreSQL's default for a value of 2 KB), the index on
+    (status, removal) without the model, stamped 8."""
+    with psycopg.connect(plain) as connection:
+        connection.execute("ALTER TABLE images ALTER COLUMN vector TYPE bytea USING vector || "
+                           "''::bytea, ALTER COLUMN vector SET STORAGE EXTENDED")
+        connection.execute("DROP INDEX ix_images_status_removal_model")
+        connection.execute("CREATE INDEX ix_images_status_removal ON images (status, removal)")
+        connection.execute("UPDATE meta SET value = '8' WHERE key = 'schema_version'")
+        connection.execute("UPDATE alembic_version SET version_num = '0008'")
+
+
+def on_disk(plain: str, rows: int) -> str:
+    with psycopg.connect(plain, autocommit=True) as connection:
+        connection.execute("VACUUM ANALYZE images")  # as autovacuum would, soon after
+        size = connection.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    return f"{size / 2**20:,.1f} MB on disk = {size / (rows * VECTOR_BYTES):.2f} x the vectors"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -80,11 +102,15 @@ def main() -> None:
         started = time.perf_counter()
         fill(url, MODEL, args.rows)
         print(f"N={args.rows:,}: filled in {time.perf_counter() - started:.0f} s", flush=True)
-        with psycopg.connect(url.replace("+psycopg", ""), autocommit=True) as connection:
-            connection.execute("VACUUM ANALYZE images")  # as autovacuum would, soon after
-            size = connection.execute("SELECT pg_database_size(current_database())").fetchone()
-        print(f"N={args.rows:,}: {size[0] / 2**20:,.1f} MB on disk = "
-              f"{size[0] / (args.rows * VECTOR_BYTES):.2f} x the vectors", flush=True)
+        plain = url.replace("+psycopg", "")
+        as_schema_8(plain)
+        print(f"schema 8: {on_disk(plain, args.rows)}", flush=True)
+        for _ in range(RUNS):
+            subprocess.run([sys.executable, __file__, "--child", "raw", url], check=True)
+        started = time.perf_counter()
+        Store(url).close()  # the upgrade, as the first command to open the store runs it
+        print(f"upgraded to this schema in {time.perf_counter() - started:.1f} s: "
+              f"{on_disk(plain, args.rows)}", flush=True)
         for _ in range(RUNS):
             for step in ("raw", "load"):
                 subprocess.run([sys.executable, __file__, "--child", step, url], check=True)
