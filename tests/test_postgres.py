@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from postgres import free_port
 from sqlalchemy import create_engine, text
-from test_schema import schema_1
+from test_schema import older_schema
 from test_store import schema_differences
 
 from builders import cropped_query, product_photo
@@ -50,7 +50,7 @@ def test_rows_generations_and_removals_as_on_sqlite(database):
 def test_vectors_are_kept_in_their_rows_also_those_an_upgrade_finds(database):
     """Out of line (TOAST) each vector is read by an index lookup: a million loaded in 21 s
     against 9 s for the column's plain scan."""
-    schema_1(database, "0008")  # as the previous lookalike made it, vectors out of line
+    older_schema(database, "0008")  # as the previous lookalike made it, vectors out of line
     vectors = np.random.default_rng(0).normal(size=(4, 512)).astype(np.float32)  # no pglz
     engine = create_engine(database)
     out_of_line = text("SELECT pg_relation_size(reltoastrelid) FROM pg_class "

@@ -41,9 +41,9 @@ def new_database(request, tmp_path) -> Callable[[], str]:
     return server.new_database
 
 
-def schema_1(url: str, revision: str = "0001") -> str:
-    """``url`` with lookalike's first schema (as lookalike 0.1 made it), or that of
-    ``revision``, ready to upgrade."""
+def older_schema(url: str, revision: str = "0001") -> str:
+    """``url`` with the schema of Alembic ``revision`` (by default lookalike's first, as
+    lookalike 0.1 made it), ready to upgrade."""
     engine = create_engine(url)
     with engine.begin() as connection:
         config = alembic.config.Config()
@@ -97,7 +97,7 @@ def spread(total: int) -> list[int]:
 
 @pytest.mark.parametrize("start", ["new", "schema-1"])
 def test_a_kill_at_any_statement_leaves_a_database_that_opens(new_database, start):
-    prepare = schema_1 if start == "schema-1" else (lambda url: url)
+    prepare = older_schema if start == "schema-1" else (lambda url: url)
     total = statements_to_open(prepare(new_database()))
     assert total > 5
     for statement in spread(total):
@@ -131,7 +131,7 @@ def test_a_sqlite_file_locked_for_writing_when_it_is_opened_is_waited_for(tmp_pa
 def test_status_of_a_sqlite_file_an_older_lookalike_made_upgrades_it(workspace, run_cli,
                                                                     tmp_path):
     """`status` reads a current file with sqlite3 alone; an older one goes through the store."""
-    url = schema_1(f"sqlite:///{tmp_path}/old.db")
+    url = older_schema(f"sqlite:///{tmp_path}/old.db")
     workspace.write_config(database=url)
     result = run_cli("status", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["indexed"] == 0
