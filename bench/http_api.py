@@ -5,11 +5,13 @@ model id; the images_dir is empty, so the start-up rescan holds back rather than
 real `lookalike run` with [http] on loopback is started, then:
 
 1. /similar: p50 / p99 over HTTP with 1 and with 8 concurrent clients, beside the index's own
-   search time (the configured index plugin loaded here with the same vectors);
+   search time with 1 and 8 threads at once (the configured index plugin loaded here with the
+   same vectors);
 2. /query with an 800x1200 JPEG product photo on a plain background: p50 / p99 over HTTP,
    beside the same image through the pipeline directly (decode, removal, embedding, search);
 3. a flood of --flood photos dropped into images_dir with 4 clients calling /similar in a loop:
-   the ingest rate against the same flood with no client, and the clients' p99.
+   the ingest rate against the same flood with no client, and the clients' p99, beside the
+   same flood with 4 threads here searching the index in a loop instead (their own p99).
 
     .venv/bin/python bench/http_api.py --config CONFIG [--sizes 100000] [--requests 400]
         [--flood 400] [--keep DIR]
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
+import itertools
 import sys
 import tempfile
 import threading
@@ -38,7 +41,7 @@ from flood import workspace_from
 from memory import fill
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from builders import product_photo  # noqa: E402
+from builders import marked_photo, product_photo  # noqa: E402
 from lookalike.api.app import App  # noqa: E402
 from lookalike.search.follow import FollowedIndex  # noqa: E402
 from lookalike.store.store import Store  # noqa: E402
@@ -136,7 +139,9 @@ def measure(config: Path, size: int, requests: int, flood: int, keep: Path | Non
         service = RunningService(workspace, wait=False)
         try:
             service.wait_for(lambda: "answering HTTP" in service.log(), "HTTP", 3600)
-            if app.config.pipeline.index == "hnsw":  # restored, or saved right after the build
+            # A large graph is restored, or saved right after its build, for this process to
+            # restore too; a small one is saved only later, and built here in seconds.
+            if app.config.pipeline.index == "hnsw" and size >= 100_000:
                 service.wait_for(lambda: "index restored" in service.log()
                                  or "index saved" in service.log(), "the saved graph", 600)
             report(app, workspace, service, port, size, requests, flood)
@@ -156,14 +161,17 @@ def report(app: App, workspace, service, port: int, size: int, requests: int,
     vectors = {path: index.vector(path) for path in paths}
     similar = similar_call(port)
     similar(paths[0])  # a first request sets up the connection
-    own, over_http = side_by_side(lambda path: index.search(vectors[path], K + 1), similar,
-                                  paths)
+    search = searcher(index, vectors)
+    own, over_http = side_by_side(search, similar, paths)
     print(shown(f"index search alone ({app.config.pipeline.index})", own))
     print(shown("GET /similar, 1 client", over_http))
+    eight_here = concurrently(8, lambda n: timed_calls(search, paths[n::8]))
     eight = concurrently(8, lambda n: timed_calls(similar_call(port), paths[n::8]))
+    print(shown("index search, 8 threads at once", eight_here))
     print(shown("GET /similar, 8 clients", eight))
     print(f"  GET /similar p50 over the index's: "
-          f"+{percentiles(over_http)[0] - percentiles(own)[0]:.2f} ms (1 client)")
+          f"+{percentiles(over_http)[0] - percentiles(own)[0]:.2f} ms (1 client), "
+          f"+{percentiles(eight)[0] - percentiles(eight_here)[0]:.2f} ms (8 clients)")
 
     photos = [photo_jpeg(seed) for seed in range(40)]
     pipeline = app.pipeline
@@ -180,44 +188,45 @@ def report(app: App, workspace, service, port: int, size: int, requests: int,
     print(shown("POST /query, the same JPEGs", over_http))
     print(f"  POST /query p50 over the pipeline's: "
           f"{percentiles(over_http)[0] / percentiles(alone)[0]:.2f}")
-    store.close()
 
     run = f"{time.time_ns()}"  # a kept store may still hold an earlier run's flood rows
-    alone = flood_rate(workspace, service, flood, f"a{run}-", clients=0, port=port,
-                       paths=paths)
-    print(f"  flood of {flood} alone: {alone[0]:.1f} images/s")
-    rate, seconds = flood_rate(workspace, service, flood, f"b{run}-", clients=4, port=port,
-                               paths=paths)
-    p50, p99 = percentiles(seconds)
-    print(f"  flood of {flood} with 4 clients on /similar: {rate:.1f} images/s "
-          f"({rate / alone[0]:.2f} of alone); /similar p50 {p50:.2f} ms, p99 {p99:.2f} ms "
-          f"over {len(seconds)} requests")
+    # A first few photos, not counted: the service loads its models at its first photo, and
+    # the flood timed first would pay for that.
+    warm = min(flood, 20)
+    flood_rate(workspace, service, warm, f"w{run}-", first=0)
+    alone, _ = flood_rate(workspace, service, flood, f"a{run}-", first=warm)
+    print(f"  flood of {flood} alone: {alone:.1f} images/s")
+    # The same flood with four of this process's threads searching its own copy of the index
+    # in a loop: what the searches cost on this machine meanwhile, without HTTP.
+    for number, (who, make_search, prefix) in enumerate((
+            ("4 threads searching the index here", lambda: search, "t"),
+            ("4 clients on /similar", lambda: similar_call(port), "c")), start=1):
+        rate, seconds = flood_rate(workspace, service, flood, f"{prefix}{run}-",
+                                   warm + number * flood, make_search, paths)
+        p50, p99 = percentiles(seconds)
+        print(f"  flood of {flood} with {who}: {rate:.1f} images/s ({rate / alone:.2f} of "
+              f"alone); p50 {p50:.2f} ms, p99 {p99:.2f} ms over {len(seconds)} searches")
+    store.close()
 
 
-def flood_rate(workspace, service, count: int, prefix: str, clients: int,
-               port: int, paths: list[str]) -> tuple[float, list[float]]:
-    """Images per second while ``count`` photos arrive at once (``clients`` calling /similar
-    in a loop meanwhile), and the clients' timings."""
+def searcher(index: FollowedIndex, vectors: dict[str, np.ndarray]):
+    """A function searching ``index`` for a path's neighbours as /similar does: k + 1, the
+    path itself among them."""
+    return lambda path: index.search(vectors[path], K + 1)
+
+
+def flood_rate(workspace, service, count: int, prefix: str, first: int, make_search=None,
+               paths: list[str] = ()) -> tuple[float, list[float]]:
+    """Images per second while ``count`` photos (marked ``first`` on) arrive at once; with
+    ``make_search``, four threads meanwhile searching ``paths`` with it in a loop
+    (threads_searching), and their timings."""
     staging = workspace.root / f"staging-{prefix[0]}"
     staging.mkdir(exist_ok=True)
-    for number in range(count):
-        product_photo(number % 48, size=(320, 400)).save(staging / f"{prefix}{number:05d}.jpg",
-                                                          quality=90)
-    done = threading.Event()
-
-    def loop(n: int) -> list[float]:
-        times, call, at = [], similar_call(port), n
-        while not done.is_set():
-            started = time.perf_counter()
-            call(paths[at % len(paths)])
-            times.append(time.perf_counter() - started)
-            at += clients
-        return times
-
-    timings: list[float] = []
-    runner = threading.Thread(target=lambda: timings.extend(concurrently(clients, loop)))
-    if clients:
-        runner.start()
+    for number in range(first, first + count):  # each of its own: none reuses a vector
+        marked_photo(number, size=(320, 400)).save(staging / f"{prefix}{number:05d}.jpg",
+                                                   quality=90)
+    stopped = (threads_searching(make_search, [paths[n::4] for n in range(4)]) if make_search
+               else list)
     started = time.perf_counter()
     for file in sorted(staging.iterdir()):
         file.rename(workspace.images / file.name)
@@ -225,10 +234,34 @@ def flood_rate(workspace, service, count: int, prefix: str, clients: int,
                                       f"{prefix}%")[0][0] == count,
                      f"{count} images indexed", 3600)
     rate = count / (time.perf_counter() - started)
-    done.set()
-    if clients:
-        runner.join()
-    return rate, timings
+    return rate, stopped()
+
+
+def threads_searching(make_search, path_lists: list[list[str]]):
+    """A thread here for each list, calling its own ``make_search()`` on its paths round and
+    round; returns a function that stops them and gives their timings."""
+    done, timings = threading.Event(), []
+
+    def loop(paths: list[str]) -> None:
+        search = make_search()
+        for path in itertools.cycle(paths):
+            if done.is_set():
+                return
+            started = time.perf_counter()
+            search(path)
+            timings.append(time.perf_counter() - started)
+
+    threads = [threading.Thread(target=loop, args=(paths,)) for paths in path_lists]
+    for thread in threads:
+        thread.start()
+
+    def stopped() -> list[float]:
+        done.set()
+        for thread in threads:
+            thread.join()
+        return timings
+
+    return stopped
 
 
 def main() -> None:

@@ -29,10 +29,9 @@ import tomllib
 from pathlib import Path
 
 from flood import workspace_from
-from PIL import ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from builders import product_photo  # noqa: E402
+from builders import marked_photo  # noqa: E402
 
 ORIGINAL = """
 import pickle, sqlite3, sys
@@ -92,10 +91,8 @@ def main() -> None:
         photos = root / "photos"
         photos.mkdir()
         for number in range(args.images):
-            photo = product_photo(number, size=(800, 1200))
-            # A mark of its own: no two files alike (lookalike reuses the vector of a copy).
-            ImageDraw.Draw(photo).rectangle([8, 8, 40, 40], fill=(number % 256, number // 256, 90))
-            photo.save(photos / f"{number:05d}.jpg", quality=90)
+            marked_photo(number, size=(800, 1200)).save(photos / f"{number:05d}.jpg",
+                                                         quality=90)
         variants = {"float32": workspace_from(args.config.resolve(), root / "float32")}
         if args.int8:
             variants["int8"] = workspace_from(args.config.resolve(), root / "int8",

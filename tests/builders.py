@@ -83,6 +83,16 @@ def product_photo(seed: int, size: tuple[int, int] = (480, 640)) -> Image.Image:
     return Image.composite(garment, Image.new("RGB", size, (250, 250, 248)), silhouette)
 
 
+def marked_photo(number: int, size: tuple[int, int] = (480, 640)) -> Image.Image:
+    """``product_photo(number)`` with a mark of its own on the garment, the background left
+    plain: no two files alike, for lookalike reuses the vector of a copy."""
+    photo = product_photo(number, size)
+    x, y = size[0] // 2, size[1] // 2
+    ImageDraw.Draw(photo).rectangle([x - 16, y - 16, x + 16, y + 16],
+                                    fill=(number % 256, number // 256 % 256, 90))
+    return photo
+
+
 def draw_silhouette(draw: ImageDraw.ImageDraw, shape: int, cx: int, cy: int) -> None:
     """A t-shirt, trousers, a dress or a bag, centred at (cx, cy)."""
     if shape == 0:
