@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from lookalike.base.forked import in_child
 from lookalike.pipeline.builtins.exact_index import ExactIndex
 from lookalike.pipeline.builtins.hnsw_index import HnswIndex
 from lookalike.search.follow import FollowedIndex
@@ -164,3 +166,28 @@ print("exported")
     done = subprocess.run([sys.executable, "-W", "ignore", "-c", script], capture_output=True,
                           text=True, timeout=60)
     assert done.stdout.strip() == "exported", done.stderr
+
+
+def test_the_graph_is_written_by_a_forked_child(store, snapshot, tmp_path, monkeypatch):
+    """usearch holds the GIL while it writes (seconds at a million): the service's other
+    threads go on while a child writes from its copy of the memory. Without fork() (Windows),
+    the graph is written in the process itself."""
+    def writer_pid(path) -> int:
+        in_child(lambda: path.write_text(str(os.getpid())))
+        return int(path.read_text())
+
+    assert writer_pid(tmp_path / "forked") != os.getpid()
+    monkeypatch.delattr(os, "fork")
+    assert writer_pid(tmp_path / "here") == os.getpid()
+
+
+def test_a_graph_the_child_cannot_write_is_an_oserror_and_the_old_save_stays(store, snapshot):
+    index = FollowedIndex(store, "m", graph(), snapshot)
+    index.save(snapshot)
+    with pytest.raises(OSError, match="ZeroDivisionError: division by zero"):
+        in_child(lambda: 1 / 0)
+    hnsw = graph()
+    hnsw.add(np.arange(2), np.eye(2, 8, dtype=np.float32))
+    with pytest.raises(OSError, match="RuntimeError"):
+        hnsw.save(snapshot.parent / "no such folder" / "graph.hnsw")
+    assert FollowedIndex(store, "m", graph(), snapshot).restored

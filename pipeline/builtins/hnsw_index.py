@@ -18,6 +18,7 @@ import numpy as np
 
 from lookalike.base.cores import usable_cores
 from lookalike.base.errors import ConfigError
+from lookalike.base.forked import in_child
 from lookalike.pipeline.steps import StepSettings
 
 SCALAR = "f16"
@@ -67,8 +68,10 @@ class HnswIndex:
         return np.stack(self._graph.get(keys, dtype=np.float32))
 
     def save(self, path: Path) -> None:
-        """Write the graph, with its vectors, to ``path``."""
-        self._graph.save(str(path))
+        """Write the graph, with its vectors, to ``path``, from a forked child where the
+        system forks: usearch holds the GIL while it writes (3.4 s at a million), which would
+        stop the service's HTTP answers and ingest meanwhile."""
+        in_child(lambda: self._graph.save(str(path)))
 
     def restore(self, path: Path, dimension: int) -> str | None:
         """Replace the graph with the one saved in ``path``; None when restored, else why it
