@@ -142,11 +142,6 @@ def measure(config: Path, size: int, requests: int, flood: int, keep: Path | Non
         service = RunningService(workspace, wait=False)
         try:
             service.wait_for(lambda: "answering HTTP" in service.log(), "HTTP", 3600)
-            # A large graph is restored, or saved right after its build, for this process to
-            # restore too; a small one is saved only later, and built here in seconds.
-            if app.config.pipeline.index == "hnsw" and size >= 100_000:
-                service.wait_for(lambda: "index restored" in service.log()
-                                 or "index saved" in service.log(), "the saved graph", 600)
             if changed:  # the start writes the snapshot again
                 snapshot_written(workspace, service)
             report(app, workspace, service, port, size, requests, flood)
@@ -159,8 +154,9 @@ def report(app: App, workspace, service, port: int, size: int, requests: int,
     rng = np.random.default_rng(1)
     paths = [f"{i:07d}.jpg" for i in rng.integers(0, size, requests)]
     store = Store(f"sqlite:///{workspace.root / 'lookalike.db'}")
-    # The service's saved graph, restored (an "hnsw" graph of a million takes 19 minutes to
-    # build again); the exact index is loaded from the store.
+    # The saved graph of a kept workspace, restored as the service restored it (an "hnsw"
+    # graph of a million takes 19 minutes to build; the service saves it at its stop), else
+    # built here; the exact index is loaded from the store.
     index = FollowedIndex(store, app.pipeline.model_id, app.vector_index(),
                           workspace.root / "feature_vectors.pkl")
     vectors = {path: index.vector(path) for path in paths}
