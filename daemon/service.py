@@ -126,6 +126,8 @@ class Service:
         log.info("index %s: %d images in %.1f s (%s)",
                  "restored" if self.index.restored else "loaded", self.index.size,
                  time.monotonic() - started, self._empty_index.id)
+        if not self.index.restored:  # a graph just built is saved with the first snapshot:
+            self._index_saved_at = float("-inf")  # a crash must not cost the build again
         # A start that changed nothing leaves a snapshot of this generation as it is.
         self._snapshot_due = (snapshot_generation(self.catalogue.snapshot, self.pipeline.model_id)
                               != self.index.generation)

@@ -4,6 +4,7 @@ after real seconds."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import sqlite3
@@ -18,6 +19,7 @@ from builders import cropped_query, product_photo
 from lookalike.api.app import App
 from lookalike.daemon.ingest import CLAIM_RETRY_SECONDS
 from lookalike.daemon.service import STALLED_SECONDS, Service
+from lookalike.search.saved import saved_paths
 from running import answer_of, sha256, stored
 
 
@@ -280,3 +282,16 @@ def test_health_says_when_the_loop_stops_turning(workspace):
             f"the service loop has not turned for {STALLED_SECONDS + 1:.0f} s")
         service.step()
         assert service.stalled() is None
+
+
+def test_a_graph_built_at_start_is_saved_with_the_first_snapshot(workspace, catalogue):
+    """Not 10 minutes later: a crash meanwhile would cost the build again (19 minutes at a
+    million images). The clock stays where it is."""
+    workspace.write_config(pipeline={"index": "hnsw"})
+    workspace.add_catalogue(catalogue, 4)
+    description = saved_paths(workspace.root / "feature_vectors.pkl", "hnsw")[1]
+    with service_in_process(workspace, FakeClock(), settle_seconds=0) as service:
+        step_until(service, lambda: len(stored(workspace)) == 4, "the catalogue")
+        step_until(service, description.exists, "the saved graph", steps=100)
+        saved = json.loads(description.read_text())["paths"]
+        assert sorted(saved) == sorted(stored(workspace))
