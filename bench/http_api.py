@@ -12,6 +12,8 @@ real `lookalike run` with [http] on loopback is started, then:
 3. a flood of --flood photos dropped into images_dir with 4 clients calling /similar in a loop:
    the ingest rate against the same flood with no client, and the clients' p99, beside the
    same flood with 4 threads here searching the index in a loop instead (their own p99).
+   Every flood photo is its own (a copy's vector would be reused, not embedded); 20 photos,
+   untimed, come first, and each phase waits for the service's snapshot of what it stored.
 
     .venv/bin/python bench/http_api.py --config CONFIG [--sizes 100000] [--requests 400]
         [--flood 400] [--keep DIR]
@@ -45,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from builders import marked_photo, product_photo  # noqa: E402
 from lookalike.api.app import App  # noqa: E402
 from lookalike.search.follow import FollowedIndex  # noqa: E402
+from lookalike.store.schema import INDEXED  # noqa: E402
 from lookalike.store.store import Store  # noqa: E402
 from running import RunningService, free_port, query_db  # noqa: E402
 
@@ -243,7 +246,7 @@ def flood_rate(workspace, service, count: int, prefix: str, first: int, make_sea
 def snapshot_written(workspace, service) -> None:
     """Wait for the snapshot of every image stored: the service writes it once idle (21-38 s
     at a million), and a phase measured meanwhile would share the machine with it."""
-    stored = query_db(workspace, "SELECT count(*) FROM images WHERE status = 'indexed'")[0][0]
+    stored = query_db(workspace, "SELECT count(*) FROM images WHERE status = ?", INDEXED)[0][0]
     service.wait_for(lambda: [int(n) for n in re.findall(r"snapshot written: (\d+) images",
                                                          service.log())][-1:] == [stored],
                      f"the snapshot of {stored} images", 600)

@@ -7,7 +7,6 @@ status` reads a SQLite file of this schema with Python's own sqlite3 (store/stat
 SCHEMA_VERSION = 9
 
 
-
 def is_current(version: str | None, stamped: str | None) -> bool:
     """True for a store whose meta says this schema (``version``) and whose Alembic stamp
     (``stamped``) is this schema's revision: nothing to make or upgrade."""

@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,13 +182,28 @@ def test_the_graph_is_written_by_a_forked_child(store, snapshot, tmp_path, monke
     assert writer_pid(tmp_path / "here") == os.getpid()
 
 
-def test_a_graph_the_child_cannot_write_is_an_oserror_and_the_old_save_stays(store, snapshot):
+def test_a_graph_the_child_cannot_write_is_an_oserror_and_the_old_save_stays(
+        store, snapshot, monkeypatch):
+    """The service logs the OSError and tries again at its next save; the previous pair is
+    still restored, and the child's half-written file is gone."""
     index = FollowedIndex(store, "m", graph(), snapshot)
     index.save(snapshot)
+    from usearch.index import Index  # loaded by the graph above, after the C++ runtime
+
     with pytest.raises(OSError, match="ZeroDivisionError: division by zero"):
         in_child(lambda: 1 / 0)
-    hnsw = graph()
-    hnsw.add(np.arange(2), np.eye(2, 8, dtype=np.float32))
+    store.write_rows(unit_rows(["new.jpg"], seed=4))
+    index.refresh()
+
+    def disk_full(graph, path, progress=None):
+        Path(path).write_bytes(b"half a graph")
+        raise RuntimeError("No space left on device")
+
+    monkeypatch.setattr(Index, "save", disk_full)  # the child is a copy: it fails the same way
     with pytest.raises(OSError, match="RuntimeError"):
-        hnsw.save(snapshot.parent / "no such folder" / "graph.hnsw")
-    assert FollowedIndex(store, "m", graph(), snapshot).restored
+        index.save(snapshot)
+    monkeypatch.undo()
+    assert sorted(p.name for p in snapshot.parent.iterdir() if ".hnsw" in p.name) == [
+        "feature_vectors.hnsw", "feature_vectors.hnsw.json"]
+    restored = FollowedIndex(store, "m", graph(), snapshot)
+    assert restored.restored and restored.size == 61
