@@ -14,7 +14,7 @@ import argparse
 import time
 
 import numpy as np
-from query import DIMENSION, clustered_vectors
+from query import DIMENSION, cluster_centres, clustered_vectors
 from usearch.index import Index
 
 K = 10
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    centres = np.abs(rng.standard_normal((2000, DIMENSION), dtype=np.float32)) ** 2
+    centres = cluster_centres(rng)
     queries = clustered_vectors(args.queries, centres, rng)
     data = clustered_vectors(args.size, centres, rng)
     exact = np.argsort(-(queries @ data.T), axis=1)[:, :K]

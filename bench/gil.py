@@ -16,7 +16,7 @@ import threading
 import time
 
 import numpy as np
-from query import DIMENSION, clustered_vectors
+from query import cluster_centres, clustered_vectors
 from saved_index import graph
 
 from lookalike.pipeline.builtins.exact_index import ExactIndex
@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--searches", type=int, default=400)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    centres = np.abs(rng.standard_normal((2000, DIMENSION), dtype=np.float32)) ** 2
+    centres = cluster_centres(rng)
     vectors = clustered_vectors(args.size, centres, rng)
     queries = clustered_vectors(args.searches, centres, rng)
     for name, index in (("exact", ExactIndex()), ("hnsw", graph())):

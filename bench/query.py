@@ -45,6 +45,11 @@ def percentiles(seconds: list[float]) -> str:
     return f"p50 {p50:8.2f} ms  p99 {p99:8.2f} ms"
 
 
+def cluster_centres(rng: np.random.Generator) -> np.ndarray:
+    """2,000 centres the clustered vectors gather around (garments of a kind look alike)."""
+    return np.abs(rng.standard_normal((2000, DIMENSION), dtype=np.float32)) ** 2
+
+
 def clustered_vectors(count: int, centres: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     vectors = np.empty((count, DIMENSION), dtype=np.float32)
     for start in range(0, count, 100_000):  # in chunks: the noise would double peak memory
@@ -77,7 +82,7 @@ def main() -> None:
     args = parser.parse_args()
     indexes = collect_steps(plugin_manager())["index"]
     rng = np.random.default_rng(0)
-    centres = np.abs(rng.standard_normal((2000, DIMENSION), dtype=np.float32)) ** 2
+    centres = cluster_centres(rng)
     queries = clustered_vectors(args.queries, centres, rng)
     arrivals = clustered_vectors(1001, centres, rng)
     for size in (int(s) for s in args.sizes.split(",")):

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from query import DIMENSION, clustered_vectors
+from query import cluster_centres, clustered_vectors
 
 from lookalike.pipeline.builtins import HNSW_OPTIONS
 from lookalike.pipeline.builtins.exact_index import ExactIndex
@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    centres = np.abs(rng.standard_normal((2000, DIMENSION), dtype=np.float32)) ** 2
+    centres = cluster_centres(rng)
     queries = clustered_vectors(args.queries, centres, rng)
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
